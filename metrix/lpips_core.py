@@ -1,0 +1,298 @@
+"""LPIPS as pure, jit-safe functions: the maths under ``mx.LPIPS`` and ``LPIPSMetric``.
+
+Learned Perceptual Image Patch Similarity (Zhang et al., 2018) between images ``x`` and
+``y``, with backbone taps ``f_l`` (l = 1..L, C_l channels) and calibration weights
+``w_l >= 0`` (the 1x1 "lin" heads)::
+
+    x' = (x - shift) / scale                        # lpips' ScalingLayer, x in [-1, 1]
+    u_l = f_l(x') / (||f_l(x')||_2 over channels + 1e-10), v_l likewise for y
+    d(x, y) = sum_l mean_{h,w} sum_c w_{l,c} (u_{l,hwc} - v_{l,hwc})^2
+
+With ``spatial=True`` each layer's ``(h, w)`` map is first resized to the image size with
+bilinear interpolation (``align_corners=False``, as lpips' ``nn.Upsample``) and the layers
+are summed per pixel: an ``(N, H, W)`` distance map instead of ``(N,)``.
+
+Weights are inputs: ``backbone_params`` (see :mod:`metrix.backbones.lpips_nets`) and the
+``calibration`` pytree ``{"lin0": (C_0,), ..., "lin{L-1}": (C_{L-1},)}`` are passed into
+``jit`` as arguments. :func:`load_calibration` reads lpips' own shipped weights
+(``lpips/weights/v0.1/{alex,vgg,squeeze}.pth``) or a converted safetensors/npz file.
+
+**Non-negativity of the calibration.** The weights are stored and used raw, exactly as
+lpips does at inference, so the shipped weights (which contain exact zeros) are reproduced
+bit for bit. When training them, call :func:`project_nonnegative` after every optimizer
+step (projected gradient descent), which is what lpips' trainer does with ``clamp(min=0)``.
+A softplus parametrisation was not chosen: it cannot represent the shipped zeros.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metrix.backbones import weights as weight_io
+from metrix.backbones.lpips_nets import lpips_backbone
+from metrix.backbones.weights import MissingWeightsError
+
+__all__ = [
+    "LPIPS_CHANNELS",
+    "LPIPS_SHIFT",
+    "LPIPS_SCALE",
+    "scale_input",
+    "normalize_channels",
+    "find_lpips_calibration_file",
+    "load_calibration",
+    "save_calibration",
+    "project_nonnegative",
+    "lpips_from_features",
+    "lpips_features",
+    "lpips_distance",
+]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+LPIPS_CHANNELS: dict[str, tuple[int, ...]] = {
+    "alex": (64, 192, 384, 256, 256),
+    "vgg": (64, 128, 256, 512, 512),
+    "squeeze": (64, 128, 256, 384, 384, 512, 512),
+}
+
+# lpips' ScalingLayer: maps [-1, 1] images to roughly ImageNet-normalised ones,
+# i.e. ((x + 1) / 2 - mean) / std with mean, std rewritten for [-1, 1] inputs.
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+
+_EPS = 1e-10  # lpips' normalize_tensor epsilon
+
+
+def scale_input(images: jax.Array, normalize: bool = False) -> jax.Array:
+    """``(x - shift) / scale`` per RGB channel (NHWC); ``normalize=True`` first maps [0,1] to [-1,1]."""
+    x = jnp.asarray(images, jnp.float32)
+    if normalize:
+        x = 2.0 * x - 1.0
+    shift = jnp.asarray(LPIPS_SHIFT, jnp.float32)
+    scale = jnp.asarray(LPIPS_SCALE, jnp.float32)
+    return (x - shift) / scale
+
+
+def normalize_channels(features: jax.Array, eps: float = _EPS) -> jax.Array:
+    """``f / (sqrt(sum_c f^2) + eps)`` over the last (channel) axis.
+
+    The square root is guarded where the sum is 0 (common after a ReLU): the value is the
+    same (0), but the gradient stays finite instead of ``0 * inf = nan``.
+    """
+    sq = jnp.sum(jnp.square(features), axis=-1, keepdims=True)
+    positive = sq > 0
+    norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    return features / (norm + eps)
+
+
+def _net_key(net: str) -> str:
+    if net not in LPIPS_CHANNELS:
+        raise ValueError(f"unknown LPIPS net {net!r}; expected one of {sorted(LPIPS_CHANNELS)}")
+    return net
+
+
+def find_lpips_calibration_file(net: str, version: str = "0.1") -> str | None:
+    """Path of the ``lpips`` package's shipped ``weights/v{version}/{net}.pth``, or None.
+
+    Located through ``importlib.util.find_spec`` only: lpips (and so torch/torchvision) is
+    not imported.
+    """
+    _net_key(net)
+    try:
+        spec = importlib.util.find_spec("lpips")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [os.path.dirname(spec.origin)]
+    for root in roots:
+        path = os.path.join(root, "weights", f"v{version}", f"{net}.pth")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _calibration_from_state_dict(net: str, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Pick ``lin{k}.model.1.weight`` (or ``lins.{k}.model.1.weight``) of shape (1, C, 1, 1)."""
+    calibration = {}
+    for k, _ in enumerate(LPIPS_CHANNELS[net]):
+        for key in (f"lin{k}.model.1.weight", f"lins.{k}.model.1.weight", f"lin{k}.model.0.weight"):
+            if key in state:
+                calibration[f"lin{k}"] = np.asarray(state[key], np.float32).reshape(-1)
+                break
+        else:
+            raise ValueError(f"LPIPS {net} calibration: no 'lin{k}.model.1.weight' in the state dict")
+    return calibration
+
+
+def _check_calibration(net: str, calibration: Mapping[str, Any]) -> None:
+    expected = {f"lin{k}": (c,) for k, c in enumerate(LPIPS_CHANNELS[net])}
+    got = {k: tuple(np.shape(v)) for k, v in calibration.items()}
+    if got != expected:
+        raise ValueError(f"LPIPS {net} calibration has shapes {got}; expected {expected}")
+
+
+def load_calibration(net: str, path: str | os.PathLike | None = None, version: str = "0.1") -> dict[str, np.ndarray]:
+    """Read LPIPS linear-head weights as ``{"lin0": (C_0,), ...}`` float32 numpy arrays.
+
+    ``path`` may be lpips' ``.pth`` (needs torch, read with ``weights_only=True``), or a
+    ``.safetensors``/``.npz`` file written by :func:`save_calibration` (no torch). With
+    ``path=None`` the lpips package's shipped weights are used if lpips is installed;
+    convert them once with ``python -m metrix.backbones.lpips_nets calibration NET OUT``
+    so run time needs neither lpips nor torch.
+    """
+    net = _net_key(net)
+    how = (
+        f"The LPIPS {net} calibration ships with the lpips package (weights/v{version}/{net}.pth): "
+        f"pip install lpips, then convert once with\n"
+        f"    python -m metrix.backbones.lpips_nets calibration {net} lpips_{net}.safetensors"
+    )
+    if path is None:
+        path = find_lpips_calibration_file(net, version)
+        if path is None:
+            raise MissingWeightsError(f"LPIPS {net} calibration: lpips package not found.\n{how}")
+    path = os.fspath(path)
+    if path.endswith(".pth"):
+        if not os.path.exists(path):
+            raise MissingWeightsError(f"LPIPS {net} calibration: weight file {path!r} does not exist.\n{how}")
+        calibration = _calibration_from_state_dict(net, weight_io.read_torch_state_dict(path))
+    else:
+        loaded = weight_io.load(path, what=f"LPIPS {net} calibration", how_to_make=how)
+        calibration = {k: np.asarray(v, np.float32).reshape(-1) for k, v in loaded.items()}
+    _check_calibration(net, calibration)
+    return calibration
+
+
+def save_calibration(calibration: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """Write a calibration pytree to ``.safetensors`` or ``.npz`` (readable without torch)."""
+    return weight_io.save({k: np.asarray(v, np.float32) for k, v in calibration.items()}, path)
+
+
+def project_nonnegative(calibration: Any) -> Any:
+    """``max(w, 0)`` on every leaf: apply after each optimizer step (lpips' ``clamp(min=0)``)."""
+    return jax.tree_util.tree_map(lambda w: jnp.maximum(w, 0), calibration)
+
+
+def _as_map(features: jax.Array) -> jax.Array:
+    """(N, H, W, C) as is; (N, C) vectors as (N, 1, 1, C) maps."""
+    features = jnp.asarray(features)
+    if features.ndim == 2:
+        return features[:, None, None, :]
+    if features.ndim != 4:
+        raise ValueError(f"LPIPS features must be (N, H, W, C) or (N, C); got shape {features.shape}")
+    return features
+
+
+def _layer_weights(calibration: Mapping[str, Any] | Sequence[Any], n_layers: int) -> list[jax.Array]:
+    if isinstance(calibration, Mapping):
+        missing = [f"lin{k}" for k in range(n_layers) if f"lin{k}" not in calibration]
+        if missing:
+            raise ValueError(f"LPIPS calibration lacks {missing} for {n_layers} feature layers")
+        return [jnp.asarray(calibration[f"lin{k}"]).reshape(-1) for k in range(n_layers)]
+    if len(calibration) != n_layers:
+        raise ValueError(f"LPIPS calibration has {len(calibration)} layers for {n_layers} feature layers")
+    return [jnp.asarray(w).reshape(-1) for w in calibration]
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) weights of torch's bilinear resize with ``align_corners=False``.
+
+    Output pixel i samples the input at ``s = (i + 0.5) * n_in / n_out - 0.5`` clamped at 0,
+    blending pixels ``floor(s)`` and ``min(floor(s) + 1, n_in - 1)`` linearly.
+    """
+    i = np.arange(n_out, dtype=np.float64)
+    src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    matrix = np.zeros((n_out, n_in), np.float64)
+    np.add.at(matrix, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(matrix, (np.arange(n_out), hi), frac)
+    return matrix.astype(np.float32)
+
+
+def _upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Bilinear resize of (N, h, w) maps to (N, H, W), as ``nn.Upsample(size, 'bilinear')``."""
+    if maps.shape[1:] == tuple(size):
+        return maps
+    rows = jnp.asarray(_bilinear_matrix(size[0], maps.shape[1]))
+    cols = jnp.asarray(_bilinear_matrix(size[1], maps.shape[2]))
+    return jnp.einsum("Hh,nhw,Ww->nHW", rows, maps, cols, precision=_HIGHEST)
+
+
+def lpips_from_features(
+    features_a: Sequence[jax.Array],
+    features_b: Sequence[jax.Array],
+    calibration: Mapping[str, Any] | Sequence[Any],
+    spatial: bool = False,
+    image_size: tuple[int, int] | None = None,
+) -> jax.Array:
+    """LPIPS distance from per-layer backbone taps; ``(N,)``, or ``(N, H, W)`` if ``spatial``.
+
+    ``features_a[l]``, ``features_b[l]``: ``(N, H_l, W_l, C_l)`` NHWC maps, or ``(N, C_l)``
+    vectors (treated as 1x1 maps). ``calibration``: ``{"lin{l}": (C_l,)}`` or a sequence of
+    ``(C_l,)`` weights. Per layer: unit-normalise channels, square the difference, weight
+    and sum channels, average over space, then sum layers (see the module docstring).
+    ``image_size`` is the ``(H, W)`` of the spatial output (default: the first layer's).
+    Differentiable in the features and the calibration.
+    """
+    if len(features_a) != len(features_b):
+        raise ValueError(f"LPIPS got {len(features_a)} layers for a and {len(features_b)} for b")
+    maps_a = [_as_map(f) for f in features_a]
+    maps_b = [_as_map(f) for f in features_b]
+    layer_weights = _layer_weights(calibration, len(maps_a))
+    if spatial and image_size is None:
+        image_size = maps_a[0].shape[1:3]
+    total = None
+    for fa, fb, w in zip(maps_a, maps_b, layer_weights):
+        if fa.shape != fb.shape:
+            raise ValueError(f"LPIPS feature shapes differ: {fa.shape} vs {fb.shape}")
+        if fa.shape[-1] != w.shape[0]:
+            raise ValueError(f"LPIPS layer with {fa.shape[-1]} channels got {w.shape[0]} calibration weights")
+        diff = jnp.square(normalize_channels(fa) - normalize_channels(fb))
+        per_pixel = jnp.einsum("nhwc,c->nhw", diff, w.astype(diff.dtype), precision=_HIGHEST)
+        layer = _upsample(per_pixel, image_size) if spatial else jnp.mean(per_pixel, axis=(1, 2))
+        total = layer if total is None else total + layer
+    return total
+
+
+def lpips_features(backbone_params: Any, images: jax.Array, net: str = "alex", normalize: bool = False):
+    """Backbone taps of NHWC ``images`` in [-1, 1] (or [0, 1] with ``normalize``), after scaling."""
+    return lpips_backbone(_net_key(net)).apply({"params": backbone_params}, scale_input(images, normalize))
+
+
+def lpips_distance(
+    backbone_params: Any,
+    calibration: Mapping[str, Any] | Sequence[Any],
+    images_a: jax.Array,
+    images_b: jax.Array,
+    net: str = "alex",
+    spatial: bool = False,
+    normalize: bool = False,
+) -> jax.Array:
+    """LPIPS between NHWC image batches; ``(N,)`` distances, or ``(N, H, W)`` if ``spatial``.
+
+    Images are in [-1, 1] (``normalize=True``: in [0, 1]). Both batches run through the
+    backbone as one batch of 2N. jit with ``net``, ``spatial``, ``normalize`` static, e.g.
+    ``jax.jit(lpips_distance, static_argnames=("net", "spatial", "normalize"))``.
+    """
+    images_a = jnp.asarray(images_a)
+    images_b = jnp.asarray(images_b)
+    if images_a.shape != images_b.shape or images_a.ndim != 4 or images_a.shape[-1] != 3:
+        raise ValueError(f"LPIPS needs two NHWC RGB batches of one shape; got {images_a.shape} and {images_b.shape}")
+    n = images_a.shape[0]
+    taps = lpips_features(backbone_params, jnp.concatenate([images_a, images_b]), net, normalize)
+    return lpips_from_features(
+        [t[:n] for t in taps], [t[n:] for t in taps], calibration, spatial=spatial, image_size=images_a.shape[1:3]
+    )
