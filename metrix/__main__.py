@@ -1,0 +1,3 @@
+from metrix.cli import main
+
+raise SystemExit(main())

