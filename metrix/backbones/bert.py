@@ -1,0 +1,412 @@
+"""A BERT encoder in Flax linen, loaded from a local Hugging Face model folder (for BERTScore).
+
+The network is the original post-LayerNorm BERT:
+
+    h_0 = LayerNorm(word[ids] + position[0..L-1] + token_type[0])
+    a_l = LayerNorm(h_{l-1} + Dense(MultiHeadAttention(h_{l-1}, mask)))
+    h_l = LayerNorm(a_l + Dense(act(Dense(a_l))))
+
+with softmax(q k^T / sqrt(d_head)) attention over the unmasked keys and, for ``hidden_act``
+"gelu", the exact erf GELU. Like bert-score, the encoder keeps only the first ``num_layers``
+layers and returns ``h_{num_layers}`` (``hidden_states[num_layers]`` in Hugging Face terms;
+``num_layers=0`` gives the embedding output).
+
+A model folder holds ``config.json``, weights in ``model.safetensors`` (read with numpy, no
+torch) or ``pytorch_model.bin`` (needs torch, read safely with ``weights_only=True``), and the
+tokenizer as ``tokenizer.json`` (read with the ``tokenizers`` library) or ``vocab.txt``.
+Nothing is ever downloaded.
+
+    enc = BertEncoder.from_pretrained_dir("path/to/model", num_layers=6)
+    ids, mask = enc.tokenize(["a sentence", "another one"])
+    emb = enc.embed(enc.params, ids, mask)      # (B, L, D), jitted; params are an input
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metrix.backbones.weights import MissingWeightsError, read_torch_state_dict
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+# Hugging Face activation names -> JAX functions ("gelu" is the exact erf form).
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The fields of a Hugging Face BERT ``config.json`` that the forward pass needs."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> BertConfig:
+        model_type = raw.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(
+                f"BertEncoder supports model_type 'bert' only, got {model_type!r} "
+                "(RoBERTa-style models shift position ids and tokenise differently)"
+            )
+        position_type = raw.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ValueError(f"only absolute position embeddings are supported, got {position_type!r}")
+        if raw.get("hidden_act", "gelu") not in _ACTIVATIONS:
+            raise ValueError(f"unsupported hidden_act {raw['hidden_act']!r}; known: {sorted(_ACTIVATIONS)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
+
+
+def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+    # use_fast_variance=False: E[(x-mean)^2], as torch does, not E[x^2]-mean^2.
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, use_fast_variance=False, name=name)
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, precision=_HIGHEST, name=name)
+
+
+class BertEmbeddings(nn.Module):
+    """LayerNorm(word + absolute position + token type embeddings)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+        c = self.config
+        positions = jnp.arange(input_ids.shape[-1])
+        x = nn.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(input_ids)
+        x = x + nn.Embed(c.max_position_embeddings, c.hidden_size, name="position_embeddings")(positions)
+        x = x + nn.Embed(c.type_vocab_size, c.hidden_size, name="token_type_embeddings")(token_type_ids)
+        return _layer_norm(c, "LayerNorm")(x)
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head softmax(q k^T / sqrt(d)) v over the keys where ``attention_mask`` is true."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        c = self.config
+        heads = c.num_attention_heads
+        head_dim = c.hidden_size // heads
+        split = lambda t: t.reshape(*t.shape[:-1], heads, head_dim)  # noqa: E731
+        q = split(_dense(c.hidden_size, "query")(x))
+        k = split(_dense(c.hidden_size, "key")(x))
+        v = split(_dense(c.hidden_size, "value")(x))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=_HIGHEST) / math.sqrt(head_dim)
+        # Masked keys get the most negative float, as Hugging Face does (exp underflows to 0).
+        keep = attention_mask[:, None, None, :].astype(bool)
+        scores = jnp.where(keep, scores, jnp.finfo(scores.dtype).min)
+        probs = jax.nn.softmax(scores, axis=-1)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=_HIGHEST)
+        return context.reshape(*x.shape[:-1], c.hidden_size)
+
+
+class BertLayer(nn.Module):
+    """One post-LN transformer block: attention + residual + LN, feed-forward + residual + LN."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        c = self.config
+        attended = BertSelfAttention(c, name="attention")(x, attention_mask)
+        x = _layer_norm(c, "attention_LayerNorm")(x + _dense(c.hidden_size, "attention_output")(attended))
+        hidden = _ACTIVATIONS[c.hidden_act](_dense(c.intermediate_size, "intermediate")(x))
+        return _layer_norm(c, "output_LayerNorm")(x + _dense(c.hidden_size, "output")(hidden))
+
+
+class BertModule(nn.Module):
+    """Embeddings then the first ``num_layers`` layers; returns the last one's hidden states."""
+
+    config: BertConfig
+    num_layers: int
+
+    @nn.compact
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+    ) -> jax.Array:
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = BertEmbeddings(self.config, name="embeddings")(input_ids, token_type_ids)
+        for i in range(self.num_layers):
+            x = BertLayer(self.config, name=f"layer_{i}")(x, attention_mask)
+        return x
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def _find_prefix(state: Mapping[str, np.ndarray], folder: str) -> str:
+    """The prefix before ``embeddings.word_embeddings.weight`` ("" or "bert.", ...)."""
+    anchor = "embeddings.word_embeddings.weight"
+    for key in state:
+        if key.endswith(anchor):
+            return key[: -len(anchor)]
+    raise ValueError(f"{folder}: no '{anchor}' in the weights; is this a BERT checkpoint?")
+
+
+def convert_hf_state_dict(
+    state: Mapping[str, np.ndarray], config: BertConfig, num_layers: int, *, source: str = "weights"
+) -> dict[str, Any]:
+    """Map a Hugging Face BERT state dict (``bert.``-prefixed or bare) onto :class:`BertModule`.
+
+    torch ``Linear`` weights are (out, in) and become Flax (in, out) kernels; old checkpoints'
+    ``LayerNorm.gamma/beta`` are read like ``LayerNorm.weight/bias``. Layers past
+    ``num_layers`` and the pooler are dropped.
+    """
+    prefix = _find_prefix(state, source)
+
+    def get(name: str) -> np.ndarray:
+        for candidate in (name, name.replace(".weight", ".gamma"), name.replace(".bias", ".beta")):
+            if prefix + candidate in state:
+                return np.asarray(state[prefix + candidate], dtype=np.float32)
+        raise KeyError(f"{source}: missing weight {prefix + name!r}")
+
+    def dense(name: str) -> dict[str, np.ndarray]:
+        return {"kernel": get(name + ".weight").T.copy(), "bias": get(name + ".bias")}
+
+    def norm(name: str) -> dict[str, np.ndarray]:
+        return {"scale": get(name + ".weight"), "bias": get(name + ".bias")}
+
+    params: dict[str, Any] = {
+        "embeddings": {
+            "word_embeddings": {"embedding": get("embeddings.word_embeddings.weight")},
+            "position_embeddings": {"embedding": get("embeddings.position_embeddings.weight")},
+            "token_type_embeddings": {"embedding": get("embeddings.token_type_embeddings.weight")},
+            "LayerNorm": norm("embeddings.LayerNorm"),
+        }
+    }
+    for i in range(num_layers):
+        hf = f"encoder.layer.{i}."
+        params[f"layer_{i}"] = {
+            "attention": {n: dense(hf + "attention.self." + n) for n in ("query", "key", "value")},
+            "attention_output": dense(hf + "attention.output.dense"),
+            "attention_LayerNorm": norm(hf + "attention.output.LayerNorm"),
+            "intermediate": dense(hf + "intermediate.dense"),
+            "output": dense(hf + "output.dense"),
+            "output_LayerNorm": norm(hf + "output.LayerNorm"),
+        }
+    return params
+
+
+def _check_folder(path: str) -> None:
+    missing = []
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        missing.append("config.json")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in _WEIGHT_FILES):
+        missing.append(" or ".join(_WEIGHT_FILES))
+    if not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+        missing.append(" or ".join(_TOKENIZER_FILES))
+    if missing:
+        present = sorted(os.listdir(path)) if os.path.isdir(path) else "folder does not exist"
+        raise MissingWeightsError(
+            f"BERT model folder {path!r} lacks: {'; '.join(missing)} (it has: {present}). "
+            "Point to a local Hugging Face model folder (e.g. one saved with "
+            "save_pretrained); metrix never downloads models."
+        )
+
+
+def _read_weights(path: str) -> dict[str, np.ndarray]:
+    safetensors_file = os.path.join(path, "model.safetensors")
+    if os.path.isfile(safetensors_file):
+        from safetensors.numpy import load_file  # optional dependency
+
+        return load_file(safetensors_file)
+    return read_torch_state_dict(os.path.join(path, "pytorch_model.bin"))
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _load_tokenizer(path: str, tokenizer_config: Mapping[str, Any]):
+    import tokenizers  # optional dependency
+
+    tokenizer_file = os.path.join(path, "tokenizer.json")
+    if os.path.isfile(tokenizer_file):
+        tokenizer = tokenizers.Tokenizer.from_file(tokenizer_file)
+    else:  # only a WordPiece vocabulary: rebuild the BERT pipeline from tokenizer_config.json
+        lowercase = tokenizer_config.get("do_lower_case", True)
+        tokenizer = tokenizers.BertWordPieceTokenizer(
+            os.path.join(path, "vocab.txt"),
+            lowercase=lowercase,
+            strip_accents=tokenizer_config.get("strip_accents"),
+            handle_chinese_chars=tokenizer_config.get("tokenize_chinese_chars", True),
+        )._tokenizer
+    # tokenizer.json files often carry padding/truncation settings; ours are set per call.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def bucket_length(length: int, max_length: int, minimum: int = 16) -> int:
+    """Pad lengths to powers of two (at least ``minimum``, at most ``max_length``) so that
+    ``embed`` compiles once per bucket instead of once per batch."""
+    return min(max_length, max(minimum, 1 << max(0, length - 1).bit_length()))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BertEncoder:
+    """A BERT network, its weights (``params``, a pytree input of :meth:`embed`) and tokenizer."""
+
+    config: BertConfig
+    num_layers: int
+    params: Any
+    tokenizer: Any  # a tokenizers.Tokenizer
+    model_max_length: int
+    cls_token_id: int | None
+    sep_token_id: int | None
+    pad_token_id: int
+
+    @classmethod
+    def from_pretrained_dir(cls, path: str | os.PathLike, num_layers: int | None = None) -> BertEncoder:
+        """Load a local Hugging Face BERT folder; keep the first ``num_layers`` layers (all by default)."""
+        path = os.fspath(path)
+        _check_folder(path)
+        config = BertConfig.from_dict(_read_json(os.path.join(path, "config.json")))
+        num_layers = config.num_hidden_layers if num_layers is None else int(num_layers)
+        if not 0 <= num_layers <= config.num_hidden_layers:
+            raise ValueError(f"num_layers must be in [0, {config.num_hidden_layers}] for {path!r}, got {num_layers}")
+        params = convert_hf_state_dict(_read_weights(path), config, num_layers, source=path)
+        tokenizer_config = _read_json(os.path.join(path, "tokenizer_config.json"))
+        tokenizer = _load_tokenizer(path, tokenizer_config)
+        # bert-score truncates at tokenizer.model_max_length; a folder without one falls back to
+        # the number of position embeddings (transformers would use a huge sentinel instead).
+        max_length = min(
+            int(tokenizer_config.get("model_max_length", config.max_position_embeddings)),
+            config.max_position_embeddings,
+        )
+
+        def special(key: str, default: str) -> int | None:
+            token = tokenizer_config.get(key, default)
+            if isinstance(token, Mapping):  # serialised AddedToken
+                token = token.get("content", default)
+            return tokenizer.token_to_id(token)
+
+        pad_id = special("pad_token", "[PAD]")
+        return cls(
+            config=config,
+            num_layers=num_layers,
+            params=jax.tree_util.tree_map(jnp.asarray, params),
+            tokenizer=tokenizer,
+            model_max_length=max_length,
+            cls_token_id=special("cls_token", "[CLS]"),
+            sep_token_id=special("sep_token", "[SEP]"),
+            pad_token_id=config.pad_token_id if pad_id is None else pad_id,
+        )
+
+    @property
+    def module(self) -> BertModule:
+        return BertModule(self.config, self.num_layers)
+
+    @property
+    def special_token_ids(self) -> tuple[int, ...]:
+        """[CLS] and [SEP]: bert-score gives them idf weight 0."""
+        return tuple(i for i in (self.cls_token_id, self.sep_token_id) if i is not None)
+
+    def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+        """Token ids per text as bert-score's ``sent_encode``: strip, add [CLS]/[SEP], truncate."""
+        max_length = self.model_max_length if max_length is None else max_length
+        self.tokenizer.enable_truncation(max_length)
+        try:
+            encodings = self.tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=True)
+        finally:
+            self.tokenizer.no_truncation()
+        return [e.ids for e in encodings]
+
+    def tokenize(
+        self, texts: Sequence[str], max_length: int | None = None, pad_to: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask)``, int32 (B, L), right-padded with the pad id.
+
+        L is ``pad_to`` if given, else :func:`bucket_length` of the longest text.
+        """
+        max_length = self.model_max_length if max_length is None else max_length
+        ids = self.token_ids(texts, max_length)
+        longest = max((len(i) for i in ids), default=1)
+        length = bucket_length(longest, max_length) if pad_to is None else pad_to
+        if longest > length:
+            raise ValueError(f"pad_to={length} is shorter than the longest tokenised text ({longest})")
+        input_ids = np.full((len(ids), length), self.pad_token_id, dtype=np.int32)
+        mask = np.zeros((len(ids), length), dtype=np.int32)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return input_ids, mask
+
+    @property
+    def embed(self):
+        """Jitted ``embed(params, input_ids, attention_mask) -> (B, L, D)`` float32."""
+        return _jitted_apply(self.config, self.num_layers)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Embed many texts in length-sorted batches (little padding, few compiled shapes).
+
+        Returns numpy ``(embeddings (N, L, D), input_ids (N, L), attention_mask (N, L))`` with L
+        the bucket of the longest text; rows beyond a text's length are zero.
+        """
+        ids, mask = self.tokenize(texts)
+        lengths = mask.sum(axis=1)
+        order = np.argsort(-lengths, kind="stable")
+        out = np.zeros((*ids.shape, self.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            width = bucket_length(int(lengths[rows].max()), ids.shape[1])
+            # Pad the last batch with all-padding rows so every batch has the same shape.
+            padded = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])]) if len(texts) > batch_size else rows
+            batch_mask = mask[padded, :width]
+            batch_mask[len(rows) :] = 0
+            batch = np.asarray(self.embed(self.params, ids[padded, :width], batch_mask))
+            out[rows, :width] = batch[: len(rows)] * mask[rows, :width, None]
+        return out, ids, mask
+
+
+_APPLY_CACHE: dict[tuple[BertConfig, int], Any] = {}
+
+
+def _jitted_apply(config: BertConfig, num_layers: int):
+    """One jitted forward per architecture, shared by every encoder with that architecture."""
+    key = (config, num_layers)
+    if key not in _APPLY_CACHE:
+        module = BertModule(config, num_layers)
+
+        @jax.jit
+        def embed(params, input_ids, attention_mask):
+            return module.apply({"params": params}, input_ids, attention_mask)
+
+        _APPLY_CACHE[key] = embed
+    return _APPLY_CACHE[key]
