@@ -4,7 +4,18 @@ A metric is a frozen dataclass of configuration; ``get_state(**inputs)`` returns
 state pytree; states ``merge`` across batches, devices and hosts; ``compute()`` gives values.
 """
 
+# Domains: each module lists its public metrics, states and functions in __all__.
 from metrix.classification import *  # noqa: F401,F403
+from metrix.distributed import *  # noqa: F401,F403
+from metrix.generative import *  # noqa: F401,F403
+from metrix.image import *  # noqa: F401,F403
+from metrix.losses import *  # noqa: F401,F403
+from metrix.metric_learning import *  # noqa: F401,F403
+from metrix.ranking import *  # noqa: F401,F403
+from metrix.regression import *  # noqa: F401,F403
+from metrix.segmentation import *  # noqa: F401,F403
+from metrix.summaries import *  # noqa: F401,F403
+from metrix.text import *  # noqa: F401,F403
 from metrix.keys import REQUIRED, ContextKeyError, Key
 from metrix.metric import Metric
 from metrix.state import (

@@ -1,0 +1,3 @@
+"""distributed metrics (being written)."""
+
+__all__: list[str] = []

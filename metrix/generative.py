@@ -1,0 +1,3 @@
+"""generative metrics (being written)."""
+
+__all__: list[str] = []

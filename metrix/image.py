@@ -1,0 +1,3 @@
+"""image metrics (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""losses metrics (being written)."""
+
+__all__: list[str] = []

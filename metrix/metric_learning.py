@@ -1,0 +1,3 @@
+"""metric_learning metrics (being written)."""
+
+__all__: list[str] = []

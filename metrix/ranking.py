@@ -1,0 +1,3 @@
+"""ranking metrics (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""regression metrics (being written)."""
+
+__all__: list[str] = []

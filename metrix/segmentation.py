@@ -1,0 +1,3 @@
+"""segmentation metrics (being written)."""
+
+__all__: list[str] = []

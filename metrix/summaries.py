@@ -1,0 +1,3 @@
+"""summaries metrics (being written)."""
+
+__all__: list[str] = []

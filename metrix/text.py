@@ -1,0 +1,3 @@
+"""text metrics (being written)."""
+
+__all__: list[str] = []
