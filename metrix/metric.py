@@ -33,7 +33,7 @@ from typing_extensions import dataclass_transform
 
 from metrix import keys as keys_lib
 from metrix import typecheck
-from metrix.state import State
+from metrix.state import Frozen, State, drop_frozen_methods
 
 _INPUT_METHODS = ("get_state", "get_values")
 
@@ -70,7 +70,7 @@ def _wrap_input_method(cls, method_name: str, fn):
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
-class Metric:
+class Metric(Frozen):
     """Base of every metric, loss and summary (see the module docstring)."""
 
     State: ClassVar[type[State]] = State
@@ -83,6 +83,7 @@ class Metric:
                 setattr(cls, name, _wrap_input_method(cls, name, fn))
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(frozen=True, kw_only=True, eq=True)(cls)
+            drop_frozen_methods(cls)
         cls._check_keys_match_signature()
 
     # -- keys ---------------------------------------------------------------------------

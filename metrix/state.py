@@ -237,8 +237,32 @@ def static_field(default: Any = dataclasses.MISSING) -> Any:
 # ---------------------------------------------------------------------------------------
 
 
+class Frozen:
+    """Frozen attribute behaviour on a base class, so a subclass may be re-decorated.
+
+    A frozen dataclass puts ``__setattr__``/``__delattr__`` in its own ``__dict__``, and a
+    second ``@dataclasses.dataclass(frozen=True)`` on it (Kauldron-style user code) then fails
+    with "Cannot overwrite attribute __setattr__". metrix removes those per-class copies
+    (:func:`drop_frozen_methods`) and keeps the same behaviour here.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name):
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+
+def drop_frozen_methods(cls) -> None:
+    for name in ("__setattr__", "__delattr__"):
+        if name in cls.__dict__:
+            delattr(cls, name)
+
+
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
-class State:
+class State(Frozen):
     """Base of all states: an immutable, mergeable pytree.
 
     Subclasses are made frozen, keyword-only dataclasses and registered as pytrees
@@ -258,6 +282,7 @@ class State:
         if "__dataclass_fields__" in cls.__dict__:  # already processed (user decorator)
             return
         dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=True)(cls)
+        drop_frozen_methods(cls)
         data, static = [], []
         for f in dataclasses.fields(cls):
             kind = f.metadata.get(_META)
@@ -346,6 +371,7 @@ class State:
 
 # The base itself is a dataclass (so subclasses inherit ``parent``) but not a pytree.
 dataclasses.dataclass(frozen=True, kw_only=True, eq=False)(State)
+drop_frozen_methods(State)
 
 
 # ---------------------------------------------------------------------------------------
