@@ -1,3 +1,524 @@
-"""regression metrics (being written)."""
+"""Regression metrics: errors, explained variance, correlations.
 
-__all__: list[str] = []
+Inputs are ``preds`` and ``targets`` of equal shape; ``mask`` covers their leading axes
+(boolean-indexing semantics: a masked-out element, even NaN, changes nothing).
+
+* Element-wise errors (``MSE``, ``RMSE``, ``MAE``, ``MAPE``, ``SMAPE``, ``MaxError``) reduce
+  over every unmasked element with exact (double-float) sums.
+* Moment-based metrics (``R2Score``, ``ExplainedVariance``, ``PearsonCorrCoef``,
+  ``ConcordanceCorrCoef``) keep a :class:`CoMomentState`: count, means and the centred
+  co-moment matrix of ``(preds, targets, targets - preds)``, merged with Chan's parallel
+  formulas. They never form ``E[x^2] - E[x]^2``, so a label offset of 1e4 costs nothing.
+  With ``num_outputs=None`` all elements are one variable; with ``num_outputs=d`` the inputs
+  are ``(*b, d)`` and every output gets its own statistics.
+* ``SpearmanCorrCoef`` is exact: it keeps the pairs in a fixed-capacity buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Shaped
+
+from metrix import numerics
+from metrix.keys import REQUIRED, Key
+from metrix.masks import broadcast_mask
+from metrix.metric import Metric
+from metrix.state import BufferState, State, concat_field, exact_sum_field, sum_field
+from metrix.states import AverageState, MaxState
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+# torchmetrics' floor for |target| in MAPE and |target| + |pred| in SMAPE (float32-safe).
+_PERCENT_EPS = 1.17e-6
+_MULTIOUTPUT = ("uniform_average", "raw_values", "variance_weighted")
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Element-wise errors (pure functions)
+# ---------------------------------------------------------------------------------------
+
+
+def squared_error(preds, targets):
+    """``(targets - preds)^2`` element-wise."""
+    return jnp.square(_float(targets) - _float(preds))
+
+
+def absolute_error(preds, targets):
+    """``|targets - preds|`` element-wise."""
+    return jnp.abs(_float(targets) - _float(preds))
+
+
+def absolute_percentage_error(preds, targets, eps: float = _PERCENT_EPS):
+    """``|targets - preds| / max(|targets|, eps)`` element-wise (a fraction, not percent)."""
+    targets = _float(targets)
+    return absolute_error(preds, targets) / jnp.maximum(jnp.abs(targets), eps)
+
+
+def symmetric_absolute_percentage_error(preds, targets, eps: float = _PERCENT_EPS):
+    """``2 |targets - preds| / max(|targets| + |preds|, eps)`` element-wise (in [0, 2])."""
+    preds, targets = _float(preds), _float(targets)
+    denom = jnp.maximum(jnp.abs(targets) + jnp.abs(preds), eps)
+    return 2.0 * absolute_error(preds, targets) / denom
+
+
+def _check_same_shape(name, preds, targets):
+    if preds.shape != targets.shape:
+        raise ValueError(f"{name}: preds {preds.shape} and targets {targets.shape} must have one shape")
+
+
+class _ElementwiseError(Metric):
+    """Mean of an element-wise error over all unmasked elements (exact sums; NaN if none)."""
+
+    preds: Key = REQUIRED
+    targets: Key = REQUIRED
+    mask: Key | None = None
+
+    class State(AverageState):
+        pass
+
+    def errors(self, preds, targets):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_state(
+        self,
+        preds: Float[Array, "*b"],
+        targets: Float[Array, "*b"],
+        mask: Shaped[Array, "*m"] | None = None,
+    ) -> State:
+        _check_same_shape(type(self).__name__, preds, targets)
+        return self.State.from_values(self.errors(preds, targets), mask=mask)
+
+
+class MSE(_ElementwiseError):
+    """Mean squared error: ``mean((targets - preds)^2)`` over unmasked elements."""
+
+    def errors(self, preds, targets):
+        return squared_error(preds, targets)
+
+
+class RMSE(_ElementwiseError):
+    """Root mean squared error: ``sqrt(mean((targets - preds)^2))`` (over all batches merged)."""
+
+    class State(AverageState):
+        def compute(self):
+            return jnp.sqrt(super().compute())
+
+    def errors(self, preds, targets):
+        return squared_error(preds, targets)
+
+
+class MAE(_ElementwiseError):
+    """Mean absolute error: ``mean(|targets - preds|)``."""
+
+    def errors(self, preds, targets):
+        return absolute_error(preds, targets)
+
+
+class MAPE(_ElementwiseError):
+    """Mean absolute percentage error: ``mean(|t - p| / max(|t|, eps))`` as a fraction.
+
+    ``eps = 1.17e-6`` (torchmetrics'; sklearn uses float64's eps, which float32 cannot use),
+    so a zero target gives a huge but finite error, as in both.
+    """
+
+    eps: float = _PERCENT_EPS
+
+    def errors(self, preds, targets):
+        return absolute_percentage_error(preds, targets, self.eps)
+
+
+class SMAPE(_ElementwiseError):
+    """Symmetric MAPE: ``mean(2 |t - p| / max(|t| + |p|, eps))`` (in [0, 2], torchmetrics')."""
+
+    eps: float = _PERCENT_EPS
+
+    def errors(self, preds, targets):
+        return symmetric_absolute_percentage_error(preds, targets, self.eps)
+
+
+class MaxError(Metric):
+    """Largest absolute error ``max |targets - preds|`` (-inf for no elements; NaN propagates)."""
+
+    preds: Key = REQUIRED
+    targets: Key = REQUIRED
+    mask: Key | None = None
+
+    class State(MaxState):
+        pass
+
+    def get_state(
+        self,
+        preds: Float[Array, "*b"],
+        targets: Float[Array, "*b"],
+        mask: Shaped[Array, "*m"] | None = None,
+    ) -> State:
+        _check_same_shape("MaxError", preds, targets)
+        return self.State.from_values(absolute_error(preds, targets), mask=mask)
+
+
+class CosineSimilarity(Metric):
+    """Mean over unmasked rows of ``<p, t> / max(|p| |t|, eps)`` along the last axis.
+
+    Inputs are ``(*b, d)``; a zero vector has similarity 0. The mean of no rows is NaN.
+    """
+
+    preds: Key = REQUIRED
+    targets: Key = REQUIRED
+    mask: Key | None = None
+    eps: float = 1e-8
+
+    class State(AverageState):
+        pass
+
+    def get_state(
+        self,
+        preds: Float[Array, "*b d"],
+        targets: Float[Array, "*b d"],
+        mask: Shaped[Array, "*m"] | None = None,
+    ) -> State:
+        return self.State.from_values(cosine_similarity(preds, targets, self.eps), mask=mask)
+
+
+def cosine_similarity(preds, targets, eps: float = 1e-8):
+    """``<p, t> / max(|p| |t|, eps)`` along the last axis."""
+    preds, targets = _float(preds), _float(targets)
+    dot = jnp.sum(preds * targets, axis=-1)
+    norms = jnp.linalg.norm(preds, axis=-1) * jnp.linalg.norm(targets, axis=-1)
+    return dot / jnp.maximum(norms, eps)
+
+
+# ---------------------------------------------------------------------------------------
+# Co-moments: count, means and centred co-moments of (preds, targets, targets - preds)
+# ---------------------------------------------------------------------------------------
+
+PRED, TARGET, RESIDUAL = 0, 1, 2
+
+
+def _output_shape(metric) -> tuple[int, ...]:
+    num_outputs = getattr(metric, "num_outputs", None)
+    return () if num_outputs is None else (int(num_outputs),)
+
+
+def _as_rows(name, preds, targets, mask, num_outputs):
+    """Flatten to ``(N,)`` (one variable) or ``(N, d)`` rows, with the mask as rows too."""
+    preds, targets = _float(preds), _float(targets)
+    _check_same_shape(name, preds, targets)
+    keep = broadcast_mask(mask, preds.shape)
+    if num_outputs is None:
+        return preds.reshape(-1), targets.reshape(-1), keep.reshape(-1)
+    if preds.ndim < 1 or preds.shape[-1] != num_outputs:
+        raise ValueError(
+            f"{name}: num_outputs={num_outputs} needs inputs of shape (*b, {num_outputs}), got {preds.shape}"
+        )
+    d = num_outputs
+    return preds.reshape(-1, d), targets.reshape(-1, d), keep.reshape(-1, d)
+
+
+class CoMomentState(State):
+    """Count, means and co-moment matrix of ``z = (preds, targets, targets - preds)``.
+
+    ``mean[..., i] = mean(z_i)`` and ``m2[..., i, j] = sum (z_i - mean_i)(z_j - mean_j)``,
+    per output (shape ``()`` or ``(d,)`` before the trailing variable axes). Merged with
+    Chan's formulas: ``delta = mean_b - mean_a``, ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n``.
+    The residual is tracked as its own variable so ``sum (t - p)^2 = M2_rr + n mean_r^2``
+    never cancels, however close the predictions are.
+    """
+
+    count: jax.Array = exact_sum_field(shape=_output_shape)
+    mean: jax.Array = sum_field(shape=lambda m: (*_output_shape(m), 3))
+    m2: jax.Array = sum_field(shape=lambda m: (*_output_shape(m), 3, 3))
+
+    @classmethod
+    def from_rows(cls, preds, targets, keep, *, parent: Any = None):
+        """From ``(N, *out)`` rows and a boolean ``keep`` of the same shape (two passes)."""
+        z = jnp.stack([preds, targets, targets - preds], axis=-1)
+        keep3 = keep[..., None]
+        n = jnp.sum(keep, axis=0, dtype=jnp.float32)
+        mean = jnp.sum(jnp.where(keep3, z, 0), axis=0) / jnp.maximum(n, 1)[..., None]
+        centred = jnp.where(keep3, z - mean, 0)
+        m2 = jnp.einsum("n...i,n...j->...ij", centred, centred, precision=_HIGHEST)
+        return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
+
+    def merge(self, other):
+        self._check_mergeable(other)
+        n_a, n_b = numerics.df_value(self.count), numerics.df_value(other.count)
+        n = n_a + n_b
+        frac_b = jnp.where(n > 0, n_b / jnp.where(n > 0, n, 1), 0)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * frac_b[..., None]
+        scale = (n_a * frac_b)[..., None, None]
+        m2 = self.m2 + other.m2 + delta[..., :, None] * delta[..., None, :] * scale
+        count = numerics.df_add(self.count, other.count)
+        return self._with_parent(other).replace(count=count, mean=mean, m2=m2)
+
+    # -- derived statistics (per output) ----------------------------------------------
+    @property
+    def n(self):
+        return numerics.df_value(self.count)
+
+    def sum_squared_error(self):
+        """``sum (t - p)^2 = M2_rr + n mean_r^2``."""
+        return self.m2[..., RESIDUAL, RESIDUAL] + self.n * jnp.square(self.mean[..., RESIDUAL])
+
+    def total_sum_of_squares(self):
+        """``sum (t - mean_t)^2``."""
+        return self.m2[..., TARGET, TARGET]
+
+    def compute(self):
+        return {"count": self.n, "mean": self.mean, "m2": self.m2}
+
+
+def _score_from_ratio(numerator, denominator):
+    """``1 - num / den`` with sklearn's ``force_finite``: den 0 gives 1 if num is 0, else 0."""
+    safe = jnp.where(denominator > 0, denominator, 1)
+    return jnp.where(
+        denominator > 0, 1 - numerator / safe, jnp.where(numerator > 0, 0.0, 1.0)
+    )
+
+
+def _average_outputs(raw, weights, multioutput):
+    if multioutput == "raw_values" or raw.ndim == 0:
+        return raw
+    if multioutput == "uniform_average":
+        return jnp.mean(raw, axis=-1)
+    total = jnp.sum(weights, axis=-1)
+    # sklearn: all-constant targets fall back to the uniform average.
+    weighted = jnp.sum(raw * weights, axis=-1) / jnp.where(total > 0, total, 1)
+    return jnp.where(total > 0, weighted, jnp.mean(raw, axis=-1))
+
+
+def r2_from_moments(state: CoMomentState, multioutput: str = "uniform_average", adjusted: int = 0):
+    """Coefficient of determination ``R2 = 1 - SSE / SST`` from co-moments.
+
+    ``SSE = sum (t - p)^2``, ``SST = sum (t - mean_t)^2``. A constant target (SST = 0) gives
+    1 when the predictions are exact and 0 otherwise (sklearn's ``force_finite``).
+    ``multioutput``: ``"uniform_average"`` (mean over outputs), ``"raw_values"`` or
+    ``"variance_weighted"`` (weights SST). ``adjusted = k > 0`` applies
+    ``1 - (1 - R2)(n - 1) / (n - k - 1)`` with ``n`` the number of samples (NaN if n <= k + 1).
+    """
+    raw = _score_from_ratio(state.sum_squared_error(), state.total_sum_of_squares())
+    r2 = _average_outputs(raw, state.total_sum_of_squares(), multioutput)
+    if adjusted:
+        n = jnp.max(state.n)
+        dof = n - adjusted - 1
+        r2 = jnp.where(dof > 0, 1 - (1 - r2) * (n - 1) / jnp.where(dof > 0, dof, 1), jnp.nan)
+    return r2
+
+
+def explained_variance_from_moments(state: CoMomentState, multioutput: str = "uniform_average"):
+    """``1 - Var(t - p) / Var(t)`` from co-moments (constant targets as in :func:`r2_from_moments`)."""
+    raw = _score_from_ratio(state.m2[..., RESIDUAL, RESIDUAL], state.total_sum_of_squares())
+    return _average_outputs(raw, state.total_sum_of_squares(), multioutput)
+
+
+def pearson_from_moments(state: CoMomentState):
+    """``r = C_pt / sqrt(M2_pp M2_tt)``, clipped to [-1, 1]; NaN for a constant input."""
+    c = state.m2[..., PRED, TARGET]
+    denom = jnp.sqrt(state.m2[..., PRED, PRED] * state.m2[..., TARGET, TARGET])
+    r = jnp.clip(c / jnp.where(denom > 0, denom, 1), -1.0, 1.0)
+    return jnp.where(denom > 0, r, jnp.nan)
+
+
+def concordance_from_moments(state: CoMomentState, ddof: int = 0):
+    """Lin's ``ccc = 2 s_pt / (s_p^2 + s_t^2 + (mean_p - mean_t)^2)`` with moments over ``n - ddof``.
+
+    ``ddof=0`` is Lin's definition; torchmetrics uses ``ddof=1``. NaN for no data.
+    """
+    denom_n = state.n - ddof
+    cov = state.m2[..., PRED, TARGET] / denom_n
+    var_p = state.m2[..., PRED, PRED] / denom_n
+    var_t = state.m2[..., TARGET, TARGET] / denom_n
+    gap = state.mean[..., PRED] - state.mean[..., TARGET]
+    return 2 * cov / (var_p + var_t + jnp.square(gap))
+
+
+class _MomentMetric(Metric):
+    preds: Key = REQUIRED
+    targets: Key = REQUIRED
+    mask: Key | None = None
+    num_outputs: int | None = None
+
+    class State(CoMomentState):
+        pass
+
+    def get_state(
+        self,
+        preds: Float[Array, "*b"],
+        targets: Float[Array, "*b"],
+        mask: Shaped[Array, "*m"] | None = None,
+    ) -> State:
+        p, t, keep = _as_rows(type(self).__name__, preds, targets, mask, self.num_outputs)
+        return self.State.from_rows(p, t, keep)
+
+
+def _check_multioutput(name, multioutput):
+    if multioutput not in _MULTIOUTPUT:
+        raise ValueError(f"{name}: multioutput must be one of {_MULTIOUTPUT}, got {multioutput!r}")
+
+
+class R2Score(_MomentMetric):
+    """Coefficient of determination ``1 - sum (t - p)^2 / sum (t - mean_t)^2`` (see
+    :func:`r2_from_moments`; ``multioutput`` and ``adjusted`` as in sklearn / torchmetrics).
+
+    Chan-merged co-moments keep it exact at any label offset.
+    """
+
+    multioutput: str = "uniform_average"
+    adjusted: int = 0
+
+    def __post_init__(self):
+        _check_multioutput("R2Score", self.multioutput)
+        if self.adjusted < 0:
+            raise ValueError(f"R2Score: adjusted must be >= 0, got {self.adjusted}")
+
+    class State(CoMomentState):
+        def compute(self):
+            return r2_from_moments(self, self.parent.multioutput, self.parent.adjusted)
+
+
+class ExplainedVariance(_MomentMetric):
+    """``1 - Var(t - p) / Var(t)`` (see :func:`explained_variance_from_moments`)."""
+
+    multioutput: str = "uniform_average"
+
+    def __post_init__(self):
+        _check_multioutput("ExplainedVariance", self.multioutput)
+
+    class State(CoMomentState):
+        def compute(self):
+            return explained_variance_from_moments(self, self.parent.multioutput)
+
+
+class PearsonCorrCoef(_MomentMetric):
+    """Pearson's ``r`` per output (see :func:`pearson_from_moments`; NaN for constant inputs)."""
+
+    class State(CoMomentState):
+        def compute(self):
+            return pearson_from_moments(self)
+
+
+class ConcordanceCorrCoef(_MomentMetric):
+    """Lin's concordance correlation per output (see :func:`concordance_from_moments`)."""
+
+    ddof: int = 0
+
+    class State(CoMomentState):
+        def compute(self):
+            return concordance_from_moments(self, self.parent.ddof)
+
+
+# ---------------------------------------------------------------------------------------
+# Spearman: exact ranks of the buffered pairs
+# ---------------------------------------------------------------------------------------
+
+
+def average_ranks(x, valid):
+    """1-based ranks of ``x[valid]`` with ties averaged (scipy's ``rankdata``), jit-safe.
+
+    Entries outside ``valid`` get meaningless ranks. Sort once; each value's rank is the
+    mean of the first and last positions of its tie group: ``(left + 1 + right) / 2``.
+    """
+    count = jnp.sum(valid, dtype=jnp.int32)
+    ordered = jnp.sort(jnp.where(valid, x, jnp.inf))
+    left = jnp.searchsorted(ordered, x, side="left")
+    # Padding sits at +inf after every valid value; clip so valid +infs do not tie with it.
+    right = jnp.minimum(jnp.searchsorted(ordered, x, side="right"), count)
+    return (left + 1 + right).astype(jnp.float32) / 2
+
+
+def _masked_pearson(x, y, valid):
+    n = jnp.sum(valid, dtype=jnp.float32)
+    mx_ = jnp.sum(jnp.where(valid, x, 0)) / jnp.maximum(n, 1)
+    my_ = jnp.sum(jnp.where(valid, y, 0)) / jnp.maximum(n, 1)
+    dx, dy = jnp.where(valid, x - mx_, 0), jnp.where(valid, y - my_, 0)
+    denom = jnp.sqrt(jnp.sum(dx * dx) * jnp.sum(dy * dy))
+    r = jnp.clip(jnp.sum(dx * dy) / jnp.where(denom > 0, denom, 1), -1.0, 1.0)
+    return jnp.where(denom > 0, r, jnp.nan)
+
+
+def spearman_corrcoef(preds, targets, valid=None):
+    """Spearman's rho: Pearson's r of the average ranks of ``preds[valid]`` and ``targets[valid]``.
+
+    1-D inputs (vmap for several outputs). NaN for a constant input or any NaN value.
+    """
+    preds, targets = _float(preds), _float(targets)
+    valid = jnp.ones(preds.shape, bool) if valid is None else valid
+    rho = _masked_pearson(average_ranks(preds, valid), average_ranks(targets, valid), valid)
+    has_nan = jnp.any(valid & (jnp.isnan(preds) | jnp.isnan(targets)))
+    return jnp.where(has_nan, jnp.nan, rho)
+
+
+class SpearmanCorrCoef(Metric):
+    """Spearman's rank correlation, exact (ties averaged as scipy), from buffered pairs.
+
+    Keeps up to ``capacity`` (pred, target) pairs (per output with ``num_outputs=d``);
+    more raise :class:`~metrix.CapacityOverflowError` at ``compute()`` (NaN under jit).
+    """
+
+    preds: Key = REQUIRED
+    targets: Key = REQUIRED
+    mask: Key | None = None
+    capacity: int = 4096
+    num_outputs: int | None = None
+
+    class State(BufferState):
+        preds: jax.Array = concat_field(item_shape=_output_shape)
+        targets: jax.Array = concat_field(item_shape=_output_shape)
+
+        def compute(self):
+            valid = self.valid_mask()
+            p, t = self.preds, self.targets
+            if p.ndim == 1:
+                rho = spearman_corrcoef(p, t, valid)
+            else:
+                rho = jax.vmap(spearman_corrcoef, in_axes=(1, 1, None))(p, t, valid)
+            return self.check_capacity(rho)
+
+    def get_state(
+        self,
+        preds: Float[Array, "*b"],
+        targets: Float[Array, "*b"],
+        mask: Shaped[Array, "*m"] | None = None,
+    ) -> State:
+        p, t, keep = _as_rows("SpearmanCorrCoef", preds, targets, mask, self.num_outputs)
+        if self.num_outputs is not None:
+            # A row is one example with all its outputs: the mask must not split it.
+            if mask is not None and jnp.ndim(mask) >= preds.ndim:
+                raise ValueError("SpearmanCorrCoef: with num_outputs the mask covers examples, not outputs")
+            keep = keep[:, 0]
+        return self.State.from_rows(capacity=self.capacity, mask=keep, parent=self, preds=p, targets=t)
+
+
+__all__ = [
+    "MSE",
+    "RMSE",
+    "MAE",
+    "MAPE",
+    "SMAPE",
+    "MaxError",
+    "R2Score",
+    "ExplainedVariance",
+    "PearsonCorrCoef",
+    "ConcordanceCorrCoef",
+    "SpearmanCorrCoef",
+    "CosineSimilarity",
+    "CoMomentState",
+    "squared_error",
+    "absolute_error",
+    "absolute_percentage_error",
+    "symmetric_absolute_percentage_error",
+    "cosine_similarity",
+    "r2_from_moments",
+    "explained_variance_from_moments",
+    "pearson_from_moments",
+    "concordance_from_moments",
+    "average_ranks",
+    "spearman_corrcoef",
+]
