@@ -1,3 +1,220 @@
-"""ranking metrics (being written)."""
+"""Ranking / retrieval metrics: NDCG, MRR, MAP, PrecisionAtK, RecallAtK, HitRate.
 
-__all__: list[str] = []
+Each query is a row: ``scores`` and ``relevance`` of shape ``(*b, items)``. Lists of
+different lengths are padded and ``item_mask`` (same shape, True for real items) removes the
+padding; ``mask`` (``*b``) removes whole queries. Every metric computes one value per query
+and keeps the exact mean over unmasked queries, so it merges across batches and devices.
+
+Items are ranked by decreasing score; ties keep the items' order in the row (NDCG instead
+averages the gains of tied items, as sklearn's ``ndcg_score``). ``k=None`` means the whole
+list. A query with no relevant item scores 0 (torchmetrics' default); ``skip_empty=True``
+leaves such queries out of the mean instead. Binary metrics count ``relevance > 0`` as
+relevant; NDCG uses the graded relevance as linear gains.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Shaped
+
+from metrix.keys import REQUIRED, Key
+from metrix.masks import broadcast_mask
+from metrix.metric import Metric
+from metrix.states import AverageState
+
+
+def _item_mask(item_mask, shape):
+    return jnp.ones(shape, bool) if item_mask is None else jnp.asarray(item_mask, bool)
+
+
+def ranked_relevance(scores, relevance, item_mask=None):
+    """Binary relevance of each row's real items sorted by decreasing score (padding last, 0)."""
+    valid = _item_mask(item_mask, scores.shape)
+    key = jnp.where(valid, -scores.astype(jnp.float32), jnp.inf)
+    order = jnp.argsort(key, axis=-1, stable=True)
+    relevant = valid & (relevance > 0)
+    return jnp.take_along_axis(relevant, order, axis=-1).astype(jnp.float32)
+
+
+def _cutoff(k, valid):
+    """Per query cut-off: ``k``, or the number of real items when ``k`` is None."""
+    if k is None:
+        return jnp.sum(valid, axis=-1).astype(jnp.float32)
+    return jnp.full(valid.shape[:-1], float(k), jnp.float32)
+
+
+def _top_k(num_items, k, valid):
+    position = jnp.arange(num_items, dtype=jnp.float32)
+    return position < _cutoff(k, valid)[..., None]
+
+
+def precision_at_k(scores, relevance, k=None, item_mask=None):
+    """``(# relevant among the top k) / k`` per query (k = list length when None)."""
+    valid = _item_mask(item_mask, scores.shape)
+    ranked = ranked_relevance(scores, relevance, valid)
+    hits = jnp.sum(ranked * _top_k(scores.shape[-1], k, valid), axis=-1)
+    cutoff = _cutoff(k, valid)
+    return hits / jnp.maximum(cutoff, 1)
+
+
+def recall_at_k(scores, relevance, k=None, item_mask=None):
+    """``(# relevant among the top k) / (# relevant)`` per query; 0 without relevant items."""
+    valid = _item_mask(item_mask, scores.shape)
+    ranked = ranked_relevance(scores, relevance, valid)
+    hits = jnp.sum(ranked * _top_k(scores.shape[-1], k, valid), axis=-1)
+    total = jnp.sum(ranked, axis=-1)
+    return jnp.where(total > 0, hits / jnp.maximum(total, 1), 0.0)
+
+
+def hit_rate(scores, relevance, k=None, item_mask=None):
+    """1 if any relevant item is among the top k, else 0."""
+    valid = _item_mask(item_mask, scores.shape)
+    ranked = ranked_relevance(scores, relevance, valid)
+    hits = jnp.sum(ranked * _top_k(scores.shape[-1], k, valid), axis=-1)
+    return (hits > 0).astype(jnp.float32)
+
+
+def reciprocal_rank(scores, relevance, k=None, item_mask=None):
+    """``1 / rank`` of the first relevant item (1-based) if it is in the top k, else 0."""
+    valid = _item_mask(item_mask, scores.shape)
+    ranked = ranked_relevance(scores, relevance, valid) * _top_k(scores.shape[-1], k, valid)
+    first = jnp.argmax(ranked > 0, axis=-1)
+    return jnp.where(jnp.any(ranked > 0, axis=-1), 1.0 / (first + 1.0), 0.0)
+
+
+def average_precision(scores, relevance, k=None, item_mask=None):
+    """``AP@k = (1 / R_k) sum_{i <= k, rel_i} P@i`` with ``R_k`` the relevant items in the top k.
+
+    (torchmetrics' ``retrieval_average_precision``; with ``k=None`` the usual AP.) 0 when no
+    relevant item is in the top k.
+    """
+    valid = _item_mask(item_mask, scores.shape)
+    ranked = ranked_relevance(scores, relevance, valid) * _top_k(scores.shape[-1], k, valid)
+    precision_at_i = jnp.cumsum(ranked, axis=-1) / jnp.arange(1, scores.shape[-1] + 1)
+    hits = jnp.sum(ranked, axis=-1)
+    return jnp.where(hits > 0, jnp.sum(precision_at_i * ranked, axis=-1) / jnp.maximum(hits, 1), 0.0)
+
+
+def dcg(scores, gains, k=None, item_mask=None):
+    """``sum_i gain_i / log2(rank_i + 1)`` over the top k, tied items sharing their discounts.
+
+    A group of tied items at ranks ``[l, r)`` each gets the mean discount over those ranks
+    (sklearn's tie handling): ``(D[r] - D[l]) / (r - l)`` with ``D`` the cumulative discounts.
+    """
+    valid = _item_mask(item_mask, scores.shape)
+    n = scores.shape[-1]
+    key = jnp.where(valid, -scores.astype(jnp.float32), jnp.inf)
+    ordered = jnp.sort(key, axis=-1)
+    count = jnp.sum(valid, axis=-1, keepdims=True)
+    search = jnp.vectorize(lambda a, v, side: jnp.searchsorted(a, v, side=side), signature="(n),(n)->(n)", excluded={2})
+    left = search(ordered, key, "left")
+    right = jnp.minimum(search(ordered, key, "right"), count)
+    discount = 1.0 / jnp.log2(jnp.arange(n, dtype=jnp.float32) + 2.0)
+    discount = jnp.where(_top_k(n, k, valid), discount, 0.0)
+    cumulative = jnp.concatenate([jnp.zeros(discount.shape[:-1] + (1,)), jnp.cumsum(discount, axis=-1)], axis=-1)
+    shared = (jnp.take_along_axis(cumulative, right, -1) - jnp.take_along_axis(cumulative, left, -1)) / jnp.maximum(
+        right - left, 1
+    )
+    return jnp.sum(jnp.where(valid, gains.astype(jnp.float32) * shared, 0.0), axis=-1)
+
+
+def ndcg(scores, relevance, k=None, item_mask=None):
+    """``DCG@k / ideal DCG@k`` with linear gains (sklearn's ``ndcg_score``); 0 if the ideal is 0."""
+    valid = _item_mask(item_mask, scores.shape)
+    gains = jnp.where(valid, relevance, 0).astype(jnp.float32)
+    actual = dcg(scores, gains, k, valid)
+    # The ideal ranking sorts by the gains themselves (ties there do not change the sum).
+    ideal = dcg(jnp.where(valid, gains, -jnp.inf), gains, k, valid)
+    return jnp.where(ideal > 0, actual / jnp.where(ideal > 0, ideal, 1), 0.0)
+
+
+class _PerQuery(Metric):
+    scores: Key = REQUIRED
+    relevance: Key = REQUIRED
+    mask: Key | None = None
+    item_mask: Key | None = None
+    k: int | None = None
+    skip_empty: bool = False
+
+    class State(AverageState):
+        pass
+
+    def __post_init__(self):
+        if self.k is not None and (not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"{type(self).__name__}: k must be a positive int or None, got {self.k!r}")
+
+    def per_query(self, scores, relevance, item_mask):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_state(
+        self,
+        scores: Float[Array, "*b n"],
+        relevance: Shaped[Array, "*b n"],
+        mask: Shaped[Array, "*m"] | None = None,
+        item_mask: Shaped[Array, "*b n"] | None = None,
+    ) -> State:
+        valid = _item_mask(item_mask, scores.shape)
+        keep = broadcast_mask(mask, scores.shape[:-1])
+        if self.skip_empty:
+            keep = keep & jnp.any(valid & (relevance > 0), axis=-1)
+        return self.State.from_values(self.per_query(scores, relevance, valid), mask=keep)
+
+
+class NDCG(_PerQuery):
+    """Mean normalised DCG@k over queries (see :func:`ndcg`; graded relevance as gains)."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return ndcg(scores, relevance, self.k, item_mask)
+
+
+class MRR(_PerQuery):
+    """Mean reciprocal rank of the first relevant item (within the top k when set)."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return reciprocal_rank(scores, relevance, self.k, item_mask)
+
+
+class MAP(_PerQuery):
+    """Mean average precision over queries (see :func:`average_precision`)."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return average_precision(scores, relevance, self.k, item_mask)
+
+
+class PrecisionAtK(_PerQuery):
+    """Mean over queries of ``(# relevant in the top k) / k``."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return precision_at_k(scores, relevance, self.k, item_mask)
+
+
+class RecallAtK(_PerQuery):
+    """Mean over queries of ``(# relevant in the top k) / (# relevant)``."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return recall_at_k(scores, relevance, self.k, item_mask)
+
+
+class HitRate(_PerQuery):
+    """Fraction of queries with at least one relevant item in the top k."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return hit_rate(scores, relevance, self.k, item_mask)
+
+
+__all__ = [
+    "NDCG",
+    "MRR",
+    "MAP",
+    "PrecisionAtK",
+    "RecallAtK",
+    "HitRate",
+    "ranked_relevance",
+    "precision_at_k",
+    "recall_at_k",
+    "hit_rate",
+    "reciprocal_rank",
+    "average_precision",
+    "dcg",
+    "ndcg",
+]
