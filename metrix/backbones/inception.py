@@ -19,6 +19,10 @@ Input pipeline (matches pytorch-fid's ``InceptionV3(resize_input=True, normalize
    shrinking; ``jax.image.resize`` would antialias, so it is not used);
 3. scaled to [-1, 1] with ``2 * x - 1`` (for uint8 input this is ``(u - 127.5) / 127.5``).
 
+torch-fidelity feeds the same network slightly differently (uint8 input, its own TF1-style
+resize without half-pixel centres, ``(u - 128) / 128``), so its features differ from
+pytorch-fid's, and from these, by a small amount when images are not 299x299.
+
 Taps (the ``outputs`` of :class:`InceptionV3`, the ``taps`` of :func:`inception_features`):
 
 =====================  ==============  ==========================================
@@ -38,9 +42,10 @@ The 64/192/768 vectors are the spatial means of the maps, exactly what pytorch-f
 ``"pool3"`` means ``"2048"``.
 
 Weights: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` converted once with
-``python -m metrix.backbones.inception convert pt_inception-2015-12-05-6726825d.pth OUT.safetensors``
-and loaded with :func:`load_params`. The params are a plain nested dict passed to every call,
-so one compiled program serves any weights (one compilation per image shape and dtype).
+``python -m metrix.backbones.inception convert pt_inception-2015-12-05-6726825d.pth OUT``
+(``OUT`` a ``.safetensors`` or ``.npz`` path) and loaded with :func:`load_params`. The params
+are a plain nested dict passed to every call, so one compiled program serves any weights
+(one compilation per image shape, dtype and set of taps).
 """
 
 from __future__ import annotations
@@ -137,7 +142,9 @@ def resize_bilinear_torch(images: jax.Array, size: tuple[int, int]) -> jax.Array
     return jnp.einsum("pw,nowc->nopc", cols, images, precision=_HIGHEST)
 
 
-def preprocess(images: jax.Array, *, resize_input: bool = True, normalize_input: bool = True) -> jax.Array:
+def preprocess(
+    images: jax.Array, *, resize_input: bool = True, normalize_input: bool = True
+) -> jax.Array:
     """uint8 [0, 255] or float [0, 1] NHWC images -> float32 network input.
 
     ``uint8 -> x / 255``, then (``resize_input``) the PyTorch bilinear resize to 299x299,
@@ -331,7 +338,9 @@ def _canonical_taps(taps: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"ask for at least one tap out of {TAPS}")
     unknown = [t for t in taps if t not in TAPS and t not in _TAP_ALIASES]
     if unknown:
-        raise ValueError(f"unknown InceptionV3 tap(s) {unknown}; choose from {TAPS} (alias 'pool3' = '2048')")
+        raise ValueError(
+            f"unknown InceptionV3 tap(s) {unknown}; choose from {TAPS} (alias 'pool3' = '2048')"
+        )
     return taps
 
 
@@ -354,7 +363,8 @@ class InceptionV3(nn.Module):
     def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
         taps = _canonical_taps(self.outputs)
         # During init every parameter must be created, whatever was requested.
-        last_stage = 3 if self.is_initializing() else max(_TAP_STAGE[_TAP_ALIASES.get(t, t)] for t in taps)
+        needed = max(_TAP_STAGE[_TAP_ALIASES.get(t, t)] for t in taps)
+        last_stage = 3 if self.is_initializing() else needed
         found: dict[str, jax.Array] = {}
 
         x = preprocess(images, resize_input=self.resize_input, normalize_input=self.normalize_input)
@@ -409,8 +419,11 @@ def inception_features(
     ``params`` is an argument of the compiled function (never a constant), so new weights
     do not recompile; a new image shape, dtype or set of taps does.
 
-    >>> feats = inception_features(params, images, taps=("2048", "logits"))
-    >>> feats["2048"].shape, feats["logits"].shape    # ((N, 2048), (N, 1008))
+    Example::
+
+        params = load_params("inception_fid.safetensors")
+        feats = inception_features(params, images, taps=("2048", "logits"))
+        feats["2048"].shape, feats["logits"].shape    # (N, 2048), (N, 1008)
     """
     return _features_jit(params, images, _canonical_taps(taps), resize_input, normalize_input)
 
@@ -519,7 +532,9 @@ def default_weights_path() -> str:
 
 
 def conversion_command(out_path: str | os.PathLike) -> str:
-    return f"python -m metrix.backbones.inception convert {TORCH_WEIGHTS_FILE} {os.fspath(out_path)}"
+    """The shell command that converts pytorch-fid's checkpoint into ``out_path``."""
+    out_path = os.fspath(out_path)
+    return f"python -m metrix.backbones.inception convert {TORCH_WEIGHTS_FILE} {out_path}"
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -530,8 +545,8 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """
     path = os.fspath(path) if path is not None else default_weights_path()
     how_to_make = (
-        f"Get pytorch-fid's weights {TORCH_WEIGHTS_FILE} ({TORCH_WEIGHTS_URL}) and convert them once"
-        f" (needs torch):\n    {conversion_command(path)}"
+        f"Get pytorch-fid's weights {TORCH_WEIGHTS_FILE} ({TORCH_WEIGHTS_URL})"
+        f" and convert them once (needs torch):\n    {conversion_command(path)}"
     )
     return weights.load(path, what="FID InceptionV3", how_to_make=how_to_make)
 

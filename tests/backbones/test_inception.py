@@ -139,8 +139,8 @@ def test_features_match_pytorch_fid(inception_reference, height, width):
     expected = _torch_taps(net, images)
     ours = inception.inception_features(params, images, taps=ALL_TAPS)
 
-    errors = {tap: _rel_err(ours[tap], expected[tap]) for tap in ("64_map", "192_map", "768_map",
-                                                                 "64", "192", "768", "2048", "logits")}
+    compared = ("64_map", "192_map", "768_map", "64", "192", "768", "2048", "logits")
+    errors = {tap: _rel_err(ours[tap], expected[tap]) for tap in compared}
     print(f"\n{height}x{width} max relative errors:", {k: f"{v:.1e}" for k, v in errors.items()})
     assert max(errors.values()) < RTOL, errors
     # The torch resize, compared directly (exact weights; only summation order differs).
@@ -158,7 +158,8 @@ def test_uint8_and_float_inputs_agree(inception_reference):
     _, _, params = inception_reference
     pixels = np.random.default_rng(1).integers(0, 256, (BATCH, 128, 160, 3), dtype=np.uint8)
     from_uint8 = inception.inception_features(params, pixels, taps=ALL_TAPS)
-    from_float = inception.inception_features(params, pixels.astype(np.float32) / 255.0, taps=ALL_TAPS)
+    floats = pixels.astype(np.float32) / 255.0
+    from_float = inception.inception_features(params, floats, taps=ALL_TAPS)
     # uint8 / 255 inside XLA may differ from numpy's division by one float32 ulp.
     for tap in ALL_TAPS:
         assert _rel_err(from_uint8[tap], from_float[tap]) < 1e-5, tap
@@ -182,9 +183,8 @@ def test_module_apply_with_outputs(inception_reference):
 
 def test_params_structure_matches_module_init(inception_reference):
     _, _, params = inception_reference
-    abstract = jax.eval_shape(
-        inception.InceptionV3().init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 299, 299, 3), np.float32)
-    )["params"]
+    images = jax.ShapeDtypeStruct((1, 299, 299, 3), np.float32)
+    abstract = jax.eval_shape(inception.InceptionV3().init, jax.random.PRNGKey(0), images)["params"]
     assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(params)
     shapes = jax.tree_util.tree_map(lambda a, b: a.shape == np.shape(b), abstract, params)
     assert all(jax.tree_util.tree_leaves(shapes))
@@ -225,7 +225,5 @@ def test_missing_weights_error_names_file_and_command(tmp_path):
         inception.load_params(missing)
     message = str(info.value)
     assert inception.TORCH_WEIGHTS_FILE in message
-    assert (
-        f"python -m metrix.backbones.inception convert pt_inception-2015-12-05-6726825d.pth {missing}"
-        in message
-    )
+    command = "python -m metrix.backbones.inception convert"
+    assert f"{command} pt_inception-2015-12-05-6726825d.pth {missing}" in message
