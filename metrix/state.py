@@ -503,15 +503,14 @@ class BufferState(State):
         """
         if self.overflow == "truncate":
             return value
-        try:
-            dropped = numerics.df_to_python(self.dropped)
-        except jax.errors.ConcretizationTypeError:
+        if isinstance(self.dropped, jax.core.Tracer):
             return jax.tree.map(
                 lambda v: jnp.where(self.overflowed, jnp.nan, v)
                 if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
                 else v,
                 value,
             )
+        dropped = numerics.df_to_python(self.dropped)
         if dropped:
             name = type(self.parent).__name__ if self.parent is not None else type(self).__qualname__
             raise CapacityOverflowError(
