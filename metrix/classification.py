@@ -1233,6 +1233,10 @@ class PrecisionRecallCurve(_CurveMetric):
     def _curve_binned(self, positives, negatives):
         return binned_precision_recall_curve(positives, negatives)
 
+# Probabilistic metrics live in metrix/calibration.py; re-exported here so `metrix` has them.
+from metrix import calibration as _calibration  # noqa: E402
+from metrix.calibration import *  # noqa: E402,F401,F403
+
 __all__ = [
     "Accuracy",
     "BinaryAccuracy",
@@ -1272,4 +1276,5 @@ __all__ = [
     "AveragePrecision",
     "RocCurve",
     "PrecisionRecallCurve",
+    *_calibration.__all__,
 ]
