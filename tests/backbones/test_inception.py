@@ -154,6 +154,22 @@ def test_features_match_pytorch_fid(inception_reference, height, width):
         assert np.all(np.isfinite(np.asarray(ours[tap])))
 
 
+@pytest.mark.parametrize("height,width", [(128, 160), (400, 320), (299, 500), (7, 300), (299, 299)])
+def test_resize_matches_torch_interpolate(height, width):
+    """pytorch-fid's resize, ``F.interpolate(bilinear, align_corners=False)``, up and down."""
+    import torch.nn.functional as F
+
+    images = np.random.default_rng(width).uniform(0, 1, (2, height, width, 3)).astype(np.float32)
+    nchw = torch.from_numpy(images).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        expected = F.interpolate(nchw, size=(299, 299), mode="bilinear", align_corners=False)
+    expected = expected.permute(0, 2, 3, 1).numpy()
+    ours = np.asarray(inception.preprocess(images, normalize_input=False))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    normalized = np.asarray(inception.preprocess(images))
+    np.testing.assert_allclose(normalized, 2 * expected - 1, rtol=0, atol=2e-6)
+
+
 def test_uint8_and_float_inputs_agree(inception_reference):
     _, _, params = inception_reference
     pixels = np.random.default_rng(1).integers(0, 256, (BATCH, 128, 160, 3), dtype=np.uint8)
