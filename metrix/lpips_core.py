@@ -211,15 +211,17 @@ def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
     Output pixel i samples the input at ``s = (i + 0.5) * n_in / n_out - 0.5`` clamped at 0,
     blending pixels ``floor(s)`` and ``min(floor(s) + 1, n_in - 1)`` linearly.
     """
-    i = np.arange(n_out, dtype=np.float64)
-    src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    # float32 arithmetic in torch's order, so the blend weights round as torch's do
+    scale = np.float32(n_in) / np.float32(n_out)
+    i = np.arange(n_out, dtype=np.float32)
+    src = np.maximum(scale * (i + np.float32(0.5)) - np.float32(0.5), np.float32(0.0))
     lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    matrix = np.zeros((n_out, n_in), np.float64)
+    frac = src - lo.astype(np.float32)
+    matrix = np.zeros((n_out, n_in), np.float32)
     np.add.at(matrix, (np.arange(n_out), lo), 1.0 - frac)
     np.add.at(matrix, (np.arange(n_out), hi), frac)
-    return matrix.astype(np.float32)
+    return matrix
 
 
 def _upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
