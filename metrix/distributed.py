@@ -126,6 +126,7 @@ def _merge_stacked_state(state: State) -> State:
     return _pairwise_fold(state, _vmapped_merge, length)
 
 
+@jax.jit
 def merge_stacked(states: Any) -> Any:
     """Merge states stacked along a leading axis, as merging them one after the other would.
 
@@ -134,7 +135,8 @@ def merge_stacked(states: Any) -> Any:
     gathered states). Field-wise states reduce each field over the axis (sum, min, max; exact
     double-float sums by a pairwise tree of TwoSums). Buffers and states with their own
     ``merge`` use a log2(n) tree of vmapped merges over pairs (0, 1), (2, 3), ..., which keeps
-    the order of rows. Jit-able.
+    the order of rows. Compiled with ``jax.jit`` (once per structure when called eagerly,
+    inlined inside an enclosing ``jit``).
     """
     return jax.tree.map(_merge_stacked_state, states, is_leaf=_is_state)
 
@@ -331,11 +333,6 @@ def allreduce(states: Any, axis_name: AxisName) -> Any:
 # ---------------------------------------------------------------------------------------
 
 
-@jax.jit
-def _merge_stacked_jit(states):
-    return merge_stacked(states)
-
-
 def _host_bytes(leaf) -> np.ndarray:
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         raise ValueError(
@@ -378,7 +375,7 @@ def process_allreduce(states: Any, *, to: str = "all") -> Any:
         chunk = np.ascontiguousarray(gathered[:, start:stop]).view(a.dtype)
         stacked.append(chunk.reshape((gathered.shape[0], *a.shape)))
         start = stop
-    return _merge_stacked_jit(jax.tree.unflatten(treedef, stacked))
+    return merge_stacked(jax.tree.unflatten(treedef, stacked))
 
 
 __all__ = ["allreduce", "merge_stacked", "process_allreduce", "register_allreduce"]
