@@ -302,8 +302,10 @@ def r2_from_moments(state: CoMomentState, multioutput: str = "uniform_average", 
     ``multioutput``: ``"uniform_average"`` (mean over outputs), ``"raw_values"`` or
     ``"variance_weighted"`` (weights SST). ``adjusted = k > 0`` applies
     ``1 - (1 - R2)(n - 1) / (n - k - 1)`` with ``n`` the number of samples (NaN if n <= k + 1).
+    Fewer than two samples give NaN.
     """
     raw = _score_from_ratio(state.sum_squared_error(), state.total_sum_of_squares())
+    raw = jnp.where(state.n >= 2, raw, jnp.nan)  # undefined below two samples (sklearn: NaN)
     r2 = _average_outputs(raw, state.total_sum_of_squares(), multioutput)
     if adjusted:
         n = jnp.max(state.n)
@@ -313,8 +315,10 @@ def r2_from_moments(state: CoMomentState, multioutput: str = "uniform_average", 
 
 
 def explained_variance_from_moments(state: CoMomentState, multioutput: str = "uniform_average"):
-    """``1 - Var(t - p) / Var(t)`` from co-moments (constant targets as in :func:`r2_from_moments`)."""
+    """``1 - Var(t - p) / Var(t)`` from co-moments (constant targets and < 2 samples as in
+    :func:`r2_from_moments`)."""
     raw = _score_from_ratio(state.m2[..., RESIDUAL, RESIDUAL], state.total_sum_of_squares())
+    raw = jnp.where(state.n >= 2, raw, jnp.nan)
     return _average_outputs(raw, state.total_sum_of_squares(), multioutput)
 
 
@@ -443,6 +447,14 @@ def _masked_pearson(x, y, valid):
     return jnp.where(denom > 0, r, jnp.nan)
 
 
+def _check_capacity(state, value):
+    # BufferState.check_capacity only catches ConcretizationTypeError, but a traced
+    # `dropped` raises TracerArrayConversionError there; under jit, mark overflow with NaN.
+    if isinstance(state.dropped, jax.core.Tracer):
+        return jnp.where(state.overflowed, jnp.nan, value)
+    return state.check_capacity(value)
+
+
 def spearman_corrcoef(preds, targets, valid=None):
     """Spearman's rho: Pearson's r of the average ranks of ``preds[valid]`` and ``targets[valid]``.
 
@@ -479,7 +491,7 @@ class SpearmanCorrCoef(Metric):
                 rho = spearman_corrcoef(p, t, valid)
             else:
                 rho = jax.vmap(spearman_corrcoef, in_axes=(1, 1, None))(p, t, valid)
-            return self.check_capacity(rho)
+            return _check_capacity(self, rho)
 
     def get_state(
         self,
