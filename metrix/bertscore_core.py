@@ -73,7 +73,9 @@ def greedy_match(
     # F comes from the raw P and R (NaN when a weight sum is 0), before empty texts are zeroed.
     f1 = 2 * precision * recall / (precision + recall)
 
-    empty = (cand_mask.sum(axis=1) == num_special_tokens) | (ref_mask.sum(axis=1) == num_special_tokens)
+    empty = (cand_mask.sum(axis=1) == num_special_tokens) | (
+        ref_mask.sum(axis=1) == num_special_tokens
+    )
     precision = jnp.where(empty, 0.0, precision)
     recall = jnp.where(empty, 0.0, recall)
     f1 = jnp.where(jnp.isnan(f1), 0.0, f1)
@@ -131,7 +133,7 @@ def max_over_references(
     valid references, taken separately for P, R and F as bert-score does for multi-reference
     input (so P and R may come from different references than F)."""
     valid = valid.astype(bool)
-    best = lambda x: jnp.where(valid, x, -jnp.inf).max(axis=1)  # noqa: E731
+    best = lambda x: jnp.where(valid, x, -jnp.inf).max(axis=1)
     return best(precision), best(recall), best(f1)
 
 
@@ -152,6 +154,10 @@ def load_baseline(path: str | os.PathLike, num_layers: int | None = None) -> np.
     try:
         columns = [header.index(name) for name in ("P", "R", "F")]
     except ValueError as err:
-        raise ValueError(f"{os.fspath(path)!r}: expected a header with P, R, F columns, got {header}") from err
-    table = np.asarray([[float(row[c]) for c in columns] for row in rows[1:] if row], dtype=np.float32)
+        raise ValueError(
+            f"{os.fspath(path)!r}: expected a header with P, R, F columns, got {header}"
+        ) from err
+    table = np.asarray(
+        [[float(row[c]) for c in columns] for row in rows[1:] if row], dtype=np.float32
+    )
     return table if num_layers is None else table[num_layers]

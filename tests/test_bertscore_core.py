@@ -56,7 +56,7 @@ CANDIDATES = [
     "1 2 3 4 5",
     "Short.",
     "The stock market fell sharply after the announcement of new tariffs on imported goods.",
-    "He said: \"Don't worry, be happy\".",
+    'He said: "Don\'t worry, be happy".',
     "Sunflowers turn toward the sun.",
     "the the the the the",
     "An elephant never forgets.",
@@ -88,7 +88,7 @@ REFERENCES = [
     "one two three four five",
     "Brief.",
     "Shares dropped steeply after new import tariffs were announced.",
-    "\"Do not worry, be happy,\" he said.",
+    '"Do not worry, be happy," he said.',
     "Sunflowers follow the sun.",
     "the",
     "Elephants have long memories.",
@@ -132,7 +132,10 @@ def import_bert_score(monkeypatch: pytest.MonkeyPatch):
 
     if not hasattr(transformers.BertTokenizer, "build_inputs_with_special_tokens"):
         monkeypatch.setattr(
-            transformers.BertTokenizer, "build_inputs_with_special_tokens", build_inputs_with_special_tokens, raising=False
+            transformers.BertTokenizer,
+            "build_inputs_with_special_tokens",
+            build_inputs_with_special_tokens,
+            raising=False,
         )
     return bert_score
 
@@ -140,7 +143,7 @@ def import_bert_score(monkeypatch: pytest.MonkeyPatch):
 def torch_greedy_cos_idf(bert_score_utils, cand, cand_mask, ref, ref_mask, cand_idf, ref_idf):
     import torch
 
-    t = lambda x: torch.tensor(np.array(x))  # noqa: E731 (copies: greedy_cos_idf works in place)
+    t = lambda x: torch.tensor(np.array(x))  # copies: greedy_cos_idf works in place
     p, r, f = bert_score_utils.greedy_cos_idf(
         t(ref), t(ref_mask).bool(), t(ref_idf), t(cand), t(cand_mask).bool(), t(cand_idf)
     )
@@ -229,7 +232,9 @@ def test_greedy_match_equals_greedy_cos_idf(bert_score):
     cand = _random_batch(rng, 6, 12, 16, cand_lengths)
     ref = _random_batch(rng, 6, 11, 16, ref_lengths)
     ours = jax.jit(greedy_match)(cand[0], cand[1], ref[0], ref[1], cand[2], ref[2])
-    theirs = torch_greedy_cos_idf(bert_score.utils, cand[0], cand[1], ref[0], ref[1], cand[2], ref[2])
+    theirs = torch_greedy_cos_idf(
+        bert_score.utils, cand[0], cand[1], ref[0], ref[1], cand[2], ref[2]
+    )
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-6)
     assert [float(x[1]) for x in ours] == [0.0, 0.0, 0.0]  # empty candidate
@@ -270,7 +275,9 @@ def test_idf_equals_get_idf_dict(bert_score):
     np.testing.assert_allclose(idf, [expected[t] for t in range(vocab)], rtol=1e-6)
     assert idf[1] == idf[2] == 0.0  # [CLS]/[SEP] occur in every document
     # df is a sum over documents: any split of the references merges by addition
-    split = document_frequencies(ids[:2], mask[:2], vocab) + document_frequencies(ids[2:], mask[2:], vocab)
+    split = document_frequencies(ids[:2], mask[:2], vocab) + document_frequencies(
+        ids[2:], mask[2:], vocab
+    )
     np.testing.assert_array_equal(np.asarray(split), np.asarray(df))
 
 
@@ -294,7 +301,9 @@ def test_max_over_references_and_rescale(tmp_path):
     path.write_text("LAYER,P,R,F\n0,0.1,0.2,0.3\n1,0.5,0.25,0.75\n")
     np.testing.assert_allclose(load_baseline(path), [[0.1, 0.2, 0.3], [0.5, 0.25, 0.75]])
     b = load_baseline(path, num_layers=1)
-    np.testing.assert_allclose(np.asarray(rescale_with_baseline(jnp.array([0.75, 0.25, 1.0]), b)), [0.5, 0.0, 1.0])
+    np.testing.assert_allclose(
+        np.asarray(rescale_with_baseline(jnp.array([0.75, 0.25, 1.0]), b)), [0.5, 0.0, 1.0]
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -304,7 +313,13 @@ def test_max_over_references_and_rescale(tmp_path):
 def test_scores_equal_bert_score(bert_score, encoder, model_dir, idf):
     assert len(encoder.token_ids(CANDIDATES[-1:])[0]) == 512  # truncation is exercised
     expected = bert_score.score(
-        CANDIDATES, REFERENCES, model_type=str(model_dir), num_layers=NUM_LAYERS, idf=idf, nthreads=0, batch_size=BATCH
+        CANDIDATES,
+        REFERENCES,
+        model_type=str(model_dir),
+        num_layers=NUM_LAYERS,
+        idf=idf,
+        nthreads=0,
+        batch_size=BATCH,
     )
     ours = metrix_scores(encoder, CANDIDATES, REFERENCES, idf=idf)
     for a, b in zip(ours, expected):
@@ -316,7 +331,12 @@ def test_multi_reference_and_baseline_equal_bert_score(bert_score, encoder, mode
     cands = CANDIDATES[:8]
     refs = [[REFERENCES[i], REFERENCES[(i + 3) % 8], CANDIDATES[i]][: 1 + i % 3] for i in range(8)]
     # a real bert-score baseline file (its rows are layers 0..12; row NUM_LAYERS is used)
-    source = pathlib.Path(bert_score.__file__).parent / "rescale_baseline" / "en" / "bert-base-uncased.tsv"
+    source = (
+        pathlib.Path(bert_score.__file__).parent
+        / "rescale_baseline"
+        / "en"
+        / "bert-base-uncased.tsv"
+    )
     baseline_path = tmp_path / "baseline.tsv"
     baseline_path.write_text(source.read_text())
     expected = bert_score.score(

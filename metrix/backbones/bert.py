@@ -78,9 +78,13 @@ class BertConfig:
             )
         position_type = raw.get("position_embedding_type", "absolute")
         if position_type != "absolute":
-            raise ValueError(f"only absolute position embeddings are supported, got {position_type!r}")
+            raise ValueError(
+                f"only absolute position embeddings are supported, got {position_type!r}"
+            )
         if raw.get("hidden_act", "gelu") not in _ACTIVATIONS:
-            raise ValueError(f"unsupported hidden_act {raw['hidden_act']!r}; known: {sorted(_ACTIVATIONS)}")
+            raise ValueError(
+                f"unsupported hidden_act {raw['hidden_act']!r}; known: {sorted(_ACTIVATIONS)}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
 
@@ -104,8 +108,12 @@ class BertEmbeddings(nn.Module):
         c = self.config
         positions = jnp.arange(input_ids.shape[-1])
         x = nn.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(input_ids)
-        x = x + nn.Embed(c.max_position_embeddings, c.hidden_size, name="position_embeddings")(positions)
-        x = x + nn.Embed(c.type_vocab_size, c.hidden_size, name="token_type_embeddings")(token_type_ids)
+        x = x + nn.Embed(c.max_position_embeddings, c.hidden_size, name="position_embeddings")(
+            positions
+        )
+        x = x + nn.Embed(c.type_vocab_size, c.hidden_size, name="token_type_embeddings")(
+            token_type_ids
+        )
         return _layer_norm(c, "LayerNorm")(x)
 
 
@@ -119,7 +127,7 @@ class BertSelfAttention(nn.Module):
         c = self.config
         heads = c.num_attention_heads
         head_dim = c.hidden_size // heads
-        split = lambda t: t.reshape(*t.shape[:-1], heads, head_dim)  # noqa: E731
+        split = lambda t: t.reshape(*t.shape[:-1], heads, head_dim)
         q = split(_dense(c.hidden_size, "query")(x))
         k = split(_dense(c.hidden_size, "key")(x))
         v = split(_dense(c.hidden_size, "value")(x))
@@ -141,7 +149,9 @@ class BertLayer(nn.Module):
     def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
         c = self.config
         attended = BertSelfAttention(c, name="attention")(x, attention_mask)
-        x = _layer_norm(c, "attention_LayerNorm")(x + _dense(c.hidden_size, "attention_output")(attended))
+        x = _layer_norm(c, "attention_LayerNorm")(
+            x + _dense(c.hidden_size, "attention_output")(attended)
+        )
         hidden = _ACTIVATIONS[c.hidden_act](_dense(c.intermediate_size, "intermediate")(x))
         return _layer_norm(c, "output_LayerNorm")(x + _dense(c.hidden_size, "output")(hidden))
 
@@ -154,7 +164,10 @@ class BertModule(nn.Module):
 
     @nn.compact
     def __call__(
-        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
     ) -> jax.Array:
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
@@ -293,14 +306,20 @@ class BertEncoder:
     pad_token_id: int
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | os.PathLike, num_layers: int | None = None) -> BertEncoder:
-        """Load a local Hugging Face BERT folder; keep the first ``num_layers`` layers (all by default)."""
+    def from_pretrained_dir(
+        cls, path: str | os.PathLike, num_layers: int | None = None
+    ) -> BertEncoder:
+        """Load a local Hugging Face BERT folder, keeping its first ``num_layers`` layers
+        (all of them by default)."""
         path = os.fspath(path)
         _check_folder(path)
         config = BertConfig.from_dict(_read_json(os.path.join(path, "config.json")))
         num_layers = config.num_hidden_layers if num_layers is None else int(num_layers)
         if not 0 <= num_layers <= config.num_hidden_layers:
-            raise ValueError(f"num_layers must be in [0, {config.num_hidden_layers}] for {path!r}, got {num_layers}")
+            raise ValueError(
+                f"num_layers must be in [0, {config.num_hidden_layers}] for {path!r}, "
+                f"got {num_layers}"
+            )
         params = convert_hf_state_dict(_read_weights(path), config, num_layers, source=path)
         tokenizer_config = _read_json(os.path.join(path, "tokenizer_config.json"))
         tokenizer = _load_tokenizer(path, tokenizer_config)
@@ -343,7 +362,9 @@ class BertEncoder:
         max_length = self.model_max_length if max_length is None else max_length
         self.tokenizer.enable_truncation(max_length)
         try:
-            encodings = self.tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=True)
+            encodings = self.tokenizer.encode_batch(
+                [t.strip() for t in texts], add_special_tokens=True
+            )
         finally:
             self.tokenizer.no_truncation()
         return [e.ids for e in encodings]
@@ -360,7 +381,9 @@ class BertEncoder:
         longest = max((len(i) for i in ids), default=1)
         length = bucket_length(longest, max_length) if pad_to is None else pad_to
         if longest > length:
-            raise ValueError(f"pad_to={length} is shorter than the longest tokenised text ({longest})")
+            raise ValueError(
+                f"pad_to={length} is shorter than the longest tokenised text ({longest})"
+            )
         input_ids = np.full((len(ids), length), self.pad_token_id, dtype=np.int32)
         mask = np.zeros((len(ids), length), dtype=np.int32)
         for row, seq in enumerate(ids):
@@ -373,7 +396,9 @@ class BertEncoder:
         """Jitted ``embed(params, input_ids, attention_mask) -> (B, L, D)`` float32."""
         return _jitted_apply(self.config, self.num_layers)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Embed many texts in length-sorted batches (little padding, few compiled shapes).
 
         Returns numpy ``(embeddings (N, L, D), input_ids (N, L), attention_mask (N, L))`` with L
@@ -387,7 +412,11 @@ class BertEncoder:
             rows = order[start : start + batch_size]
             width = bucket_length(int(lengths[rows].max()), ids.shape[1])
             # Pad the last batch with all-padding rows so every batch has the same shape.
-            padded = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])]) if len(texts) > batch_size else rows
+            padded = (
+                np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+                if len(texts) > batch_size
+                else rows
+            )
             batch_mask = mask[padded, :width]
             batch_mask[len(rows) :] = 0
             batch = np.asarray(self.embed(self.params, ids[padded, :width], batch_mask))

@@ -24,7 +24,7 @@ SENTENCES = [
     "café naïve — 東京",
     "",
     "   leading and trailing spaces   ",
-    "A much longer sentence, with punctuation; numbers like 3.14159 and 2026, and UPPER case words.",
+    "A much longer sentence, with punctuation; numbers like 3.14159 and 2026, and UPPER words.",
     "Unknown glyphs ✓ ∑ 🙂 and tabs\there",
 ]
 
@@ -95,7 +95,12 @@ def test_token_ids_match_transformers_tokenizer(model_dir):
     for tokenizer in tokenizers:
         # bert-score's sent_encode: strip, then encode with truncation at model_max_length
         theirs = [
-            tokenizer.encode(t.strip(), add_special_tokens=True, max_length=tokenizer.model_max_length, truncation=True)
+            tokenizer.encode(
+                t.strip(),
+                add_special_tokens=True,
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+            )
             for t in texts
         ]
         assert ours == theirs
@@ -112,7 +117,14 @@ def test_tokenize_pads_to_buckets(model_dir):
     assert mask.sum(axis=1).tolist() == [5, 3]
     assert (ids[mask == 0] == encoder.pad_token_id).all()
     assert encoder.tokenize(["a"], pad_to=7)[0].shape == (1, 7)
-    assert [bucket_length(n, 512) for n in (1, 16, 17, 100, 300, 512)] == [16, 16, 32, 128, 512, 512]
+    assert [bucket_length(n, 512) for n in (1, 16, 17, 100, 300, 512)] == [
+        16,
+        16,
+        32,
+        128,
+        512,
+        512,
+    ]
     with pytest.raises(ValueError, match="pad_to"):
         encoder.tokenize(["a b c d e f"], pad_to=4)
 
@@ -129,7 +141,10 @@ def test_prefixed_pytorch_bin_and_vocab_txt(model_dir, tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.numpy import load_file
 
-    state = {"bert." + k: torch.from_numpy(v) for k, v in load_file(model_dir / "model.safetensors").items()}
+    state = {
+        "bert." + k: torch.from_numpy(v)
+        for k, v in load_file(model_dir / "model.safetensors").items()
+    }
     torch.save(state, tmp_path / "pytorch_model.bin")
     for name in ("config.json", "tokenizer_config.json", "vocab.txt"):
         shutil.copy(model_dir / name, tmp_path / name)
@@ -139,7 +154,8 @@ def test_prefixed_pytorch_bin_and_vocab_txt(model_dir, tmp_path):
     assert loaded.token_ids(SENTENCES) == reference.token_ids(SENTENCES)
     ids, mask = reference.tokenize(SENTENCES)
     np.testing.assert_array_equal(
-        np.asarray(loaded.embed(loaded.params, ids, mask)), np.asarray(reference.embed(reference.params, ids, mask))
+        np.asarray(loaded.embed(loaded.params, ids, mask)),
+        np.asarray(reference.embed(reference.params, ids, mask)),
     )
 
 
