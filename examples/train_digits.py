@@ -73,7 +73,7 @@ EVAL_METRICS = {
     "accuracy": mx.Accuracy(logits="preds.logits", labels="batch.label", mask="batch.mask"),
     "xent": mx.SoftmaxCrossEntropy(logits="preds.logits", labels="batch.label", mask="batch.mask"),
     "confusion": mx.ShowConfusionMatrix(
-        labels="batch.label", logits="preds.logits", mask="batch.mask", num_classes=NUM_CLASSES
+        labels="batch.label", preds="preds.logits", mask="batch.mask", num_classes=NUM_CLASSES
     ),
     "images": mx.ShowImages(
         images="batch.image", mask="batch.mask", num_images=8, rearrange="b (h w) -> b h w",

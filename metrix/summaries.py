@@ -6,8 +6,8 @@ writer (TensorBoard, wandb, ...). Its states merge inside ``jit`` like any other
 * :class:`ShowImages` keeps the first ``num_images`` images in a truncating fixed-capacity
   buffer; ``compute()`` gives float ``[0, 1]`` (or uint8) ``(n, h, w, c)`` images.
 * :class:`ShowHistogram` counts values in fixed bins; ``compute()`` gives counts and edges.
-* :class:`ShowConfusionMatrix` counts (label, prediction) pairs; ``compute()`` gives an
-  ``(h, w, 3)`` image of the (normalised) confusion matrix.
+* :class:`ShowConfusionMatrix` is a :class:`~metrix.ConfusionMatrix` (the same exact
+  counts) whose ``compute()`` gives an ``(h, w, 3)`` image of the normalised matrix.
 
 Single-channel images and confusion matrices are coloured with a small built-in colormap
 table (``"viridis"``, ``"magma"``, ``"gray"``; linear interpolation between 17 samples,
@@ -16,19 +16,17 @@ within 0.021 of matplotlib's), so no plotting library is needed.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Integer, Num, Shaped
+from jaxtyping import Array, Num, Shaped
 
 from metrix import numerics
+from metrix.classification import ConfusionMatrix
 from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
 from metrix.metric import Metric
-from metrix.state import BufferState, State, concat_field, exact_sum_field
+from metrix.state import BufferState, State, concat_field
 from metrix.states import HistogramState
 
 # ---------------------------------------------------------------------------------------
@@ -164,7 +162,7 @@ class ShowImages(Metric):
                 images = _to_uint8(images)
             return _trim(images, self.count)
 
-    def get_state(self, images: Num[Array, "..."], mask: Shaped[Array, "_b"] | None = None) -> State:
+    def get_state(self, images: Num[Array, "..."], mask: Shaped[Array, "n"] | None = None) -> State:
         images = jnp.asarray(images, jnp.float32)  # one buffer dtype: empty() and real states agree
         if self.rearrange is not None:
             images = einops.rearrange(images, self.rearrange, **dict(self.rearrange_kwargs))
@@ -227,97 +225,53 @@ class ShowHistogram(Metric):
 # ---------------------------------------------------------------------------------------
 
 
-def confusion_counts(labels, preds, num_classes: int, mask=None):
-    """``C[i, j]`` = number of unmasked examples with label ``i`` predicted ``j``.
-
-    Labels or predictions outside ``[0, num_classes)`` are not counted.
-    """
-    labels = jnp.asarray(labels).reshape(-1).astype(jnp.int32)
-    preds = jnp.asarray(preds).reshape(-1).astype(jnp.int32)
-    keep = broadcast_mask(None if mask is None else jnp.asarray(mask).reshape(-1), labels.shape)
-    valid = keep & (labels >= 0) & (labels < num_classes) & (preds >= 0) & (preds < num_classes)
-    index = jnp.where(valid, labels * num_classes + preds, num_classes * num_classes)
-    flat = jnp.zeros((num_classes * num_classes,), jnp.float32).at[index].add(1.0, mode="drop")
-    return flat.reshape(num_classes, num_classes)
+def confusion_image(cells, cmap: str = "viridis", cell_size: int = 8):
+    """An ``(n * cell_size, n * cell_size, 3)`` RGB image of a matrix with values in ``[0, 1]``."""
+    image = apply_colormap(cells, cmap)
+    return jnp.repeat(jnp.repeat(image, cell_size, axis=0), cell_size, axis=1)
 
 
-def normalize_confusion(counts, normalize: str | None = "true"):
-    """Rows sum to 1 (``"true"``), columns (``"pred"``), all (``"all"``), or scale by the max
-    (None); empty rows/columns stay 0."""
-    if normalize == "true":
-        den = jnp.sum(counts, axis=1, keepdims=True)
-    elif normalize == "pred":
-        den = jnp.sum(counts, axis=0, keepdims=True)
-    elif normalize == "all":
-        den = jnp.sum(counts)
-    elif normalize is None:
-        den = jnp.max(counts)
-    else:
-        raise ValueError(f"normalize must be 'true', 'pred', 'all' or None, got {normalize!r}")
-    return jnp.where(den > 0, counts / jnp.where(den > 0, den, 1.0), 0.0)
-
-
-class ShowConfusionMatrix(Metric):
+class ShowConfusionMatrix(ConfusionMatrix):
     """An image of the confusion matrix (rows: labels, columns: predictions).
 
-    Give ``logits`` (``(*b, n)``; prediction = argmax) or ``preds`` (``(*b,)``). Counts are
-    exact and merge by addition; ``compute()`` normalises them (``normalize``, as sklearn's
-    ``confusion_matrix``), colours them with ``cmap`` and returns a float32 ``(h, w, 3)``
-    image in ``[0, 1]`` with each cell ``cell_size`` pixels wide (uint8 with ``uint8=True``).
-    ``state.counts_matrix()`` gives the raw counts.
+    The counts are :class:`metrix.ConfusionMatrix`'s (exact, merged by addition; ``preds``
+    are scores — argmax — or predicted labels, ``task`` "multiclass" or "binary"). ``compute()``
+    normalises them as sklearn (``normalize`` "true" — the default here —, "pred", "all";
+    None scales by the largest count), colours them with ``cmap`` and returns a float32
+    ``(h, w, 3)`` image in ``[0, 1]``, each cell ``cell_size`` pixels wide (uint8 with
+    ``uint8=True``). ``state.counts()`` gives the matrix itself.
     """
 
-    labels: Key = REQUIRED
-    logits: Key | None = None
-    preds: Key | None = None
-    mask: Key | None = None
-    num_classes: int = 0
-    normalize: Literal["true", "pred", "all"] | None = "true"
+    normalize: str | None = "true"
     cmap: str = "viridis"
     cell_size: int = 8
     uint8: bool = False
 
     def __post_init__(self):
-        if self.num_classes < 1:
-            raise ValueError("ShowConfusionMatrix: set num_classes (>= 1)")
-        if self.normalize not in ("true", "pred", "all", None):
-            raise ValueError(f"ShowConfusionMatrix: bad normalize={self.normalize!r}")
+        super().__post_init__()
+        if self.task == "multilabel":
+            raise ValueError("ShowConfusionMatrix: task='multilabel' has no single matrix image")
         _check_cmap(type(self).__name__, self.cmap)
+        if self.cell_size < 1:
+            raise ValueError(f"ShowConfusionMatrix: cell_size must be >= 1, got {self.cell_size}")
 
-    class State(State):
-        counts: jax.Array = exact_sum_field(shape=lambda m: (m.num_classes, m.num_classes))
-
-        def counts_matrix(self):
-            return numerics.df_value(self.counts)
-
+    class State(ConfusionMatrix.State):
         def compute(self):
             m = self.parent
-            cells = normalize_confusion(self.counts_matrix(), m.normalize)
-            image = apply_colormap(cells, m.cmap)
-            image = jnp.repeat(jnp.repeat(image, m.cell_size, axis=0), m.cell_size, axis=1)
+            cells = super().compute()  # sklearn's normalisation (0/0 -> 0), or the counts
+            if m.normalize is None:
+                counts = self.counts()
+                top = jnp.max(counts)
+                cells = jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 0.0)
+            image = confusion_image(cells, m.cmap, m.cell_size)
             return _to_uint8(image) if m.uint8 else image
-
-    def get_state(
-        self,
-        labels: Integer[Array, "*b"],
-        logits: Float[Array, "*b n"] | None = None,
-        preds: Integer[Array, "*b"] | None = None,
-        mask: Shaped[Array, "*b"] | None = None,
-    ) -> State:
-        if (logits is None) == (preds is None):
-            raise TypeError("ShowConfusionMatrix.get_state() needs exactly one of logits= or preds=")
-        if preds is None:
-            preds = jnp.argmax(logits, axis=-1)
-        counts = confusion_counts(labels, preds, self.num_classes, mask)
-        return self.State(counts=numerics.df_from(counts))
 
 
 __all__ = [
-    "ShowImages",
-    "ShowHistogram",
     "ShowConfusionMatrix",
+    "ShowHistogram",
+    "ShowImages",
     "apply_colormap",
+    "confusion_image",
     "normalize_images",
-    "confusion_counts",
-    "normalize_confusion",
 ]

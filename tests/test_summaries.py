@@ -8,7 +8,6 @@ import pytest
 
 import metrix as mx
 
-
 # -- ShowImages ------------------------------------------------------------------------------
 
 
@@ -156,16 +155,16 @@ def test_show_confusion_matrix_matches_sklearn(normalize):
     logits = rng.normal(size=(n, k)).astype(np.float32)
     mask = rng.random(n) < 0.75
     metric = mx.ShowConfusionMatrix(
-        labels="y", logits="l", mask="m", num_classes=k, normalize=normalize, cmap="gray", cell_size=3
+        labels="y", preds="l", mask="m", num_classes=k, normalize=normalize, cmap="gray", cell_size=3
     )
     parts = [
-        metric.get_state(labels=labels[a:b], logits=logits[a:b], mask=mask[a:b])
+        metric.get_state(labels=labels[a:b], preds=logits[a:b], mask=mask[a:b])
         for a, b in ((0, 7), (7, 40), (40, n))
     ]
     state = mx.merge(*parts)
     preds = logits.argmax(-1)
     counts = metrics_lib.confusion_matrix(labels[mask], preds[mask], labels=range(k))
-    np.testing.assert_array_equal(state.counts_matrix(), counts)
+    np.testing.assert_array_equal(state.counts(), counts)
     with np.errstate(invalid="ignore"):
         if normalize is None:
             cells = counts / counts.max()
@@ -181,18 +180,23 @@ def test_show_confusion_matrix_matches_sklearn(normalize):
 
 
 def test_show_confusion_matrix_preds_uint8_and_errors():
-    labels = np.array([0, 1, 1, 2, 5], np.int32)  # 5 is out of range: not counted
-    preds = np.array([0, 1, 0, 2, 1], np.int32)
+    labels = np.array([0, 1, 1, 2, 2], np.int32)
+    preds = np.array([0, 1, 0, 2, 1], np.int32)  # predicted labels rather than scores
     metric = mx.ShowConfusionMatrix(labels="y", preds="p", num_classes=3, uint8=True, cell_size=1)
     state = metric.get_state(labels=labels, preds=preds)
-    np.testing.assert_array_equal(state.counts_matrix(), [[1, 0, 0], [1, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(state.counts(), [[1, 0, 0], [1, 1, 0], [0, 1, 1]])
     image = state.compute()
     assert image.shape == (3, 3, 3) and image.dtype == jnp.uint8
-    assert metric.empty().counts.shape == (3, 3, 2)
-    with pytest.raises(TypeError, match="exactly one"):
-        metric.get_state(labels=labels)
+    assert isinstance(metric, mx.ConfusionMatrix)  # the same exact counts state
+    assert metric.empty().counts().shape == (3, 3)
     with pytest.raises(ValueError, match="num_classes"):
         mx.ShowConfusionMatrix(labels="y", preds="p")
-    np.testing.assert_array_equal(
-        mx.confusion_counts(labels, preds, 3), [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
-    )
+    with pytest.raises(ValueError, match="multilabel"):
+        mx.ShowConfusionMatrix(labels="y", preds="p", task="multilabel", num_classes=3)
+    with pytest.raises(ValueError, match="colormap"):
+        mx.ShowConfusionMatrix(labels="y", preds="p", num_classes=3, cmap="jet")
+    with pytest.raises(ValueError, match="label"):
+        metric.get_state(labels=np.array([0, 5], np.int32), preds=np.array([0, 1], np.int32))
+    binary = mx.ShowConfusionMatrix(labels="y", preds="p", task="binary", cell_size=2)
+    image = binary(labels=np.array([0, 1, 1], np.int32), preds=np.array([0.2, 0.9, 0.1], np.float32))
+    assert image.shape == (4, 4, 3)

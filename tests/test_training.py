@@ -20,7 +20,7 @@ def _metrics():
         "acc": mx.Accuracy(logits="preds.logits", labels="batch.label", mask="batch.mask"),
         "hist": mx.ShowHistogram(values="preds.logits", mask="batch.mask", low=-3.0, high=3.0, num_bins=6),
         "confusion": mx.ShowConfusionMatrix(
-            labels="batch.label", logits="preds.logits", mask="batch.mask", num_classes=K, cell_size=1
+            labels="batch.label", preds="preds.logits", mask="batch.mask", num_classes=K, cell_size=1
         ),
         "images": mx.ShowImages(
             images="batch.image", mask="batch.mask", num_images=6, in_vrange=(0.0, 1.0), image_shape=(3, 3, 1)

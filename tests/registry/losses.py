@@ -84,5 +84,5 @@ EXAMPLES = [
         _images,
     ),
     _reg("ShowHistogram", mx.ShowHistogram(values="values", low=-2.0, high=2.0, num_bins=8), _values),
-    _reg("ShowConfusionMatrix", mx.ShowConfusionMatrix(labels="labels", logits="logits", num_classes=4), _confusion),
+    _reg("ShowConfusionMatrix", mx.ShowConfusionMatrix(labels="labels", preds="logits", num_classes=4), _confusion),
 ]
