@@ -30,6 +30,7 @@ checkpoint once, then load the safetensors file at run time without torch::
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -213,12 +214,18 @@ _KEY = re.compile(
 )
 
 
-def _check_tree(net: str, params: Mapping[str, Any]) -> None:
-    """Raise ValueError listing missing, unexpected and mis-shaped parameters."""
-    shapes = {
-        "/".join(str(entry.key) for entry in path): leaf.shape
+@functools.lru_cache(maxsize=None)
+def _expected_shapes(net: str) -> dict[str, tuple[int, ...]]:
+    """``{"features_0/kernel": (11, 11, 3, 64), ...}`` for ``net`` (cached: traced once)."""
+    return {
+        "/".join(str(entry.key) for entry in path): tuple(leaf.shape)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params_shapes(net))
     }
+
+
+def _check_tree(net: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError listing missing, unexpected and mis-shaped parameters."""
+    shapes = _expected_shapes(net)
     got = weight_io.flatten(params)
     missing = sorted(set(shapes) - set(got))
     extra = sorted(set(got) - set(shapes))

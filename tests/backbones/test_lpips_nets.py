@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -89,16 +90,17 @@ def test_taps_match_torchvision(net, size):
     model = _torch_model(net)
     params = lpips_nets.convert_torchvision_state_dict(net, model.state_dict())
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
-    ours = lpips_nets.lpips_backbone(net).apply({"params": params}, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+    apply = jax.jit(lpips_nets.lpips_backbone(net).apply)  # one compile instead of one per op
+    ours = apply({"params": params}, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
     assert tuple(t.shape[-1] for t in ours) == CHANNELS[net]
     _assert_taps_close(ours, _torch_taps(model, x))
 
 
 def test_squeezenet_ceil_mode_changes_shape():
     # guard that the 66x70 case above really exercises ceil_mode
-    model = _torch_model("squeeze")
-    params = lpips_nets.convert_torchvision_state_dict("squeeze", model.state_dict())
-    taps = lpips_nets.lpips_backbone("squeeze").apply({"params": params}, jnp.zeros((1, 66, 70, 3)))
+    params = lpips_nets.params_shapes("squeeze")
+    image = jax.ShapeDtypeStruct((1, 66, 70, 3), jnp.float32)
+    taps = jax.eval_shape(lambda p, x: lpips_nets.lpips_backbone("squeeze").apply({"params": p}, x), params, image)
     assert taps[0].shape[1:3] == (32, 34)
     assert taps[1].shape[1:3] == (16, 17)  # floor mode would give (15, 16)
 
