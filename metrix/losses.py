@@ -36,16 +36,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Integer, Num, Shaped
+from jaxtyping import Array, Float, Integer, Num
 
 from metrix import numerics
 from metrix.keys import REQUIRED, Key
 from metrix.masks import broadcast_mask
 from metrix.metric import Metric
+from metrix.state import State
 from metrix.states import AverageState
 from metrix.tree import get_states
 
@@ -209,8 +210,10 @@ def total_loss(losses: Any, context: Any) -> tuple[jax.Array, Any]:
     """
     states = get_states(losses, context)
     leaves = jax.tree.leaves(
-        jax.tree.map(lambda s: s.compute(), states, is_leaf=lambda x: isinstance(x, LossState))
+        jax.tree.map(lambda s: s.compute(), states, is_leaf=lambda x: isinstance(x, State))
     )
+    if any(jnp.shape(v) != () for v in leaves):
+        raise ValueError("total_loss: every loss must compute to a scalar")
     total = sum(leaves, jnp.zeros((), jnp.float32))
     return total, states
 
@@ -381,28 +384,28 @@ class NegativeCosineSimilarity(Loss):
 
 # Re-exported so they are importable from the top-level namespace (metrix/__init__.py
 # star-imports this module, not metrix.training).
-from metrix.training import TrainMetrics, log_and_reset, window_step  # noqa: E402
+from metrix.training import TrainMetrics, log_and_reset, window_step
 
 __all__ = [
-    "Loss",
-    "LossState",
-    "Schedule",
-    "total_loss",
     "L1",
     "L2",
     "Huber",
-    "SoftmaxCrossEntropy",
+    "Loss",
+    "LossState",
+    "NegativeCosineSimilarity",
+    "Schedule",
     "SigmoidBinaryCrossEntropy",
     "SigmoidFocalLoss",
-    "NegativeCosineSimilarity",
+    "SoftmaxCrossEntropy",
+    "TrainMetrics",
+    "huber_values",
     "l1_values",
     "l2_values",
-    "huber_values",
-    "softmax_cross_entropy_values",
+    "log_and_reset",
+    "negative_cosine_similarity_values",
     "sigmoid_binary_cross_entropy_values",
     "sigmoid_focal_values",
-    "negative_cosine_similarity_values",
-    "TrainMetrics",
+    "softmax_cross_entropy_values",
+    "total_loss",
     "window_step",
-    "log_and_reset",
 ]

@@ -1,6 +1,7 @@
 """Losses against optax / hand-written jnp references: values, gradients, masks, weights."""
 
 import inspect
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +81,7 @@ def test_value_matches_optax_over_merged_batches(name, loss, make, ref, masked):
         states = [
             loss.get_state(**{k: v[lo:hi] for k, v in inputs.items()},
                            mask=None if mask is None else mask[lo:hi])
-            for lo, hi in zip(SPLITS[:-1], SPLITS[1:])
+            for lo, hi in itertools.pairwise(SPLITS)
         ]
         return states[0].merge(states[1]).merge(states[2]).compute()
 
@@ -289,7 +290,7 @@ def test_input_parameters_and_key_validation():
     assert params["mask"].default is None and params["step"].default is None
     with pytest.raises(TypeError, match="not inputs"):
 
-        class Bad(mx.Loss):  # noqa: F841 - a key named unlike get_values' parameters
+        class Bad(mx.Loss):
             predictions: mx.Key = mx.REQUIRED
 
             def get_values(self, preds):

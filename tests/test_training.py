@@ -117,10 +117,12 @@ def test_train_step_with_gradients_and_window():
 
     window = (mx.empty_states(losses), mx.empty_states(logged))
     for i in range(STEPS):
-        w, window, grad = step(w0, window, x[i], y[i])  # fixed weights: compare with one batch
-        ref_grad = jax.grad(
-            lambda w: jnp.mean(-jax.nn.log_softmax(x[i] @ w)[np.arange(B), y[i]])
-        )(w0)
+        _, window, grad = step(w0, window, x[i], y[i])  # fixed weights: compare with one batch
+
+        def reference(w, xb=x[i], yb=y[i]):
+            return jnp.mean(-jax.nn.log_softmax(xb @ w)[np.arange(B), yb])
+
+        ref_grad = jax.grad(reference)(w0)
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
     values, _ = training.log_and_reset(window)
     logits = x.reshape(-1, 3) @ np.asarray(w0)
