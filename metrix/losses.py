@@ -14,7 +14,8 @@ Subclasses implement ``get_values(...)``: the per-element loss with the batch ax
 The base adds, for every loss,
 
 * ``mask`` (a key): boolean-indexing mask over the leading axes of the values; a masked-out
-  element changes neither the value nor the gradient of the other elements;
+  element changes neither the value nor the gradient of the other elements (its own
+  gradient is 0, or NaN if ``get_values`` is not differentiable there: ``0 * NaN``);
 * ``weight``: a number, or a schedule ``step -> weight`` (a jax-traceable callable such as
   an optax schedule; functions are hashable, so the loss stays a valid config) read at the
   ``step`` key (``"step"`` by default, only read when ``weight`` is a schedule);
