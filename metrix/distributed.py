@@ -340,7 +340,7 @@ def _host_bytes(leaf) -> np.ndarray:
             "several processes: a state computed over a global mesh is already merged across "
             "processes (read it with multihost_utils.process_allgather(..., tiled=True))."
         )
-    return np.ascontiguousarray(np.asarray(leaf))
+    return np.asarray(leaf)
 
 
 def process_allreduce(states: Any, *, to: str = "all") -> Any:
@@ -365,8 +365,14 @@ def process_allreduce(states: Any, *, to: str = "all") -> Any:
     arrays = [_host_bytes(leaf) for leaf in leaves]
     if not arrays:
         return states if (to == "all" or jax.process_index() == 0) else None
-    packed = np.concatenate([a.reshape(-1).view(np.uint8) for a in arrays])
-    gathered = np.asarray(multihost_utils.process_allgather(packed))  # (processes, bytes)
+    packed = np.concatenate([np.ascontiguousarray(a.reshape(-1)).view(np.uint8) for a in arrays])[None]
+    # One row per process, concatenated in process order: (processes, bytes).
+    gathered = np.asarray(multihost_utils.process_allgather(packed, tiled=True))
+    if gathered.shape != (jax.process_count(), packed.shape[1]):
+        raise ValueError(
+            "process_allreduce: processes passed states of different sizes "
+            f"(gathered {gathered.shape}, this process {packed.shape[1]} bytes)"
+        )
     if to == "lead" and jax.process_index() != 0:
         return None
     stacked, start = [], 0
