@@ -187,8 +187,15 @@ class _PerImage(Metric):
 class PSNR(_PerImage):
     """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` per image, averaged.
 
-    MSE is over each image's pixels and channels; identical images give +inf.
+    MSE is over each image's pixels and channels; an identical pair gives +inf, and so
+    does the average of any set of images containing one.
     """
+
+    class State(AverageState):
+        def compute(self):
+            # The double-float division turns an infinite total into NaN; keep it +inf.
+            total = self.total[..., 0]
+            return jnp.where(jnp.isposinf(total), total, super().compute())
 
     def per_image(self, preds, targets):
         return psnr(preds, targets, self.data_range)
