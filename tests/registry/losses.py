@@ -47,7 +47,7 @@ def _values(rng, n):
 def _confusion(rng, n):
     return {
         "labels": rng.integers(0, 4, size=(n,)).astype(np.int32),
-        "logits": rng.normal(size=(n, 4)).astype(np.float32),
+        "preds": rng.normal(size=(n, 4)).astype(np.float32),
     }
 
 
@@ -63,7 +63,13 @@ EXAMPLES = [
     _reg("L1", mx.L1(preds="preds", targets="targets"), _regression),
     _reg("L2", mx.L2(preds="preds", targets="targets"), _regression),
     _reg("L2_schedule", mx.L2(preds="preds", targets="targets", weight=_schedule), _regression_step),
-    _reg("L2_normalize_by_values", mx.L2(preds="preds", targets="targets", normalize_by="values"), _regression),
+    # Its mask zeroes elements but keeps them in the normaliser: not "filtering", so no mask_input.
+    _reg(
+        "L2_normalize_by_values",
+        mx.L2(preds="preds", targets="targets", normalize_by="values"),
+        _regression,
+        mask_input=None,
+    ),
     _reg("Huber", mx.Huber(preds="preds", targets="targets", delta=0.5), _regression),
     _reg("SoftmaxCrossEntropy", mx.SoftmaxCrossEntropy(logits="logits", labels="labels"), _multiclass),
     _reg(
@@ -84,5 +90,5 @@ EXAMPLES = [
         _images,
     ),
     _reg("ShowHistogram", mx.ShowHistogram(values="values", low=-2.0, high=2.0, num_bins=8), _values),
-    _reg("ShowConfusionMatrix", mx.ShowConfusionMatrix(labels="labels", preds="logits", num_classes=4), _confusion),
+    _reg("ShowConfusionMatrix", mx.ShowConfusionMatrix(labels="labels", preds="preds", num_classes=4), _confusion),
 ]
