@@ -97,12 +97,14 @@ def document_frequencies(token_ids: jax.Array, mask: jax.Array, vocab_size: int)
     """df (vocab_size,) int32: in how many of the N sequences each token occurs (once per sequence).
 
     ``token_ids`` and ``mask`` are (N, L). Sums of these vectors over batches are the df of
-    the union, which makes an idf state mergeable.
+    the union, which makes an idf state mergeable. Memory is O(N L + vocab_size): each row is
+    sorted so that only the first of equal ids counts.
     """
-    rows = jnp.broadcast_to(jnp.arange(token_ids.shape[0])[:, None], token_ids.shape)
-    present = jnp.zeros((token_ids.shape[0], vocab_size), jnp.int32)
-    present = present.at[rows, token_ids].max(mask.astype(jnp.int32))
-    return present.sum(axis=0)
+    # Padding sorts last as the out-of-range id vocab_size, which the scatter drops.
+    ids = jnp.sort(jnp.where(mask.astype(bool), token_ids, vocab_size), axis=1)
+    first = jnp.concatenate([jnp.ones_like(ids[:, :1], bool), ids[:, 1:] != ids[:, :-1]], axis=1)
+    df = jnp.zeros((vocab_size,), jnp.int32)
+    return df.at[ids.ravel()].add(first.ravel().astype(jnp.int32), mode="drop")
 
 
 def idf_from_document_frequencies(df: jax.Array, num_docs: jax.Array | int) -> jax.Array:
