@@ -86,4 +86,4 @@ class TrainMetrics:
         return hash((tuple(leaves), treedef))
 
 
-__all__ = ["TrainMetrics", "window_step", "log_and_reset", "empty_like_states"]
+__all__ = ["TrainMetrics", "empty_like_states", "log_and_reset", "window_step"]
