@@ -1,0 +1,277 @@
+"""PNG plots of computed metric values: scalars, ROC / PR curves, confusion matrices,
+reliability diagrams and histograms.
+
+matplotlib is optional: without it every function returns ``None`` after a one-line note on
+stderr. Plots are drawn on Agg canvases (no display needed) without pyplot, so neither the
+global backend nor pyplot's figure list is touched.
+
+:func:`plot` walks a (nested) dict of values, as ``mx.compute`` or ``mx.evaluate`` return
+them, and writes one PNG per plottable entry plus a bar chart of all scalars. An entry is
+recognised by its metric when ``metrics=`` is given (``RocCurve``, ``PrecisionRecallCurve``,
+``ConfusionMatrix``, ``ReliabilityDiagram``, ``Histogram``), otherwise by its shape: a dict
+with ``fpr``/``tpr`` is a ROC curve, ``precision``/``recall`` a PR curve,
+``confidence``/``accuracy``/``count``/``edges`` a reliability diagram, a square integer
+matrix a confusion matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "plot",
+    "plot_scalars",
+    "plot_roc",
+    "plot_precision_recall",
+    "plot_confusion_matrix",
+    "plot_reliability",
+    "plot_histogram",
+]
+
+
+class _Figures:
+    """Figures drawn on an Agg canvas without pyplot: no global backend switch, no display."""
+
+    def __init__(self, figure_cls, canvas_cls):
+        self._figure_cls, self._canvas_cls = figure_cls, canvas_cls
+
+    def subplots(self, nrows=1, ncols=1, *, figsize, **kwargs):
+        fig = self._figure_cls(figsize=figsize)
+        self._canvas_cls(fig)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def _pyplot():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("metrix: matplotlib is not installed; no plots written (pip install matplotlib)", file=sys.stderr)
+        return None
+    return _Figures(Figure, FigureCanvasAgg)
+
+
+def _save(fig, plt, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _per_class(x) -> list[np.ndarray]:
+    """A curve coordinate as a list of 1-D arrays (one per class for multiclass outputs)."""
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(c, np.float64) for c in x]
+    x = np.asarray(x, np.float64)
+    return [x] if x.ndim == 1 else list(x)
+
+
+def _label(i: int, n: int) -> str | None:
+    return f"class {i}" if n > 1 else None
+
+
+def plot_scalars(values: dict[str, float], path, *, title: str = "metrics") -> Path | None:
+    """Horizontal bars, one per named scalar, with the value written beside it."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    names = list(values)
+    numbers = [float(values[n]) for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    y = np.arange(len(names))[::-1]
+    finite = [v if math.isfinite(v) else 0.0 for v in numbers]
+    ax.barh(y, finite, color="tab:blue")
+    for yi, v, f in zip(y, numbers, finite):
+        ax.text(f, yi, f" {v:.4g}", va="center", ha="left" if f >= 0 else "right", fontsize=8)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.axvline(0, color="black", lw=0.6)
+    lo, hi = min(finite + [0.0]), max(finite + [0.0])
+    pad = 0.25 * (hi - lo or 1.0)
+    ax.set_xlim(lo - (pad if lo < 0 else 0), hi + pad)
+    ax.set_title(title)
+    return _save(fig, plt, path)
+
+
+def plot_roc(curve: dict, path, *, title: str = "ROC curve") -> Path | None:
+    """``RocCurve`` output (``fpr``, ``tpr``; per-class lists for multiclass) with the chance line."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fpr, tpr = _per_class(curve["fpr"]), _per_class(curve["tpr"])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for i, (x, y) in enumerate(zip(fpr, tpr)):
+        auc = float(np.trapezoid(y, x)) if len(x) > 1 else float("nan")
+        label = f"{_label(i, len(fpr))} (AUC {auc:.3f})" if len(fpr) > 1 else f"AUC {auc:.3f}"
+        ax.plot(x, y, lw=1.2, label=label, drawstyle="default")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, plt, path)
+
+
+def plot_precision_recall(curve: dict, path, *, title: str = "precision-recall curve") -> Path | None:
+    """``PrecisionRecallCurve`` output (``precision``, ``recall``; per-class lists for multiclass)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    precision, recall = _per_class(curve["precision"]), _per_class(curve["recall"])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for i, (p, r) in enumerate(zip(precision, recall)):
+        ax.plot(r, p, lw=1.2, label=_label(i, len(precision)), drawstyle="steps-post")
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    if len(precision) > 1:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, plt, path)
+
+
+def plot_confusion_matrix(matrix, path, *, title: str = "confusion matrix") -> Path | None:
+    """A confusion matrix (rows true, columns predicted) as a heat map with the counts written in."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    m = np.asarray(matrix)
+    n = m.shape[0]
+    fig, ax = plt.subplots(figsize=(0.45 * n + 2.5, 0.45 * n + 2))
+    image = ax.imshow(m, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if n <= 30:
+        threshold = m.max() / 2 if m.size else 0
+        for i in range(n):
+            for j in range(m.shape[1]):
+                text = f"{m[i, j]:.2g}" if np.issubdtype(m.dtype, np.floating) else str(m[i, j])
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > threshold else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticks(range(m.shape[1]))
+    ax.set_yticks(range(n))
+    return _save(fig, plt, path)
+
+
+def plot_reliability(diagram: dict, path, *, title: str = "reliability diagram") -> Path | None:
+    """``ReliabilityDiagram`` output: accuracy per confidence bin against the diagonal, counts below."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    edges = np.asarray(diagram["edges"], np.float64)
+    accuracy = np.asarray(diagram["accuracy"], np.float64)
+    confidence = np.asarray(diagram["confidence"], np.float64)
+    count = np.asarray(diagram["count"], np.float64)
+    width = np.diff(edges)
+    filled = count > 0
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=[3, 1], sharex=True)
+    ax.bar(edges[:-1][filled], accuracy[filled], width=width[filled], align="edge",
+           edgecolor="black", color="tab:blue", label="accuracy")
+    # Mean confidence per bin as a marker: the gap to the bar's top is the bin's calibration error.
+    centres = (edges[:-1] + edges[1:]) / 2
+    ax.plot(centres[filled], confidence[filled], "D", color="tab:red", ms=5, label="mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(ylabel="accuracy", title=title, xlim=(edges[0], edges[-1]), ylim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    ax_count.bar(edges[:-1], count, width=width, align="edge", color="tab:gray", edgecolor="black")
+    ax_count.set(xlabel="confidence", ylabel="count")
+    return _save(fig, plt, path)
+
+
+def plot_histogram(counts, path, *, edges=None, low: float = 0.0, high: float = 1.0,
+                   title: str = "histogram") -> Path | None:
+    """Bin counts (``Histogram`` output) as bars over ``edges`` (or equal bins on [low, high])."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    counts = np.asarray(counts, np.float64)
+    edges = np.linspace(low, high, counts.shape[-1] + 1) if edges is None else np.asarray(edges)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="black")
+    ax.set(xlabel="value", ylabel="count", title=title)
+    return _save(fig, plt, path)
+
+
+# ---------------------------------------------------------------------------------------
+# plot(): a whole tree of values
+# ---------------------------------------------------------------------------------------
+
+
+def _kind(value: Any, metric: Any) -> str | None:
+    name = type(metric).__name__ if metric is not None else None
+    by_metric = {
+        "RocCurve": "roc",
+        "PrecisionRecallCurve": "pr",
+        "ConfusionMatrix": "confusion",
+        "ShowConfusionMatrix": "confusion",
+        "ReliabilityDiagram": "reliability",
+        "Histogram": "histogram",
+        "ShowHistogram": "histogram",
+    }
+    if name in by_metric:
+        return by_metric[name]
+    if isinstance(value, dict):
+        keys = set(value)
+        if {"fpr", "tpr"} <= keys:
+            return "roc"
+        if {"precision", "recall", "thresholds"} <= keys:
+            return "pr"
+        if {"confidence", "accuracy", "count", "edges"} <= keys:
+            return "reliability"
+        return None
+    array = np.asarray(value) if not isinstance(value, (list, tuple)) else None
+    if array is not None and array.ndim == 2 and array.shape[0] == array.shape[1] and array.shape[0] > 1:
+        if np.issubdtype(array.dtype, np.integer):
+            return "confusion"
+    return None
+
+
+def _is_scalar(value) -> bool:
+    if isinstance(value, (dict, list, tuple)):
+        return False
+    try:
+        return np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number)
+    except TypeError:
+        return False
+
+
+def plot(values: Any, out_dir, *, metrics: Any = None, prefix: str = "") -> list[Path] | None:
+    """Write PNGs for a nested dict of computed values into ``out_dir``; returns their paths.
+
+    One file per curve, confusion matrix, reliability diagram and histogram (named by the
+    entry's path, e.g. ``curves.roc.png``) and ``scalars.png`` with every scalar. ``metrics``
+    (the same tree of metric objects) identifies entries by metric type and gives histograms
+    their ranges. Returns ``None`` (after a one-line note) when matplotlib is missing.
+    """
+    if _pyplot() is None:
+        return None
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    scalars: dict[str, float] = {}
+
+    def walk(node, metric, name):
+        kind = _kind(node, metric)
+        file = out_dir / f"{prefix}{name or 'value'}.png"
+        title = name or "value"
+        if kind == "roc":
+            paths.append(plot_roc(node, file, title=f"{title}: ROC"))
+        elif kind == "pr":
+            paths.append(plot_precision_recall(node, file, title=f"{title}: precision-recall"))
+        elif kind == "reliability":
+            paths.append(plot_reliability(node, file, title=f"{title}: reliability"))
+        elif kind == "confusion":
+            paths.append(plot_confusion_matrix(node, file, title=f"{title}: confusion matrix"))
+        elif kind == "histogram":
+            low, high = getattr(metric, "low", 0.0), getattr(metric, "high", 1.0)
+            paths.append(plot_histogram(node, file, low=low, high=high, title=title))
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                child_metric = metric.get(key) if isinstance(metric, dict) else None
+                walk(child, child_metric, f"{name}.{key}" if name else str(key))
+        elif _is_scalar(node):
+            scalars[name or "value"] = float(np.asarray(node))
+
+    walk(values, metrics, "")
+    if scalars:
+        paths.append(plot_scalars(scalars, out_dir / f"{prefix}scalars.png"))
+    return paths
