@@ -42,17 +42,17 @@ from metrix.backbones.weights import MissingWeightsError
 
 __all__ = [
     "LPIPS_CHANNELS",
-    "LPIPS_SHIFT",
     "LPIPS_SCALE",
-    "scale_input",
-    "normalize_channels",
+    "LPIPS_SHIFT",
     "find_lpips_calibration_file",
     "load_calibration",
-    "save_calibration",
-    "project_nonnegative",
-    "lpips_from_features",
-    "lpips_features",
     "lpips_distance",
+    "lpips_features",
+    "lpips_from_features",
+    "normalize_channels",
+    "project_nonnegative",
+    "save_calibration",
+    "scale_input",
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -131,7 +131,9 @@ def _calibration_from_state_dict(net: str, state: Mapping[str, Any]) -> dict[str
                 calibration[f"lin{k}"] = np.asarray(state[key], np.float32).reshape(-1)
                 break
         else:
-            raise ValueError(f"LPIPS {net} calibration: no 'lin{k}.model.1.weight' in the state dict")
+            raise ValueError(
+                f"LPIPS {net} calibration: no 'lin{k}.model.1.weight' in the state dict"
+            )
     return calibration
 
 
@@ -142,7 +144,9 @@ def _check_calibration(net: str, calibration: Mapping[str, Any]) -> None:
         raise ValueError(f"LPIPS {net} calibration has shapes {got}; expected {expected}")
 
 
-def load_calibration(net: str, path: str | os.PathLike | None = None, version: str = "0.1") -> dict[str, np.ndarray]:
+def load_calibration(
+    net: str, path: str | os.PathLike | None = None, version: str = "0.1"
+) -> dict[str, np.ndarray]:
     """Read LPIPS linear-head weights as ``{"lin0": (C_0,), ...}`` float32 numpy arrays.
 
     ``path`` may be lpips' ``.pth`` (needs torch, read with ``weights_only=True``), or a
@@ -164,7 +168,9 @@ def load_calibration(net: str, path: str | os.PathLike | None = None, version: s
     path = os.fspath(path)
     if path.endswith(".pth"):
         if not os.path.exists(path):
-            raise MissingWeightsError(f"LPIPS {net} calibration: weight file {path!r} does not exist.\n{how}")
+            raise MissingWeightsError(
+                f"LPIPS {net} calibration: weight file {path!r} does not exist.\n{how}"
+            )
         calibration = _calibration_from_state_dict(net, weight_io.read_torch_state_dict(path))
     else:
         loaded = weight_io.load(path, what=f"LPIPS {net} calibration", how_to_make=how)
@@ -189,18 +195,24 @@ def _as_map(features: jax.Array) -> jax.Array:
     if features.ndim == 2:
         return features[:, None, None, :]
     if features.ndim != 4:
-        raise ValueError(f"LPIPS features must be (N, H, W, C) or (N, C); got shape {features.shape}")
+        raise ValueError(
+            f"LPIPS features must be (N, H, W, C) or (N, C); got shape {features.shape}"
+        )
     return features
 
 
-def _layer_weights(calibration: Mapping[str, Any] | Sequence[Any], n_layers: int) -> list[jax.Array]:
+def _layer_weights(
+    calibration: Mapping[str, Any] | Sequence[Any], n_layers: int
+) -> list[jax.Array]:
     if isinstance(calibration, Mapping):
         missing = [f"lin{k}" for k in range(n_layers) if f"lin{k}" not in calibration]
         if missing:
             raise ValueError(f"LPIPS calibration lacks {missing} for {n_layers} feature layers")
         return [jnp.asarray(calibration[f"lin{k}"]).reshape(-1) for k in range(n_layers)]
     if len(calibration) != n_layers:
-        raise ValueError(f"LPIPS calibration has {len(calibration)} layers for {n_layers} feature layers")
+        raise ValueError(
+            f"LPIPS calibration has {len(calibration)} layers for {n_layers} feature layers"
+        )
     return [jnp.asarray(w).reshape(-1) for w in calibration]
 
 
@@ -261,7 +273,9 @@ def lpips_from_features(
         if fa.shape != fb.shape:
             raise ValueError(f"LPIPS feature shapes differ: {fa.shape} vs {fb.shape}")
         if fa.shape[-1] != w.shape[0]:
-            raise ValueError(f"LPIPS layer with {fa.shape[-1]} channels got {w.shape[0]} calibration weights")
+            raise ValueError(
+                f"LPIPS layer with {fa.shape[-1]} channels got {w.shape[0]} calibration weights"
+            )
         diff = jnp.square(normalize_channels(fa) - normalize_channels(fb))
         per_pixel = jnp.einsum("nhwc,c->nhw", diff, w.astype(diff.dtype), precision=_HIGHEST)
         layer = _upsample(per_pixel, image_size) if spatial else jnp.mean(per_pixel, axis=(1, 2))
@@ -269,9 +283,13 @@ def lpips_from_features(
     return total
 
 
-def lpips_features(backbone_params: Any, images: jax.Array, net: str = "alex", normalize: bool = False):
+def lpips_features(
+    backbone_params: Any, images: jax.Array, net: str = "alex", normalize: bool = False
+):
     """Backbone taps of NHWC ``images`` in [-1, 1] (or [0, 1] with ``normalize``), after scaling."""
-    return lpips_backbone(_net_key(net)).apply({"params": backbone_params}, scale_input(images, normalize))
+    return lpips_backbone(_net_key(net)).apply(
+        {"params": backbone_params}, scale_input(images, normalize)
+    )
 
 
 def lpips_distance(
@@ -292,9 +310,15 @@ def lpips_distance(
     images_a = jnp.asarray(images_a)
     images_b = jnp.asarray(images_b)
     if images_a.shape != images_b.shape or images_a.ndim != 4 or images_a.shape[-1] != 3:
-        raise ValueError(f"LPIPS needs two NHWC RGB batches of one shape; got {images_a.shape} and {images_b.shape}")
+        raise ValueError(
+            f"LPIPS needs two NHWC RGB batches of one shape; got {images_a.shape} and {images_b.shape}"
+        )
     n = images_a.shape[0]
     taps = lpips_features(backbone_params, jnp.concatenate([images_a, images_b]), net, normalize)
     return lpips_from_features(
-        [t[:n] for t in taps], [t[n:] for t in taps], calibration, spatial=spatial, image_size=images_a.shape[1:3]
+        [t[:n] for t in taps],
+        [t[n:] for t in taps],
+        calibration,
+        spatial=spatial,
+        image_size=images_a.shape[1:3],
     )

@@ -49,7 +49,9 @@ def _lpips_model(net: str, monkeypatch=None):
         torch.hub.load_state_dict_from_url = torch.hub.download_url_to_file = no_download
         try:
             torch.manual_seed(0)
-            _MODELS[net] = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False)
+            _MODELS[net] = lpips.LPIPS(
+                net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False
+            )
         finally:
             torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file = saved
     return _MODELS[net]
@@ -62,8 +64,17 @@ def _nhwc(t):
 _features = jax.jit(lpips_core.lpips_features, static_argnames=("net", "normalize"))
 
 
-@pytest.mark.parametrize("net,size", [("alex", (64, 64)), ("alex", (100, 120)), ("vgg", (64, 64)),
-                                      ("vgg", (100, 120)), ("squeeze", (64, 64)), ("squeeze", (100, 120))])
+@pytest.mark.parametrize(
+    "net,size",
+    [
+        ("alex", (64, 64)),
+        ("alex", (100, 120)),
+        ("vgg", (64, 64)),
+        ("vgg", (100, 120)),
+        ("squeeze", (64, 64)),
+        ("squeeze", (100, 120)),
+    ],
+)
 def test_distance_matches_lpips_package(net, size):
     torch, _ = _lpips()
     from metrix.backbones.lpips_nets import convert_torchvision_state_dict
@@ -97,14 +108,19 @@ def test_normalize_option_and_jit_match_lpips():
     backbone = convert_torchvision_state_dict("alex", model.state_dict())
     calibration = lpips_core.load_calibration("alex")
     gen = torch.Generator().manual_seed(3)
-    a, b = torch.rand(3, 3, 64, 72, generator=gen), torch.rand(3, 3, 64, 72, generator=gen)  # [0, 1]
+    a, b = (
+        torch.rand(3, 3, 64, 72, generator=gen),
+        torch.rand(3, 3, 64, 72, generator=gen),
+    )  # [0, 1]
     jitted = jax.jit(lpips_core.lpips_distance, static_argnames=("net", "spatial", "normalize"))
     for spatial in (False, True):
         model.spatial = spatial
         with torch.no_grad():
             expected = model(a, b, normalize=True).numpy()
         expected = expected[:, 0] if spatial else expected.reshape(-1)
-        got = jitted(backbone, calibration, _nhwc(a), _nhwc(b), net="alex", spatial=spatial, normalize=True)
+        got = jitted(
+            backbone, calibration, _nhwc(a), _nhwc(b), net="alex", spatial=spatial, normalize=True
+        )
         np.testing.assert_allclose(np.asarray(got), expected, atol=ATOL, rtol=0)
     model.spatial = False
 
@@ -114,9 +130,13 @@ def test_lpips_loads_shipped_calibration_without_network():
     torch, lpips = _lpips()
     model = _lpips_model("alex")  # built with downloads forbidden
     path = lpips_core.find_lpips_calibration_file("alex")
-    assert os.path.dirname(os.path.dirname(os.path.dirname(path))) == os.path.dirname(lpips.__file__)
+    assert os.path.dirname(os.path.dirname(os.path.dirname(path))) == os.path.dirname(
+        lpips.__file__
+    )
     shipped = torch.load(path, map_location="cpu", weights_only=True)
-    np.testing.assert_array_equal(model.lin0.model[1].weight.detach().numpy(), shipped["lin0.model.1.weight"].numpy())
+    np.testing.assert_array_equal(
+        model.lin0.model[1].weight.detach().numpy(), shipped["lin0.model.1.weight"].numpy()
+    )
 
 
 def test_find_calibration_file_does_not_import_lpips_or_torch():
@@ -129,7 +149,14 @@ def test_find_calibration_file_does_not_import_lpips_or_torch():
         "assert 'lpips' not in sys.modules and 'torch' not in sys.modules, 'imported'; print('ok')"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "ok" in out.stdout
 
@@ -138,11 +165,15 @@ def test_find_calibration_file_does_not_import_lpips_or_torch():
 def test_load_calibration_shapes_values_and_conversion(tmp_path, net):
     torch, _ = _lpips()
     calibration = lpips_core.load_calibration(net)
-    shipped = torch.load(lpips_core.find_lpips_calibration_file(net), map_location="cpu", weights_only=True)
+    shipped = torch.load(
+        lpips_core.find_lpips_calibration_file(net), map_location="cpu", weights_only=True
+    )
     assert list(calibration) == [f"lin{k}" for k in range(len(lpips_core.LPIPS_CHANNELS[net]))]
     for k, channels in enumerate(lpips_core.LPIPS_CHANNELS[net]):
         assert calibration[f"lin{k}"].shape == (channels,)
-        np.testing.assert_array_equal(calibration[f"lin{k}"], shipped[f"lin{k}.model.1.weight"].numpy().reshape(-1))
+        np.testing.assert_array_equal(
+            calibration[f"lin{k}"], shipped[f"lin{k}.model.1.weight"].numpy().reshape(-1)
+        )
     for suffix in (".npz", ".safetensors"):
         if suffix == ".safetensors" and not _has("safetensors"):
             continue
@@ -229,12 +260,17 @@ def test_seed_style_vector_features():
 
     fa = _random_features(0, channels)
     fb = _random_features(1, channels)
-    weights = [np.abs(np.random.default_rng(k).normal(size=c)).astype(np.float32) for k, c in enumerate(channels)]
+    weights = [
+        np.abs(np.random.default_rng(k).normal(size=c)).astype(np.float32)
+        for k, c in enumerate(channels)
+    ]
     calibration = {f"lin{k}": w for k, w in enumerate(weights)}
     got = _from_features(fa, fb, calibration)
     np.testing.assert_allclose(np.asarray(got), _numpy_lpips(fa, fb, weights), rtol=1e-5)
     # (N, C) vectors are exactly (N, 1, 1, C) maps; a list of weights works like the dict
-    as_maps = _from_features([f[:, None, None] for f in fa], [f[:, None, None] for f in fb], weights)
+    as_maps = _from_features(
+        [f[:, None, None] for f in fa], [f[:, None, None] for f in fb], weights
+    )
     np.testing.assert_array_equal(np.asarray(as_maps), np.asarray(got))
 
 
@@ -256,7 +292,10 @@ def test_upsample_matches_torch_bilinear(n_in, n_out):
     torch = pytest.importorskip("torch")
     maps = np.random.default_rng(0).normal(size=(2, n_in, n_in + 1)).astype(np.float32)
     expected = torch.nn.functional.interpolate(
-        torch.from_numpy(maps)[:, None], size=(n_out, n_out + 3), mode="bilinear", align_corners=False
+        torch.from_numpy(maps)[:, None],
+        size=(n_out, n_out + 3),
+        mode="bilinear",
+        align_corners=False,
     )[:, 0].numpy()
     got = lpips_core._upsample(jnp.asarray(maps), (n_out, n_out + 3))
     # float32 rounding of the blend (torch multiplies row and column weights in another order)
@@ -269,7 +308,9 @@ def test_grad_wrt_calibration_is_the_per_layer_mean_squared_difference():
     fa = _random_features(4, channels, n=3, spatial=(4, 3))
     fb = _random_features(5, channels, n=3, spatial=(4, 3))
     calibration = {"lin0": jnp.full(8, 0.3), "lin1": jnp.linspace(0, 1, 16)}
-    grads = jax.jit(jax.grad(lambda cal: lpips_core.lpips_from_features(fa, fb, cal).sum()))(calibration)
+    grads = jax.jit(jax.grad(lambda cal: lpips_core.lpips_from_features(fa, fb, cal).sum()))(
+        calibration
+    )
     for k, (a, b) in enumerate(zip(fa, fb)):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         ua = a / (np.sqrt((a**2).sum(-1, keepdims=True)) + 1e-10)
@@ -291,13 +332,20 @@ def test_grad_through_backbone_wrt_calibration_and_images_is_finite():
     from metrix.backbones.lpips_nets import params_shapes
 
     rng = np.random.default_rng(7)
-    params = jax.tree_util.tree_map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32), params_shapes("alex"))
+    params = jax.tree_util.tree_map(
+        lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32), params_shapes("alex")
+    )
     images = jax.random.uniform(jax.random.PRNGKey(6), (2, 32, 32, 3), minval=-1, maxval=1)
-    calibration = {f"lin{k}": jnp.full(c, 0.1) for k, c in enumerate(lpips_core.LPIPS_CHANNELS["alex"])}
+    calibration = {
+        f"lin{k}": jnp.full(c, 0.1) for k, c in enumerate(lpips_core.LPIPS_CHANNELS["alex"])
+    }
     other = jnp.flip(images, axis=2)
-    d, (g_cal, g_img) = jax.jit(jax.value_and_grad(
-        lambda cal, x: lpips_core.lpips_distance(params, cal, x, other, net="alex").sum(), argnums=(0, 1)
-    ))(calibration, images)
+    d, (g_cal, g_img) = jax.jit(
+        jax.value_and_grad(
+            lambda cal, x: lpips_core.lpips_distance(params, cal, x, other, net="alex").sum(),
+            argnums=(0, 1),
+        )
+    )(calibration, images)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves((g_cal, g_img)))
     assert float(jnp.abs(g_img).max()) > 0
     # linearity in w: d(w) = <grad_w d, w>
@@ -331,7 +379,9 @@ def test_project_nonnegative():
     grad = jax.jit(jax.grad(loss))
     before = loss(cal)
     for _ in range(3):
-        cal = lpips_core.project_nonnegative(jax.tree_util.tree_map(lambda w, g: w - 1.0 * g, cal, grad(cal)))
+        cal = lpips_core.project_nonnegative(
+            jax.tree_util.tree_map(lambda w, g: w - 1.0 * g, cal, grad(cal))
+        )
     assert bool(jnp.all(cal["lin0"] >= 0))
     assert float(loss(cal)) <= float(before)
 
@@ -341,7 +391,8 @@ def test_scale_input_constants():
     expected = -np.array([-0.030, -0.088, -0.188]) / np.array([0.458, 0.448, 0.450])
     np.testing.assert_allclose(np.asarray(lpips_core.scale_input(x))[0, 0, 0], expected, rtol=1e-6)
     np.testing.assert_allclose(
-        np.asarray(lpips_core.scale_input(jnp.full((1, 1, 1, 3), 0.5), normalize=True)), np.asarray(lpips_core.scale_input(x))
+        np.asarray(lpips_core.scale_input(jnp.full((1, 1, 1, 3), 0.5), normalize=True)),
+        np.asarray(lpips_core.scale_input(x)),
     )
 
 
@@ -351,6 +402,8 @@ def test_input_validation():
     with pytest.raises(ValueError, match="calibration weights"):
         lpips_core.lpips_from_features([jnp.ones((2, 4))], [jnp.ones((2, 4))], [jnp.ones(5)])
     with pytest.raises(ValueError, match="lacks"):
-        lpips_core.lpips_from_features([jnp.ones((2, 4))], [jnp.ones((2, 4))], {"lin1": jnp.ones(4)})
+        lpips_core.lpips_from_features(
+            [jnp.ones((2, 4))], [jnp.ones((2, 4))], {"lin1": jnp.ones(4)}
+        )
     with pytest.raises(ValueError, match="unknown LPIPS net"):
         lpips_core.find_lpips_calibration_file("resnet")

@@ -47,16 +47,16 @@ from metrix.backbones import weights as weight_io
 from metrix.backbones.weights import MissingWeightsError
 
 __all__ = [
-    "AlexNetFeatures",
-    "VGG16Features",
-    "SqueezeNet11Features",
     "LPIPS_NETS",
     "TORCHVISION_FILES",
-    "lpips_backbone",
+    "AlexNetFeatures",
+    "MissingWeightsError",
+    "SqueezeNet11Features",
+    "VGG16Features",
     "convert_torchvision_state_dict",
     "load_backbone_params",
+    "lpips_backbone",
     "params_shapes",
-    "MissingWeightsError",
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -69,7 +69,9 @@ TORCHVISION_FILES = {
 }
 
 
-def _conv(features: int, kernel: int, stride: int = 1, padding: int = 0, name: str | None = None) -> nn.Conv:
+def _conv(
+    features: int, kernel: int, stride: int = 1, padding: int = 0, name: str | None = None
+) -> nn.Conv:
     """A torch ``Conv2d(k, stride, padding)`` with bias, in NHWC."""
     return nn.Conv(
         features,
@@ -214,7 +216,7 @@ _KEY = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _expected_shapes(net: str) -> dict[str, tuple[int, ...]]:
     """``{"features_0/kernel": (11, 11, 3, 64), ...}`` for ``net`` (cached: traced once)."""
     return {
@@ -238,7 +240,8 @@ def _check_tree(net: str, params: Mapping[str, Any]) -> None:
             detail.append(f"unexpected {extra}")
         if wrong:
             detail.append(
-                "wrong shapes " + ", ".join(f"{k}: {tuple(got[k].shape)} != {tuple(shapes[k])}" for k in wrong)
+                "wrong shapes "
+                + ", ".join(f"{k}: {tuple(got[k].shape)} != {tuple(shapes[k])}" for k in wrong)
             )
         raise ValueError(f"{net} LPIPS backbone parameters do not match: " + "; ".join(detail))
 
@@ -293,7 +296,9 @@ def load_backbone_params(net: str, path: str | os.PathLike) -> dict[str, Any]:
     how = _how_to_make(name, path if not path.endswith(".pth") else f"{name}.safetensors")
     if path.endswith(".pth"):
         if not os.path.exists(path):
-            raise MissingWeightsError(f"LPIPS {name} backbone: weight file {path!r} does not exist.\n{how}")
+            raise MissingWeightsError(
+                f"LPIPS {name} backbone: weight file {path!r} does not exist.\n{how}"
+            )
         return convert_torchvision_state_dict(name, weight_io.read_torch_state_dict(path))
     params = weight_io.load(path, what=f"LPIPS {name} backbone", how_to_make=how)
     _check_tree(name, params)
@@ -306,16 +311,23 @@ def _main(argv: Sequence[str] | None = None) -> int:
         description="Convert LPIPS backbone (and calibration) checkpoints to safetensors/npz.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser("convert", help="torchvision (or lpips) .pth -> .safetensors/.npz backbone params")
+    convert = sub.add_parser(
+        "convert", help="torchvision (or lpips) .pth -> .safetensors/.npz backbone params"
+    )
     convert.add_argument("net", choices=sorted(LPIPS_NETS))
     convert.add_argument("src", help=f"torchvision checkpoint, e.g. {TORCHVISION_FILES['alex']}")
     convert.add_argument("dst", help="output .safetensors or .npz")
     calib = sub.add_parser(
-        "calibration", help="lpips linear-head weights (.pth; default: the lpips package's own) -> .safetensors/.npz"
+        "calibration",
+        help="lpips linear-head weights (.pth; default: the lpips package's own) -> .safetensors/.npz",
     )
     calib.add_argument("net", choices=sorted(LPIPS_NETS))
     calib.add_argument("dst", help="output .safetensors or .npz")
-    calib.add_argument("--src", default=None, help="lpips weights/v0.1/NET.pth (default: found in the lpips package)")
+    calib.add_argument(
+        "--src",
+        default=None,
+        help="lpips weights/v0.1/NET.pth (default: found in the lpips package)",
+    )
     args = parser.parse_args(argv)
     if args.command == "convert":
         params = convert_torchvision_state_dict(args.net, weight_io.read_torch_state_dict(args.src))

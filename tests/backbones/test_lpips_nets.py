@@ -17,8 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from metrix.backbones import lpips_nets  # noqa: E402
-from metrix.backbones.weights import MissingWeightsError  # noqa: E402
+from metrix.backbones import lpips_nets
+from metrix.backbones.weights import MissingWeightsError
 
 # Relative tolerance on max|metrix - torch| / max|torch| per tap (float32 on both sides);
 # measured ~1e-6.
@@ -51,7 +51,11 @@ _MODELS: dict[str, object] = {}
 def _torch_model(net: str):
     if net not in _MODELS:
         tv = _torchvision()
-        ctor = {"alex": tv.models.alexnet, "vgg": tv.models.vgg16, "squeeze": tv.models.squeezenet1_1}[net]
+        ctor = {
+            "alex": tv.models.alexnet,
+            "vgg": tv.models.vgg16,
+            "squeeze": tv.models.squeezenet1_1,
+        }[net]
         torch.manual_seed(0)
         _MODELS[net] = ctor().eval()
     return _MODELS[net]
@@ -84,7 +88,13 @@ def _assert_taps_close(ours, theirs):
 # floor-mode pool would (31 -> 16 vs 15); 100x120 hits it in the second pool.
 @pytest.mark.parametrize(
     "net,size",
-    [("alex", (64, 64)), ("alex", (100, 120)), ("vgg", (48, 56)), ("squeeze", (66, 70)), ("squeeze", (100, 120))],
+    [
+        ("alex", (64, 64)),
+        ("alex", (100, 120)),
+        ("vgg", (48, 56)),
+        ("squeeze", (66, 70)),
+        ("squeeze", (100, 120)),
+    ],
 )
 def test_taps_match_torchvision(net, size):
     model = _torch_model(net)
@@ -100,7 +110,9 @@ def test_squeezenet_ceil_mode_changes_shape():
     # guard that the 66x70 case above really exercises ceil_mode
     params = lpips_nets.params_shapes("squeeze")
     image = jax.ShapeDtypeStruct((1, 66, 70, 3), jnp.float32)
-    taps = jax.eval_shape(lambda p, x: lpips_nets.lpips_backbone("squeeze").apply({"params": p}, x), params, image)
+    taps = jax.eval_shape(
+        lambda p, x: lpips_nets.lpips_backbone("squeeze").apply({"params": p}, x), params, image
+    )
     assert taps[0].shape[1:3] == (32, 34)
     assert taps[1].shape[1:3] == (16, 17)  # floor mode would give (15, 16)
 
