@@ -33,6 +33,7 @@ Inception Score's splits are defined on that order).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Any
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Shaped
 
+from metrix import numerics
 from metrix.keys import Key
 from metrix.metric import Metric
 from metrix.state import BufferState, State, concat_field, nested_field
@@ -164,21 +166,29 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, precision: str = "float32"):
     ``jax.pure_callback``, so it is still callable under ``jit``) and returns float32; use
     it when the distance is small compared with the traces (float32 round-off in the
     traces is about 1e-7 of ``tr S1 + tr S2``; see ``benchmarks/fid.py`` for measurements).
+    Eagerly, float64 numpy inputs are used as they are; under ``jit`` they arrive as
+    float32 (JAX without x64).
     """
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     if precision == "float64":
+        if not _is_tracer(mu1, sigma1, mu2, sigma2):  # eager: keep float64 inputs as they are
+            return jnp.float32(_frechet_distance_f64_host(mu1, sigma1, mu2, sigma2))
         return jax.pure_callback(
             lambda *a: np.float32(_frechet_distance_f64_host(*a)),
             jax.ShapeDtypeStruct((), jnp.float32),
             mu1, sigma1, mu2, sigma2,
         )
-    mu1, mu2 = jnp.asarray(mu1, jnp.float32), jnp.asarray(mu2, jnp.float32)
-    sigma1, sigma2 = jnp.asarray(sigma1, jnp.float32), jnp.asarray(sigma2, jnp.float32)
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    return _frechet_distance_f32(f32(mu1), f32(sigma1), f32(mu2), f32(sigma2))
+
+
+@jax.jit
+def _frechet_distance_f32(mu1, sigma1, mu2, sigma2):
     diff = mu1 - mu2
     tr_covmean = _trace_sqrt_product_f32(sigma1, sigma2)
     value = jnp.dot(diff, diff, precision=_HIGHEST) + (jnp.trace(sigma1) + jnp.trace(sigma2) - 2 * tr_covmean)
-    return jnp.maximum(value, 0.0)
+    return jnp.maximum(value, 0.0)  # negative round-off clamps to 0
 
 
 class ReferenceStats:
@@ -322,7 +332,12 @@ class FID(Metric):
             else:
                 mu1, sigma1 = self.real_statistics()
             mu2, sigma2 = self.generated_statistics()
-            return frechet_distance(mu1, sigma1, mu2, sigma2, precision=precision)
+            value = frechet_distance(mu1, sigma1, mu2, sigma2, precision=precision)
+            # A covariance needs 2 rows (ddof = 1); fewer on a side gives NaN, never a number.
+            enough = numerics.df_value(self.generated.count) >= 2
+            if fixed is None:
+                enough &= numerics.df_value(self.real.count) >= 2
+            return jnp.where(enough, value, jnp.nan)
 
     def get_state(
         self,
@@ -401,6 +416,7 @@ class PairedFeatures(State):
 # ---------------------------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("degree", "gamma", "coef"))
 def polynomial_mmd(x, y, *, degree: int = 3, gamma: float | None = None, coef: float = 1.0):
     """Unbiased MMD^2 with the polynomial kernel ``k(a, b) = (gamma a.b + coef)^degree``.
 
@@ -426,6 +442,7 @@ def polynomial_mmd(x, y, *, degree: int = 3, gamma: float | None = None, coef: f
     )
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def kid_subset_indices(seed: int, count_real, count_generated, capacity: int, num_subsets: int, subset_size: int):
     """Row indices ``(num_subsets, subset_size)`` per side of KID's random subsets.
 
@@ -442,6 +459,20 @@ def kid_subset_indices(seed: int, count_real, count_generated, capacity: int, nu
         return jax.lax.top_k(-priority, subset_size)[1]
 
     return pick(key_real, count_real), pick(key_gen, count_generated)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("seed", "num_subsets", "subset_size", "degree", "gamma", "coef")
+)
+def _kid_scores(real, count_real, generated, count_generated, *, seed, num_subsets, subset_size, degree, gamma, coef):
+    """MMD^2 of each random subset, one subset at a time (``lax.map`` bounds the memory)."""
+    idx_r, idx_g = kid_subset_indices(seed, count_real, count_generated, real.shape[0], num_subsets, subset_size)
+
+    def one(indices):
+        i, j = indices
+        return polynomial_mmd(real[i], generated[j], degree=degree, gamma=gamma, coef=coef)
+
+    return jax.lax.map(one, (idx_r, idx_g))
 
 
 class KID(Metric):
@@ -480,20 +511,12 @@ class KID(Metric):
     class State(PairedFeatures):
         def compute(self):
             m = self.parent
-            subset_size = min(m.subset_size, m.capacity)
             ok = self._check_counts(m.subset_size, f"KID with subset_size={m.subset_size}")
-            idx_r, idx_g = kid_subset_indices(
-                m.seed, self.real.count, self.generated.count, m.capacity, m.num_subsets, subset_size
+            scores = _kid_scores(
+                self.real.features, self.real.count, self.generated.features, self.generated.count,
+                seed=m.seed, num_subsets=m.num_subsets, subset_size=min(m.subset_size, m.capacity),
+                degree=m.degree, gamma=m.gamma, coef=m.coef,
             )
-
-            def one(indices):
-                i, j = indices
-                return polynomial_mmd(
-                    self.real.features[i], self.generated.features[j],
-                    degree=m.degree, gamma=m.gamma, coef=m.coef,
-                )
-
-            scores = jax.lax.map(one, (idx_r, idx_g))
             return self._finish({"mean": jnp.mean(scores), "std": jnp.std(scores)}, ok)
 
     def get_state(
@@ -513,6 +536,7 @@ class KID(Metric):
 # ---------------------------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("splits",))
 def inception_score(log_probs, *, splits: int = 10, count=None):
     """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` per split; ``{"mean", "std"}`` over splits.
 
@@ -633,6 +657,7 @@ def _masked_mean(x, valid):
     return jnp.sum(jnp.where(valid, x, 0), dtype=jnp.float32) / jnp.sum(valid, dtype=jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
 def precision_recall(real, generated, *, k: int = 3, real_valid=None, generated_valid=None):
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
 
@@ -651,6 +676,7 @@ def precision_recall(real, generated, *, k: int = 3, real_valid=None, generated_
     }
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
 def density_coverage(real, generated, *, k: int = 5, real_valid=None, generated_valid=None):
     """Density and coverage (Naeem et al. 2020) with k-NN balls around real rows.
 
