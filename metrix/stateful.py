@@ -1,0 +1,625 @@
+"""The stateful lifecycle (``update`` / ``compute`` / ``reset`` / ``plot``) over the functional core.
+
+Three layers, all thin: the state is always a metrix :class:`~metrix.State`, updated by
+merging ``metric.get_state(**inputs)``, so a stateful object never re-implements a metric.
+
+* :class:`Stateful` wraps any metric: ``s = Stateful(mx.Accuracy()); s.update(logits=l,
+  labels=y); s.compute()``. ``update`` runs one cached, jitted ``state.merge(get_state(...))``.
+  ``s.state`` is the metrix state, for checkpoints and ``mx.allreduce``/``merge`` across hosts.
+* Tier 1, :class:`FrozenBackboneMetric`: the seed library's abstract lifecycle
+  (``_extract_features`` -> ``_accumulate`` -> ``_compute_from_accumulated``, ``reset``). User
+  subclasses written for it (Python lists and all) work unchanged; metrix's own tier-1
+  classes (:class:`FIDMetric`, :class:`InceptionScoreMetric`, :class:`BERTScoreMetric`)
+  accumulate a metrix state instead, so two of them merge (``a.merge(b)``), and the state
+  can be saved or all-reduced.
+* Tier 2, :class:`LearnedMetric`: an ``flax.nnx.Module`` whose calibration weights are
+  ``nnx.Param`` (trainable with ``nnx.grad``/``jax.grad`` and nnx optimizers);
+  :class:`LPIPSMetric` holds the five VGG calibration vectors.
+
+``compute()`` of the tier classes returns ``{name: value}`` with 0-d jax arrays (format them,
+``float()`` them); nothing inside calls ``float()``, so the states stay jit-friendly.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Shaped
+
+from metrix import bertscore_core, lpips_core, numerics
+from metrix.generative import FID, InceptionScore
+from metrix.keys import Key
+from metrix.metric import Metric
+from metrix.state import State, exact_sum_field
+from metrix.states import AverageState
+
+__all__ = [
+    "Stateful",
+    "FrozenBackboneMetric",
+    "LearnedMetric",
+    "FIDMetric",
+    "InceptionScoreMetric",
+    "BERTScoreMetric",
+    "EmbeddingBERTScore",
+    "LPIPSMetric",
+    "plot_values",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Plotting
+# ---------------------------------------------------------------------------------------
+
+
+def _scalars(values: Any, prefix: str = "") -> dict[str, float]:
+    """The scalar leaves of a (nested) dict of values, named ``a/b``; arrays are skipped."""
+    if isinstance(values, Mapping):
+        out = {}
+        for key, value in values.items():
+            out.update(_scalars(value, f"{prefix}{key}/"))
+        return out
+    try:
+        array = jnp.asarray(values)
+    except TypeError:
+        return {}
+    if array.ndim == 0 and jnp.issubdtype(array.dtype, jnp.number):
+        return {prefix.rstrip("/") or "value": float(array)}
+    return {}
+
+
+def plot_values(values: Any, output_dir: str | os.PathLike = "figures", name: str = "metric"):
+    """A bar chart of the scalar values, saved as ``{output_dir}/{name}.png``.
+
+    Returns the path, or ``None`` when matplotlib is not installed (or nothing is scalar).
+    """
+    scalars = _scalars(values)
+    if not scalars:
+        return None
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(os.fspath(output_dir), f"{name}.png")
+    figure = Figure(figsize=(6, 0.5 * len(scalars) + 1.2))
+    FigureCanvasAgg(figure)  # draw without pyplot: no global backend, no display
+    axes = figure.subplots()
+    names = list(scalars)
+    numbers = [scalars[n] for n in names]
+    axes.barh(names, [v if v == v and abs(v) != float("inf") else 0.0 for v in numbers])
+    for i, v in enumerate(numbers):
+        axes.text(0, i, f" {v:.4g}", va="center")
+    axes.set_title(name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Stateful: any metric with an update/compute/reset lifecycle
+# ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _jitted_steps(metric: Metric):
+    """(first, step): jitted ``get_state`` and ``state.merge(get_state)`` for one metric.
+
+    Cached per metric (metrics are frozen and hashable), so equal metrics share compiles.
+    """
+
+    def first(args, inputs):
+        return metric.get_state(*args, **inputs)
+
+    def step(state, args, inputs):
+        return state.merge(metric.get_state(*args, **inputs))
+
+    return jax.jit(first), jax.jit(step)
+
+
+def _eager_steps(metric: Metric):
+    return (lambda args, inputs: metric.get_state(*args, **inputs)), (
+        lambda state, args, inputs: state.merge(metric.get_state(*args, **inputs))
+    )
+
+
+class Stateful:
+    """An ``update`` / ``compute`` / ``reset`` / ``plot`` lifecycle around one metric.
+
+    ``update(*args, **inputs)`` merges ``metric.get_state(*args, **inputs)`` into the held
+    state with one jitted function (cached per metric; ``jit=False`` runs eagerly, for
+    metrics whose inputs are not arrays). ``compute()`` is ``state.compute()``; before any
+    update it is the value of ``metric.empty()``. ``state`` is the metrix state: assign a
+    restored one, or merge another's with :meth:`merge` (e.g. after ``mx.allreduce``).
+    """
+
+    def __init__(self, metric: Metric, *, jit: bool = True, name: str | None = None):
+        self.metric = metric
+        self._name = name or type(metric).__name__
+        self._jit = jit
+        self._state: State | None = None
+        if jit:
+            try:
+                self._first, self._step = _jitted_steps(metric)
+            except TypeError:  # an unhashable configuration: compile per instance
+                first, step = _eager_steps(metric)
+                self._first, self._step = jax.jit(first), jax.jit(step)
+        else:
+            self._first, self._step = _eager_steps(metric)
+
+    # -- protocol attributes -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return getattr(self.metric, "higher_is_better", None)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def update(self, *args, **inputs) -> None:
+        """Accumulate one batch: ``state = state.merge(metric.get_state(*args, **inputs))``."""
+        if self._state is None:
+            self._state = self._first(args, inputs)
+        else:
+            self._state = self._step(self._state, args, inputs)
+
+    def update_from_context(self, context: Any) -> None:
+        """``update`` with the inputs read from ``context`` through the metric's keys."""
+        self.update(**self.metric.resolve_inputs(context))
+
+    def compute(self) -> Any:
+        """The value of everything accumulated since the last reset."""
+        return self.state.compute()
+
+    def reset(self) -> None:
+        """Forget the accumulated state."""
+        self._state = None
+
+    def plot(self, output_dir: str | os.PathLike = "figures", filename: str | None = None):
+        """Bar chart of ``compute()``'s scalars; the PNG path, or None without matplotlib."""
+        return plot_values(self.compute(), output_dir, filename or self.name)
+
+    # -- the state -------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """The accumulated metrix state (``metric.empty()`` before any update)."""
+        return self.metric.empty() if self._state is None else self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        expected = type(self.metric).State
+        if not isinstance(state, expected):
+            raise TypeError(f"{self.name}: state must be a {expected.__qualname__}, got {type(state).__qualname__}")
+        self._state = state
+
+    def merge(self, other: Stateful | State) -> None:
+        """Merge another accumulator's state (or a state) into this one, in place."""
+        other_state = other._state if isinstance(other, Stateful) else other
+        if other_state is None:
+            return
+        self._state = other_state if self._state is None else self._state.merge(other_state)
+
+    def __repr__(self) -> str:
+        return f"Stateful({self.metric!r})"
+
+
+# ---------------------------------------------------------------------------------------
+# Tier 1: frozen-backbone metrics
+# ---------------------------------------------------------------------------------------
+
+
+class FrozenBackboneMetric(abc.ABC):
+    """Tier 1: features from a frozen backbone, accumulated over ``update`` calls.
+
+    Lifecycle: ``update(**kwargs)`` runs ``_accumulate(_extract_features(**kwargs))``;
+    ``compute()`` returns ``_compute_from_accumulated()`` (a ``{name: value}`` dict);
+    ``reset()`` clears the accumulation. Subclasses implement those four methods.
+    """
+
+    higher_is_better: bool | None = None
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def update(self, **kwargs: Any) -> None:
+        """Feed one batch."""
+        self._accumulate(self._extract_features(**kwargs))
+
+    def compute(self) -> dict[str, Any]:
+        """The final values from everything accumulated since the last reset."""
+        return self._compute_from_accumulated()
+
+    def plot(self, output_dir: str | os.PathLike = "figures", filename: str | None = None):
+        """Bar chart of ``compute()``'s scalars; the PNG path, or None without matplotlib."""
+        return plot_values(self.compute(), output_dir, filename or self.name)
+
+    @abc.abstractmethod
+    def reset(self) -> None: ...
+
+    @abc.abstractmethod
+    def _extract_features(self, **kwargs: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def _accumulate(self, features: Any) -> None: ...
+
+    @abc.abstractmethod
+    def _compute_from_accumulated(self) -> dict[str, Any]: ...
+
+
+class _StateBackedMetric(FrozenBackboneMetric):
+    """A tier-1 metric whose accumulation is a :class:`Stateful` over a metrix metric.
+
+    ``_extract_features`` returns the ``get_state`` inputs of one batch; the state merges
+    (``a.merge(b)``, ``mx.allreduce(a.state, ...)``) and can be checkpointed (``a.state``).
+    """
+
+    def __init__(self, name: str, metric: Metric | None) -> None:
+        super().__init__(name)
+        self._stateful = None if metric is None else Stateful(metric, name=name)
+
+    @property
+    def metric(self) -> Metric | None:
+        """The functional metrix metric underneath (use it directly inside jit)."""
+        return None if self._stateful is None else self._stateful.metric
+
+    @property
+    def state(self) -> State:
+        return self._require().state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._require().state = state
+
+    def merge(self, other: _StateBackedMetric | State) -> None:
+        """Merge another instance's accumulated state (or a state) into this one."""
+        other = other._stateful if isinstance(other, _StateBackedMetric) else other
+        if other is None:
+            return
+        if self._stateful is None and isinstance(other, Stateful):  # e.g. num_classes not known yet
+            self._stateful = Stateful(other.metric, name=self.name)
+        self._require().merge(other)
+
+    def reset(self) -> None:
+        if self._stateful is not None:
+            self._stateful.reset()
+
+    def _accumulate(self, inputs: dict[str, Any]) -> None:
+        self._require().update(**inputs)
+
+    def _require(self) -> Stateful:
+        if self._stateful is None:
+            raise ValueError(f"{self.name}: nothing accumulated yet (call update first)")
+        return self._stateful
+
+
+def _check_width(owner: str, x, expected: int, what: str, side: str):
+    x = jnp.asarray(x)
+    if x.ndim == 2 and x.shape[-1] != expected:
+        raise ValueError(
+            f"{owner}: {side} features have {x.shape[-1]} dimensions but {what}={expected}; "
+            f"pass ({x.shape[0]}, {expected}) features or build {owner}({what}={x.shape[-1]})"
+        )
+    return x
+
+
+class FIDMetric(_StateBackedMetric):
+    """FID over batches of real and generated features (or images with ``params``).
+
+    ``update(real=(N, feature_dim), generated=(M, feature_dim))``; either side may be left
+    out of a batch. ``compute() -> {"fid": value}`` (lower is better). Backed by
+    :class:`metrix.FID`: Chan-merged means and covariances, O(d^2) memory.
+    ``feature_dim`` is checked on every batch. NHWC images are run through the FID
+    InceptionV3 when ``params`` (from :func:`metrix.backbones.inception.load_params`) are
+    given (``feature_dim`` must then be 2048).
+    """
+
+    higher_is_better = False
+
+    def __init__(self, feature_dim: int = 2048, *, precision: str = "float32", name: str = "fid") -> None:
+        self.feature_dim = feature_dim
+        super().__init__(name, FID(num_features=feature_dim, precision=precision))
+
+    def _extract_features(self, real=None, generated=None, params=None, **masks) -> dict[str, Any]:
+        inputs = dict(masks)
+        for side, x in (("real", real), ("generated", generated)):
+            if x is not None:
+                inputs[side] = _check_width("FIDMetric", x, self.feature_dim, "feature_dim", side)
+        if params is not None:
+            inputs["params"] = params
+        return inputs
+
+    def _compute_from_accumulated(self) -> dict[str, Any]:
+        return {"fid": self.state.compute()}
+
+
+class InceptionScoreMetric(_StateBackedMetric):
+    """Inception Score from batches of class probabilities (or logits).
+
+    ``update(probabilities=(N, C))`` or ``update(logits=(N, C))``. ``compute() ->
+    {"inception_score": mean, "inception_score_std": std}`` over ``splits`` in-order splits
+    (higher is better). Backed by :class:`metrix.InceptionScore` (a buffer of
+    ``capacity`` log-probability rows). ``num_classes`` defaults to the width of the first
+    batch.
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        splits: int = 10,
+        capacity: int = 50_000,
+        name: str = "inception_score",
+    ) -> None:
+        self.splits, self.capacity = splits, capacity
+        metric = None if num_classes is None else self._metric(num_classes)
+        super().__init__(name, metric)
+
+    def _metric(self, num_classes: int) -> InceptionScore:
+        return InceptionScore(num_classes=num_classes, splits=self.splits, capacity=self.capacity)
+
+    def _extract_features(self, probabilities=None, logits=None, mask=None) -> dict[str, Any]:
+        if (probabilities is None) == (logits is None):
+            raise TypeError("InceptionScoreMetric.update() needs exactly one of probabilities= or logits=")
+        values = jnp.asarray(probabilities if probabilities is not None else logits)
+        if values.ndim != 2:
+            raise ValueError(f"InceptionScoreMetric: expected (N, num_classes) rows, got shape {values.shape}")
+        if self._stateful is None:
+            self._stateful = Stateful(self._metric(values.shape[-1]), name=self.name)
+        inputs = {"probs": values} if probabilities is not None else {"logits": values}
+        if mask is not None:
+            inputs["mask"] = mask
+        return inputs
+
+    def _compute_from_accumulated(self) -> dict[str, Any]:
+        values = self.state.compute()
+        return {"inception_score": values["mean"], "inception_score_std": values["std"]}
+
+
+class EmbeddingBERTScore(Metric):
+    """Mean BERTScore precision, recall and F1 over pairs of token-embedding sequences.
+
+    Per pair (candidate tokens x_i, reference tokens y_j, cosine s_ij; weights 1 unless
+    ``candidate_weights`` / ``reference_weights`` are given, e.g. idf)::
+
+        P = sum_i w_i max_j s_ij / sum_i w_i,   R = sum_j w_j max_i s_ij / sum_j w_j,
+        F = 2 P R / (P + R)
+
+    (:func:`metrix.bertscore_core.greedy_match`), averaged over pairs; a pair with no tokens
+    on a side scores 0. Inputs: ``(L, D)`` embeddings of one pair or ``(B, L, D)`` batches,
+    token masks ``(B, L)`` (padding), and ``mask`` ``(B,)`` over pairs.
+    """
+
+    candidate_embeddings: Key | None = None
+    reference_embeddings: Key | None = None
+    candidate_mask: Key | None = None
+    reference_mask: Key | None = None
+    candidate_weights: Key | None = None
+    reference_weights: Key | None = None
+    mask: Key | None = None
+
+    class State(State):
+        precision: jax.Array = exact_sum_field()
+        recall: jax.Array = exact_sum_field()
+        f1: jax.Array = exact_sum_field()
+        count: jax.Array = exact_sum_field()
+
+        def compute(self):
+            mean = lambda total: numerics.df_divide(total, self.count)
+            return {"precision": mean(self.precision), "recall": mean(self.recall), "f1": mean(self.f1)}
+
+    def get_state(
+        self,
+        candidate_embeddings: Float[Array, "*b lc d"],
+        reference_embeddings: Float[Array, "*b lr d"],
+        candidate_mask: Shaped[Array, "*b lc"] | None = None,
+        reference_mask: Shaped[Array, "*b lr"] | None = None,
+        candidate_weights: Float[Array, "*b lc"] | None = None,
+        reference_weights: Float[Array, "*b lr"] | None = None,
+        mask: Shaped[Array, "*b"] | None = None,
+    ) -> State:
+        single = candidate_embeddings.ndim == 2
+        lift = (lambda x: None if x is None else x[None]) if single else (lambda x: x)
+        cand, ref = lift(candidate_embeddings), lift(reference_embeddings)
+        if cand.ndim != 3 or ref.ndim != 3:
+            raise ValueError(
+                f"EmbeddingBERTScore: embeddings must be (L, D) or (B, L, D); got {candidate_embeddings.shape} "
+                f"and {reference_embeddings.shape}"
+            )
+        cand_mask = lift(candidate_mask)
+        ref_mask = lift(reference_mask)
+        cand_mask = jnp.ones(cand.shape[:2], bool) if cand_mask is None else cand_mask.astype(bool)
+        ref_mask = jnp.ones(ref.shape[:2], bool) if ref_mask is None else ref_mask.astype(bool)
+        cand_w, ref_w = lift(candidate_weights), lift(reference_weights)
+        cand_w = jnp.ones(cand.shape[:2], jnp.float32) if cand_w is None else cand_w
+        ref_w = jnp.ones(ref.shape[:2], jnp.float32) if ref_w is None else ref_w
+        p, r, f = bertscore_core.greedy_match(cand, cand_mask, ref, ref_mask, cand_w, ref_w, num_special_tokens=0)
+        keep = jnp.ones(p.shape, bool) if mask is None else jnp.broadcast_to(lift(mask).astype(bool), p.shape)
+        total = lambda x: numerics.df_from(jnp.sum(jnp.where(keep, x, 0.0)))
+        return self.State(
+            precision=total(p), recall=total(r), f1=total(f), count=numerics.df_from(jnp.sum(keep, dtype=jnp.float32))
+        )
+
+
+class BERTScoreMetric(_StateBackedMetric):
+    """BERTScore from frozen BERT token embeddings, accumulated over pairs.
+
+    ``update(candidate_embeddings=(L, D) or (B, L, D), reference_embeddings=...)``, with
+    optional token masks and idf weights (see :class:`EmbeddingBERTScore`). ``compute() ->
+    {"bertscore_f1", "bertscore_precision", "bertscore_recall"}``: means over all pairs
+    (higher is better).
+    """
+
+    higher_is_better = True
+
+    def __init__(self, *, name: str = "bertscore") -> None:
+        super().__init__(name, EmbeddingBERTScore())
+
+    def _extract_features(self, **inputs) -> dict[str, Any]:
+        return inputs
+
+    def _compute_from_accumulated(self) -> dict[str, Any]:
+        values = self.state.compute()
+        return {f"bertscore_{k}": values[k] for k in ("f1", "precision", "recall")}
+
+
+# ---------------------------------------------------------------------------------------
+# Tier 2: learned metrics
+# ---------------------------------------------------------------------------------------
+
+
+class LearnedMetric(nnx.Module):
+    """Tier 2: a metric with trainable parameters, as an ``flax.nnx.Module``.
+
+    Subclasses declare ``nnx.Param`` weights in ``__init__`` (after
+    ``super().__init__(name=..., rngs=rngs)``) and implement ``update``, ``compute`` and
+    ``reset``; ``nnx.state(metric, nnx.Param)`` and nnx optimizers see the weights.
+    """
+
+    higher_is_better: bool | None = None
+
+    def __init__(self, name: str, *, rngs: nnx.Rngs | None = None) -> None:
+        self._metric_name = name
+
+    @property
+    def name(self) -> str:
+        return self._metric_name
+
+    def update(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.update")
+
+    def compute(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.compute")
+
+    def reset(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.reset")
+
+    def plot(self, output_dir: str | os.PathLike = "figures", filename: str | None = None):
+        """Bar chart of ``compute()``'s scalars; the PNG path, or None without matplotlib."""
+        return plot_values(self.compute(), output_dir, filename or self.name)
+
+
+class LPIPSMetric(LearnedMetric):
+    """LPIPS with its per-layer calibration weights as ``nnx.Param`` (trainable).
+
+    ``d(a, b) = sum_l mean_hw sum_c w_{l,c} (u_{l,hwc} - v_{l,hwc})^2`` with ``u``, ``v`` the
+    channel-normalised features of layer ``l`` (:func:`metrix.lpips_core.lpips_from_features`).
+
+    Calibration weights ``lin0 .. lin{L-1}`` (shapes ``LPIPS_CHANNELS[net]``, VGG:
+    64, 128, 256, 512, 512):
+
+    * ``calibration=None`` (default): drawn from ``rngs`` (uniform in ``[0, 1/sqrt(C_l)]``),
+      so values do not depend on what is installed; train them, or
+    * ``calibration="lpips"``: the lpips package's shipped weights (``weights/v0.1/{net}.pth``,
+      needs lpips and torch to read), or a path to a converted ``.safetensors``/``.npz`` file
+      (:func:`metrix.lpips_core.save_calibration`), or a ``{"lin{l}": (C_l,)}`` mapping.
+
+    ``metric(features_a, features_b)`` is the differentiable ``(N,)`` distance (use it in a
+    loss; call :meth:`project_nonnegative` after each optimizer step, as lpips' trainer
+    clamps at 0). ``update(features_a=[...], features_b=[...])`` accumulates the mean
+    distance in a mergeable :class:`~metrix.AverageState` (``MetricState`` variables, not
+    parameters); ``compute() -> {"lpips": mean}`` (lower is better).
+    """
+
+    higher_is_better = False
+
+    def __init__(
+        self,
+        net: str = "vgg",
+        calibration: str | os.PathLike | Mapping[str, Any] | None = None,
+        *,
+        rngs: nnx.Rngs,
+        name: str = "lpips",
+    ) -> None:
+        super().__init__(name=name, rngs=rngs)
+        if net not in lpips_core.LPIPS_CHANNELS:
+            raise ValueError(f"LPIPSMetric: unknown net {net!r}; expected one of {sorted(lpips_core.LPIPS_CHANNELS)}")
+        self.net = net
+        self.feature_channels = lpips_core.LPIPS_CHANNELS[net]
+        weights = self._initial_weights(calibration, rngs)
+        self.num_layers = len(self.feature_channels)
+        for k, w in enumerate(weights):
+            setattr(self, f"lin{k}", nnx.Param(jnp.asarray(w, jnp.float32)))
+        empty = AverageState.empty()
+        self.total = nnx.metrics.MetricState(empty.total)
+        self.count = nnx.metrics.MetricState(empty.count)
+
+    def _initial_weights(self, calibration, rngs) -> list[Any]:
+        if calibration is None:
+            return [
+                jax.random.uniform(rngs.params(), (c,), maxval=1.0 / c**0.5) for c in self.feature_channels
+            ]
+        if isinstance(calibration, Mapping):
+            lpips_core._check_calibration(self.net, calibration)
+            loaded = calibration
+        else:
+            path = None if calibration == "lpips" else calibration
+            loaded = lpips_core.load_calibration(self.net, path)
+        return [loaded[f"lin{k}"] for k in range(len(self.feature_channels))]
+
+    # -- weights ------------------------------------------------------------------------------
+    def calibration(self) -> dict[str, jax.Array]:
+        """The weights as ``{"lin{l}": (C_l,)}`` (the pytree :mod:`metrix.lpips_core` takes)."""
+        return {f"lin{k}": getattr(self, f"lin{k}")[...] for k in range(self.num_layers)}
+
+    def project_nonnegative(self) -> None:
+        """Clamp every weight at 0 in place (after an optimizer step)."""
+        for k in range(self.num_layers):
+            param = getattr(self, f"lin{k}")
+            param[...] = jnp.maximum(param[...], 0)
+
+    # -- distances ----------------------------------------------------------------------------
+    def __call__(self, features_a: Sequence[Any], features_b: Sequence[Any]) -> jax.Array:
+        """Per-example LPIPS ``(N,)`` from per-layer features (differentiable in the weights)."""
+        self._check_layers(features_a, features_b)
+        return lpips_core.lpips_from_features(list(features_a), list(features_b), self.calibration())
+
+    def _check_layers(self, features_a, features_b) -> None:
+        for side, feats in (("features_a", features_a), ("features_b", features_b)):
+            if len(feats) != self.num_layers:
+                raise ValueError(f"LPIPSMetric({self.net!r}): {side} has {len(feats)} layers, expected {self.num_layers}")
+            widths = tuple(jnp.shape(f)[-1] for f in feats)
+            if widths != tuple(self.feature_channels):
+                raise ValueError(
+                    f"LPIPSMetric({self.net!r}): {side} layers have {widths} channels, expected "
+                    f"feature_channels {tuple(self.feature_channels)}"
+                )
+
+    # -- the lifecycle ------------------------------------------------------------------------
+    @property
+    def state(self) -> AverageState:
+        """The accumulated mean distance as a mergeable metrix state."""
+        return AverageState(total=self.total[...], count=self.count[...])
+
+    def set_state(self, state: AverageState) -> None:
+        """Replace the accumulated state (e.g. a restored checkpoint or an all-reduced state)."""
+        self.total[...] = state.total
+        self.count[...] = state.count
+
+    def merge(self, other: LPIPSMetric | AverageState) -> None:
+        """Merge another instance's accumulated distances (or a state) into this one."""
+        self.set_state(self.state.merge(other.state if isinstance(other, LPIPSMetric) else other))
+
+    def update(self, features_a: Sequence[Any], features_b: Sequence[Any], mask=None) -> None:
+        """Accumulate the distances of one batch (``mask`` ``(N,)`` selects examples)."""
+        distances = jax.lax.stop_gradient(self(features_a, features_b))
+        self.merge(AverageState.from_values(distances, mask=mask))
+
+    def compute(self) -> dict[str, Any]:
+        return {"lpips": self.state.compute()}
+
+    def reset(self) -> None:
+        self.set_state(AverageState.empty())
