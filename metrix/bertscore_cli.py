@@ -1,0 +1,101 @@
+"""``metrix bertscore``: BERTScore of two text files (one sentence per line), offline.
+
+    metrix bertscore --cands c.txt --refs r.txt --model path/to/bert [--num-layers 4]
+                     [--idf] [--baseline LAYER_P_R_F.tsv] [--per-pair] [--json]
+
+Line i of ``--cands`` is scored against line i of ``--refs`` (lines keep their spaces; an
+empty line is an empty text). Prints the means of P, R and F over the pairs, and each
+pair's with ``--per-pair``. ``--idf`` weighs tokens by idf over all the references, as
+``bert-score --idf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def run_bertscore(args: argparse.Namespace) -> int:
+    from metrix.text_similarity import BERTScore
+
+    cands, refs = _read_lines(args.cands), _read_lines(args.refs)
+    if len(cands) != len(refs):
+        print(
+            f"metrix bertscore: {args.cands} has {len(cands)} lines but {args.refs} has "
+            f"{len(refs)}; line i of each file is a pair",
+            file=sys.stderr,
+        )
+        return 2
+    if not cands:
+        print("metrix bertscore: no pairs to score", file=sys.stderr)
+        return 2
+    metric = BERTScore(
+        model_dir=args.model,
+        num_layers=args.num_layers,
+        batch_size=args.batch_size,
+        baseline_path=args.baseline,
+    )
+    result = metric.score(cands, refs, idf=args.idf)
+    means = {k: float(v) for k, v in result.state.compute().items()}
+    if args.json:
+        out = {"precision": means["precision"], "recall": means["recall"], "f1": means["f1"]}
+        if args.per_pair:
+            out["per_pair"] = {
+                "precision": result.precision.tolist(),
+                "recall": result.recall.tolist(),
+                "f1": result.f1.tolist(),
+            }
+        print(json.dumps(out))
+        return 0
+    if args.per_pair:
+        for i, (p, r, f) in enumerate(zip(result.precision, result.recall, result.f1)):
+            print(f"{i}\tP={p:.6f}\tR={r:.6f}\tF={f:.6f}")
+    print(
+        f"P={means['precision']:.6f} R={means['recall']:.6f} F={means['f1']:.6f} "
+        f"(mean over {len(cands)} pairs)"
+    )
+    return 0
+
+
+def add_bertscore_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``bertscore`` on an ``argparse`` subparsers object (``args.func(args)`` runs it)."""
+    parser = subparsers.add_parser(
+        "bertscore",
+        help="BERTScore P/R/F of candidate vs reference text files with a local BERT folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--cands", required=True, help="candidate sentences, one per line")
+    parser.add_argument("--refs", required=True, help="reference sentences, one per line")
+    parser.add_argument("--model", required=True, help="local Hugging Face BERT folder")
+    parser.add_argument(
+        "--num-layers", type=int, default=None, help="layers to keep (default: all)"
+    )
+    parser.add_argument("--idf", action="store_true", help="idf weights over the references")
+    parser.add_argument(
+        "--baseline", default=None, help="bert-score baseline file (LAYER,P,R,F) to rescale with"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per batch (default 64)")
+    parser.add_argument("--per-pair", action="store_true", help="also print every pair's scores")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run_bertscore)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m metrix.bertscore_cli ...``)."""
+    parser = argparse.ArgumentParser(prog="metrix")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bertscore_parser(sub)
+    args = parser.parse_args(["bertscore", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
