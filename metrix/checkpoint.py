@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-__all__ = ["CheckpointError", "save_states", "restore_states", "read_checkpoint_info"]
+__all__ = ["CheckpointError", "read_checkpoint_info", "restore_states", "save_states"]
 
 _FORMAT = "metrix-states-v1"
 
@@ -66,8 +66,10 @@ def _read(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         payload = serialization.msgpack_restore(path.read_bytes())
-    except Exception as err:  # truncated or foreign file
-        raise CheckpointError(f"{path}: not a metrix checkpoint ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - msgpack raises many types for a truncated or foreign file
+        raise CheckpointError(
+            f"{path}: not a metrix checkpoint ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise CheckpointError(f"{path}: not a metrix checkpoint (format {payload.get('format')!r})")
     return payload

@@ -46,7 +46,9 @@ def _request_cpu_devices(count: int) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from metrix.demo import run_demo
 
-    run_demo(args.out, steps=args.steps, batch_size=args.batch_size, config=args.config, seed=args.seed)
+    run_demo(
+        args.out, steps=args.steps, batch_size=args.batch_size, config=args.config, seed=args.seed
+    )
     return 0
 
 
@@ -85,7 +87,10 @@ def load_arrays(path: str | Path) -> dict:
         files = sorted(path.rglob("*.npy"))
         if not files:
             raise SystemExit(f"metrix eval: no .npy files in {path}")
-        flat = {f.relative_to(path).with_suffix("").as_posix(): np.load(f, allow_pickle=False) for f in files}
+        flat = {
+            f.relative_to(path).with_suffix("").as_posix(): np.load(f, allow_pickle=False)
+            for f in files
+        }
     elif path.exists():
         with np.load(path, allow_pickle=False) as data:
             flat = {k: data[k] for k in data.files}
@@ -114,8 +119,13 @@ def _eval(args: argparse.Namespace) -> int:
     n = sizes.pop()
     # Uneven last batch instead of padding: metrics without a mask key stay exact (the
     # last batch compiles once more).
-    batches = [jax.tree.map(lambda x: x[i : i + args.batch_size], data) for i in range(0, n, args.batch_size)]
-    values = jax.device_get(evaluate(metrics, lambda batch: batch, batches, progress=not args.json and None))
+    batches = [
+        jax.tree.map(lambda x, i=i: x[i : i + args.batch_size], data)
+        for i in range(0, n, args.batch_size)
+    ]
+    values = jax.device_get(
+        evaluate(metrics, lambda batch: batch, batches, progress=False if args.json else None)
+    )
     if args.json:
         print(json.dumps(_json_value(values), indent=1))
     else:
@@ -143,10 +153,12 @@ def describe_metrics() -> list[dict]:
     for name, cls in metric_registry().items():
         doc = inspect.getdoc(cls) or ""
         first = doc.strip().splitlines()[0] if doc.strip() else ""
-        defaults = {f: getattr(cls, "__dataclass_fields__")[f].default for f in cls.key_fields()}
+        defaults = {f: cls.__dataclass_fields__[f].default for f in cls.key_fields()}
         required = [k for k, d in defaults.items() if d is REQUIRED]
         optional = [k for k in defaults if k not in required]
-        rows.append({"name": name, "description": first, "required": required, "optional": optional})
+        rows.append(
+            {"name": name, "description": first, "required": required, "optional": optional}
+        )
     return rows
 
 
@@ -157,7 +169,9 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        keys = ", ".join(r["required"]) + (" [" + ", ".join(r["optional"]) + "]" if r["optional"] else "")
+        keys = ", ".join(r["required"]) + (
+            " [" + ", ".join(r["optional"]) + "]" if r["optional"] else ""
+        )
         print(f"{r['name']:<{width}}  {r['description']}")
         print(f"{'':<{width}}    keys: {keys}")
     print(f"\n{len(rows)} metrics; keys in [brackets] are optional.")
@@ -173,7 +187,10 @@ def _optional_subcommands(sub) -> None:
     """Subcommands from optional modules; a missing or broken module leaves the CLI working."""
     import importlib
 
-    for module, function in (("metrix.generative_cli", "add_fid_parser"), ("metrix.bertscore_cli", "add_bertscore_parser")):
+    for module, function in (
+        ("metrix.generative_cli", "add_fid_parser"),
+        ("metrix.bertscore_cli", "add_bertscore_parser"),
+    ):
         try:
             add_parser = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError):
@@ -182,20 +199,34 @@ def _optional_subcommands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metrix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="metrix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train a small MLP on sklearn digits and evaluate it on 8 CPU devices")
-    demo.add_argument("--out", default="metrix-demo", help="directory for plots and report.json (default ./metrix-demo)")
+    demo = sub.add_parser(
+        "demo", help="train a small MLP on sklearn digits and evaluate it on 8 CPU devices"
+    )
+    demo.add_argument(
+        "--out",
+        default="metrix-demo",
+        help="directory for plots and report.json (default ./metrix-demo)",
+    )
     demo.add_argument("--steps", type=int, default=300, help="adam training steps (default 300)")
-    demo.add_argument("--batch-size", type=int, default=128, help="evaluation batch size (default 128)")
+    demo.add_argument(
+        "--batch-size", type=int, default=128, help="evaluation batch size (default 128)"
+    )
     demo.add_argument("--config", default=None, help="metric config (default configs/demo.yaml)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 
-    ev = sub.add_parser("eval", help="evaluate stored predictions (.npz or a directory of .npy) with a config")
+    ev = sub.add_parser(
+        "eval", help="evaluate stored predictions (.npz or a directory of .npy) with a config"
+    )
     ev.add_argument("--config", required=True, help="YAML metric config")
-    ev.add_argument("--data", required=True, help=".npz file or directory of .npy files; names are key paths")
+    ev.add_argument(
+        "--data", required=True, help=".npz file or directory of .npy files; names are key paths"
+    )
     ev.add_argument("--batch-size", type=int, default=1024)
     ev.add_argument("--json", action="store_true", help="print the values as JSON")
     ev.set_defaults(func=_eval)

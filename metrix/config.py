@@ -55,7 +55,10 @@ def metric_registry() -> dict[str, type[Metric]]:
     return {
         name: obj
         for name, obj in sorted(vars(metrix).items())
-        if isinstance(obj, type) and issubclass(obj, Metric) and obj is not Metric and not name.startswith("_")
+        if isinstance(obj, type)
+        and issubclass(obj, Metric)
+        and obj is not Metric
+        and not name.startswith("_")
     }
 
 
@@ -157,7 +160,11 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
     cls = registry.get(name)
     if cls is None:
         close = difflib.get_close_matches(name, registry, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else " Run `metrix list` to see them."
+        hint = (
+            f" Did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else " Run `metrix list` to see them."
+        )
         raise ConfigError(f"{where}: unknown metric {name!r}.{hint}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     options = {k: v for k, v in entry.items() if k != _METRIC}
@@ -191,7 +198,7 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
         )
     try:
         return cls(**kwargs)
-    except Exception as err:  # the metric's own validation of its options
+    except Exception as err:  # noqa: BLE001 - the metric's own validation, whatever it raises
         raise ConfigError(f"{where}: {name}: {type(err).__name__}: {err}") from None
 
 

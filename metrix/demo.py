@@ -39,7 +39,9 @@ def load_digits_split(seed: int = 0):
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.2, random_state=seed, stratify=y
+    )
     return x_train, y_train, x_test, y_test
 
 
@@ -59,7 +61,15 @@ def make_model():
     return MLP()
 
 
-def train(x_train, y_train, *, steps: int = 300, batch_size: int = 128, learning_rate: float = 3e-3, seed: int = 0):
+def train(
+    x_train,
+    y_train,
+    *,
+    steps: int = 300,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+):
     """Adam on softmax cross-entropy; all steps in one jitted ``lax.scan``. Returns params."""
     import jax
     import jax.numpy as jnp
@@ -103,7 +113,14 @@ def eval_batches(x_train, y_train, x_test, y_test, batch_size: int):
     y = np.concatenate([y_train, y_test])
     is_test = np.concatenate([np.zeros(len(x_train), bool), np.ones(len(x_test), bool)])
     return [
-        pad_batch({"x": x[i : i + batch_size], "label": y[i : i + batch_size], "is_test": is_test[i : i + batch_size]}, batch_size)
+        pad_batch(
+            {
+                "x": x[i : i + batch_size],
+                "label": y[i : i + batch_size],
+                "is_test": is_test[i : i + batch_size],
+            },
+            batch_size,
+        )
         for i in range(0, len(x), batch_size)
     ]
 
@@ -126,7 +143,10 @@ def make_step_fn():
                 "embedding": embedding,
             },
             "batch": {"label": batch["label"]},
-            "mask": {"test": batch["mask"] & batch["is_test"], "train": batch["mask"] & ~batch["is_test"]},
+            "mask": {
+                "test": batch["mask"] & batch["is_test"],
+                "train": batch["mask"] & ~batch["is_test"],
+            },
         }
 
     return step_fn
@@ -139,7 +159,12 @@ def make_step_fn():
 
 def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
     out = {}
-    if isinstance(values, dict) and not {"fpr", "tpr"} <= set(values) and not {"precision", "recall"} <= set(values) and not {"edges", "count"} <= set(values):
+    if (
+        isinstance(values, dict)
+        and not {"fpr", "tpr"} <= set(values)
+        and not {"precision", "recall"} <= set(values)
+        and not {"edges", "count"} <= set(values)
+    ):
         for key, child in values.items():
             out.update(_flatten(child, f"{prefix}.{key}" if prefix else str(key)))
     else:
@@ -151,7 +176,11 @@ def summarize(name: str, value: Any) -> str:
     """A one-line text summary of a computed value for the table."""
     if isinstance(value, dict):
         if {"fpr", "tpr"} <= set(value):
-            return f"ROC curve ({len(value['fpr'])} class curves; see the plot)" if isinstance(value["fpr"], list) else "ROC curve (see the plot)"
+            return (
+                f"ROC curve ({len(value['fpr'])} class curves; see the plot)"
+                if isinstance(value["fpr"], list)
+                else "ROC curve (see the plot)"
+            )
         if {"precision", "recall"} <= set(value):
             return "precision-recall curve (see the plot)"
         if {"edges", "count"} <= set(value):
@@ -174,7 +203,9 @@ def summarize(name: str, value: Any) -> str:
 def _json_value(value: Any, *, curves: bool = True) -> Any:
     """Plain JSON types; non-finite floats as strings; ``curves=False`` replaces curve points by their count."""
     if isinstance(value, dict):
-        if not curves and ({"fpr", "tpr"} <= set(value) or {"precision", "recall", "thresholds"} <= set(value)):
+        if not curves and (
+            {"fpr", "tpr"} <= set(value) or {"precision", "recall", "thresholds"} <= set(value)
+        ):
             points = value["thresholds"]
             sizes = [len(c) for c in points] if isinstance(points, list) else len(points)
             return {"curve_points": sizes}
@@ -188,8 +219,15 @@ def _json_value(value: Any, *, curves: bool = True) -> Any:
     return _json_value(list(array))
 
 
-def run_demo(out: str | Path = "metrix-demo", *, steps: int = 300, batch_size: int = 128,
-             config: str | Path | None = None, seed: int = 0, quiet: bool = False) -> dict:
+def run_demo(
+    out: str | Path = "metrix-demo",
+    *,
+    steps: int = 300,
+    batch_size: int = 128,
+    config: str | Path | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> dict:
     """Train, evaluate, print the table and write plots + ``report.json`` into ``out``; returns the report."""
     import jax
 
@@ -206,8 +244,10 @@ def run_demo(out: str | Path = "metrix-demo", *, steps: int = 300, batch_size: i
     x_train, y_train, x_test, y_test = load_digits_split(seed)
     params, losses = train(x_train, y_train, steps=steps, seed=seed)
     timings["train_s"] = time.perf_counter() - t0
-    say(f"trained an MLP (embedding dim {EMBEDDING_DIM}) on {len(x_train)} digits: {steps} adam steps, "
-        f"loss {losses[0]:.3f} -> {losses[-1]:.3f} ({timings['train_s']:.1f} s)")
+    say(
+        f"trained an MLP (embedding dim {EMBEDDING_DIM}) on {len(x_train)} digits: {steps} adam steps, "
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f} ({timings['train_s']:.1f} s)"
+    )
 
     config = Path(config) if config is not None else default_config_path()
     metrics = load_config(config)
@@ -221,9 +261,11 @@ def run_demo(out: str | Path = "metrix-demo", *, steps: int = 300, batch_size: i
     values = evaluate(metrics, make_step_fn(), batches, mesh=mesh, params=params, progress=False)
     values = jax.device_get(values)
     timings["evaluate_s"] = time.perf_counter() - t0
-    say(f"evaluated {len(x_train) + len(x_test)} rows ({len(x_test)} test) in {len(batches)} batches of "
+    say(
+        f"evaluated {len(x_train) + len(x_test)} rows ({len(x_test)} test) in {len(batches)} batches of "
         f"{batch_size}, each split over {len(devices)} {devices[0].platform.upper()} devices "
-        f"({timings['evaluate_s']:.1f} s); metrics from {config.name}\n")
+        f"({timings['evaluate_s']:.1f} s); metrics from {config.name}\n"
+    )
 
     flat = _flatten(values)
     width = max(len(k) for k in flat)
@@ -238,8 +280,13 @@ def run_demo(out: str | Path = "metrix-demo", *, steps: int = 300, batch_size: i
     report = {
         "config": str(config),
         "devices": [str(d) for d in devices],
-        "train": {"steps": steps, "first_loss": float(losses[0]), "last_loss": float(losses[-1]),
-                  "num_train": int(len(x_train)), "num_test": int(len(x_test))},
+        "train": {
+            "steps": steps,
+            "first_loss": float(losses[0]),
+            "last_loss": float(losses[-1]),
+            "num_train": len(x_train),
+            "num_test": len(x_test),
+        },
         "values": _json_value(values, curves=False),  # curves: see their plots
         "plots": [str(p) for p in paths] if paths else [],
         "timings_s": timings,

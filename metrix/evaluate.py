@@ -43,7 +43,7 @@ from metrix.checkpoint import read_checkpoint_info, restore_states, save_states
 from metrix.state import State
 from metrix.tree import compute, empty_states, get_states, merge
 
-__all__ = ["evaluate", "evaluate_scan", "pad_batch", "initial_states"]
+__all__ = ["evaluate", "evaluate_scan", "initial_states", "pad_batch"]
 
 
 def _is_state(x) -> bool:
@@ -100,7 +100,9 @@ def _step_states(metrics, step_fn, params=_NO_PARAMS):
     return lambda p, batch: get_states(metrics, step_fn(p, batch))
 
 
-def initial_states(metrics: Any, step_fn: Callable, example_batch: Any, params: Any = _NO_PARAMS) -> Any:
+def initial_states(
+    metrics: Any, step_fn: Callable, example_batch: Any, params: Any = _NO_PARAMS
+) -> Any:
     """The identity of merge for the states ``step_fn`` batches produce.
 
     ``mx.empty_states(metrics)`` when every metric knows its shapes; otherwise the shapes of
@@ -289,7 +291,9 @@ def evaluate_scan(
     mesh = _auto_mesh(mesh)
     lengths = {np.shape(x)[0] for x in jax.tree.leaves(stacked_batches)}
     if len(lengths) != 1:
-        raise ValueError(f"evaluate_scan: leaves have different numbers of batches {sorted(lengths)}")
+        raise ValueError(
+            f"evaluate_scan: leaves have different numbers of batches {sorted(lengths)}"
+        )
     stacked = _shard_batch(stacked_batches, mesh, axis=1)
     first = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), stacked)
     init = _replicate(initial_states(metrics, step_fn, first, params), mesh)

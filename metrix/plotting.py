@@ -25,12 +25,12 @@ import numpy as np
 
 __all__ = [
     "plot",
-    "plot_scalars",
-    "plot_roc",
-    "plot_precision_recall",
     "plot_confusion_matrix",
-    "plot_reliability",
     "plot_histogram",
+    "plot_precision_recall",
+    "plot_reliability",
+    "plot_roc",
+    "plot_scalars",
 ]
 
 
@@ -51,7 +51,10 @@ def _pyplot():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        print("metrix: matplotlib is not installed; no plots written (pip install matplotlib)", file=sys.stderr)
+        print(
+            "metrix: matplotlib is not installed; no plots written (pip install matplotlib)",
+            file=sys.stderr,
+        )
         return None
     return _Figures(Figure, FigureCanvasAgg)
 
@@ -110,12 +113,20 @@ def plot_roc(curve: dict, path, *, title: str = "ROC curve") -> Path | None:
         label = f"{_label(i, len(fpr))} (AUC {auc:.3f})" if len(fpr) > 1 else f"AUC {auc:.3f}"
         ax.plot(x, y, lw=1.2, label=label, drawstyle="default")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, plt, path)
 
 
-def plot_precision_recall(curve: dict, path, *, title: str = "precision-recall curve") -> Path | None:
+def plot_precision_recall(
+    curve: dict, path, *, title: str = "precision-recall curve"
+) -> Path | None:
     """``PrecisionRecallCurve`` output (``precision``, ``recall``; per-class lists for multiclass)."""
     plt = _pyplot()
     if plt is None:
@@ -145,8 +156,15 @@ def plot_confusion_matrix(matrix, path, *, title: str = "confusion matrix") -> P
         for i in range(n):
             for j in range(m.shape[1]):
                 text = f"{m[i, j]:.2g}" if np.issubdtype(m.dtype, np.floating) else str(m[i, j])
-                ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                        color="white" if m[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if m[i, j] > threshold else "black",
+                )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     ax.set_xticks(range(m.shape[1]))
     ax.set_yticks(range(n))
@@ -165,11 +183,20 @@ def plot_reliability(diagram: dict, path, *, title: str = "reliability diagram")
     width = np.diff(edges)
     filled = count > 0
     fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=[3, 1], sharex=True)
-    ax.bar(edges[:-1][filled], accuracy[filled], width=width[filled], align="edge",
-           edgecolor="black", color="tab:blue", label="accuracy")
+    ax.bar(
+        edges[:-1][filled],
+        accuracy[filled],
+        width=width[filled],
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        label="accuracy",
+    )
     # Mean confidence per bin as a marker: the gap to the bar's top is the bin's calibration error.
     centres = (edges[:-1] + edges[1:]) / 2
-    ax.plot(centres[filled], confidence[filled], "D", color="tab:red", ms=5, label="mean confidence")
+    ax.plot(
+        centres[filled], confidence[filled], "D", color="tab:red", ms=5, label="mean confidence"
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(ylabel="accuracy", title=title, xlim=(edges[0], edges[-1]), ylim=(0, 1))
     ax.legend(fontsize=8, loc="upper left")
@@ -178,8 +205,9 @@ def plot_reliability(diagram: dict, path, *, title: str = "reliability diagram")
     return _save(fig, plt, path)
 
 
-def plot_histogram(counts, path, *, edges=None, low: float = 0.0, high: float = 1.0,
-                   title: str = "histogram") -> Path | None:
+def plot_histogram(
+    counts, path, *, edges=None, low: float = 0.0, high: float = 1.0, title: str = "histogram"
+) -> Path | None:
     """Bin counts (``Histogram`` output) as bars over ``edges`` (or equal bins on [low, high])."""
     plt = _pyplot()
     if plt is None:
@@ -187,7 +215,9 @@ def plot_histogram(counts, path, *, edges=None, low: float = 0.0, high: float = 
     counts = np.asarray(counts, np.float64)
     edges = np.linspace(low, high, counts.shape[-1] + 1) if edges is None else np.asarray(edges)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="black")
+    ax.bar(
+        edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="black"
+    )
     ax.set(xlabel="value", ylabel="count", title=title)
     return _save(fig, plt, path)
 
@@ -220,9 +250,9 @@ def _kind(value: Any, metric: Any) -> str | None:
             return "reliability"
         return None
     array = np.asarray(value) if not isinstance(value, (list, tuple)) else None
-    if array is not None and array.ndim == 2 and array.shape[0] == array.shape[1] and array.shape[0] > 1:
-        if np.issubdtype(array.dtype, np.integer):
-            return "confusion"
+    square = array is not None and array.ndim == 2 and array.shape[0] == array.shape[1] > 1
+    if square and np.issubdtype(array.dtype, np.integer):
+        return "confusion"
     return None
 
 

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import metrix as mx  # noqa: E402
-from metrix.checkpoint import read_checkpoint_info  # noqa: E402
-from metrix.evaluate import evaluate  # noqa: E402
+import metrix as mx
+from metrix.checkpoint import read_checkpoint_info
+from metrix.evaluate import evaluate
 
 NUM_BATCHES = 12
 BATCH = 32
@@ -32,7 +32,9 @@ def metrics():
         "mean": mx.Average(values="preds.score"),
         "std": mx.Std(values="preds.score"),
         "max": mx.Max(values="preds.score"),
-        "cm": mx.ConfusionMatrix(preds="preds.logits", labels="batch.label", from_logits=True, num_classes=3),
+        "cm": mx.ConfusionMatrix(
+            preds="preds.logits", labels="batch.label", from_logits=True, num_classes=3
+        ),
     }
 
 
@@ -43,7 +45,10 @@ def step(batch):
 
 def make_batch(i):
     rng = np.random.default_rng(1000 + i)
-    return {"x": rng.normal(size=(BATCH, 6)).astype(np.float32), "label": rng.integers(0, 3, BATCH).astype(np.int32)}
+    return {
+        "x": rng.normal(size=(BATCH, 6)).astype(np.float32),
+        "label": rng.integers(0, 3, BATCH).astype(np.int32),
+    }
 
 
 def batches(delay):

@@ -23,16 +23,22 @@ WORKER = ROOT / "tests" / "resume_worker.py"
 def _metrics(num_classes=4):
     return {
         "acc": mx.Accuracy(logits="logits", labels="labels"),
-        "nested": {"std": mx.Std(values="score"),
-                   "cm": mx.ConfusionMatrix(preds="logits", labels="labels", from_logits=True, num_classes=num_classes)},
+        "nested": {
+            "std": mx.Std(values="score"),
+            "cm": mx.ConfusionMatrix(
+                preds="logits", labels="labels", from_logits=True, num_classes=num_classes
+            ),
+        },
     }
 
 
 def _states(num_classes=4, seed=0):
     rng = np.random.default_rng(seed)
-    context = {"logits": jnp.asarray(rng.normal(size=(20, num_classes)), jnp.float32),
-               "labels": jnp.asarray(rng.integers(0, num_classes, 20)),
-               "score": jnp.asarray(rng.normal(size=20), jnp.float32)}
+    context = {
+        "logits": jnp.asarray(rng.normal(size=(20, num_classes)), jnp.float32),
+        "labels": jnp.asarray(rng.integers(0, num_classes, 20)),
+        "score": jnp.asarray(rng.normal(size=20), jnp.float32),
+    }
     return mx.get_states(_metrics(num_classes), context)
 
 
@@ -41,7 +47,9 @@ def test_round_trip_is_exact(tmp_path):
     path = save_states(tmp_path / "s.msgpack", states, info={"batches_done": 7})
     restored = restore_states(path, like=mx.empty_states(_metrics()))
     assert jax.tree.structure(restored) == jax.tree.structure(states)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, states)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, states
+    )
     assert read_checkpoint_info(path) == {"batches_done": 7}
     assert mx.compute(restored)["acc"] == mx.compute(states)["acc"]
     assert [p.name for p in tmp_path.iterdir()] == ["s.msgpack"]  # no temporary file left
@@ -77,8 +85,12 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(tmp_path):
     expected = resume_worker.to_json(resume_worker.run())  # uninterrupted, in this process
 
     path = tmp_path / "eval.msgpack"
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(path), "0.4"], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(path), "0.4"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         done = 0
@@ -96,8 +108,14 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(tmp_path):
     killed_at = read_checkpoint_info(path)["batches_done"]
     assert 3 <= killed_at < resume_worker.NUM_BATCHES
 
-    out = subprocess.run([sys.executable, str(WORKER), str(path), "0"], env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(WORKER), str(path), "0"],
+        env=_env(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["resumed_from"] == killed_at

@@ -26,8 +26,15 @@ def _run(*args, timeout=300):
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.pop("XLA_FLAGS", None)  # as from a shell: the CLI must ask for its devices itself
-    return subprocess.run([sys.executable, "-m", "metrix", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "metrix", *args],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,12 @@ def data():
 
 
 def _expected(data):
-    from sklearn.metrics import accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        mean_absolute_error,
+        mean_squared_error,
+    )
 
     pred = data["preds.logits"].argmax(-1)
     return {
@@ -68,20 +80,38 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     assert "each split over 8 CPU devices" in text
-    for name in ("classification.accuracy", "classification.f1_macro", "classification.roc_auc",
-                 "classification.confusion_matrix", "calibration.ece", "calibration.log_loss",
-                 "embeddings.triplet", "embeddings.contrastive", "embeddings.fid_train_vs_test"):
+    for name in (
+        "classification.accuracy",
+        "classification.f1_macro",
+        "classification.roc_auc",
+        "classification.confusion_matrix",
+        "calibration.ece",
+        "calibration.log_loss",
+        "embeddings.triplet",
+        "embeddings.contrastive",
+        "embeddings.fid_train_vs_test",
+    ):
         assert name in text
     report = json.loads((out / "report.json").read_text())
     assert len(report["devices"]) == 8
     values = report["values"]
     assert values["classification"]["accuracy"] > 0.85
-    assert sum(map(sum, values["classification"]["confusion_matrix"])) == report["train"]["num_test"] == 360
+    assert (
+        sum(map(sum, values["classification"]["confusion_matrix"]))
+        == report["train"]["num_test"]
+        == 360
+    )
     assert sum(values["summaries"]["confidence"]) == 360
     assert values["embeddings"]["fid_train_vs_test"] >= 0
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["calibration.reliability.png", "classification.confusion_matrix.png",
-                    "curves.precision_recall.png", "curves.roc.png", "scalars.png", "summaries.confidence.png"]
+    assert pngs == [
+        "calibration.reliability.png",
+        "classification.confusion_matrix.png",
+        "curves.precision_recall.png",
+        "curves.roc.png",
+        "scalars.png",
+        "summaries.confidence.png",
+    ]
     assert all((out / p).stat().st_size > 5000 for p in pngs)
 
 
@@ -95,14 +125,24 @@ def test_list():
     assert any(line.startswith("FID ") for line in lines)
     rows = cli.describe_metrics()
     assert f"{len(rows)} metrics" in result.stdout
-    assert all(row["description"] for row in rows), [r["name"] for r in rows if not r["description"]]
+    assert all(row["description"] for row in rows), [
+        r["name"] for r in rows if not r["description"]
+    ]
 
 
 def test_eval_npz_json(tmp_path, data):
     np.savez(tmp_path / "preds.npz", **data)
     (tmp_path / "c.yaml").write_text(CONFIG)
-    result = _run("eval", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "preds.npz"),
-                  "--batch-size", "16", "--json")
+    result = _run(
+        "eval",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--data",
+        str(tmp_path / "preds.npz"),
+        "--batch-size",
+        "16",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     _check(json.loads(result.stdout), data)
 
@@ -113,18 +153,43 @@ def test_eval_npy_directory_table(tmp_path, data, capsys):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, array)
     (tmp_path / "c.yaml").write_text(CONFIG)
-    assert cli.main(["eval", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "d"), "--batch-size", "7"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--data",
+                str(tmp_path / "d"),
+                "--batch-size",
+                "7",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "50 rows in 8 batches of 7" in text
-    assert any(line.split() == ["acc", f"{_expected(data)['acc']:.4f}"] for line in text.splitlines())
+    assert any(
+        line.split() == ["acc", f"{_expected(data)['acc']:.4f}"] for line in text.splitlines()
+    )
     assert "errors.mse" in text and "3x3, trace" in text
 
 
 def test_eval_reports_config_errors(tmp_path, data, capsys):
     np.savez(tmp_path / "p.npz", **data)
-    (tmp_path / "bad.yaml").write_text("acc: {metric: Acuracy, logits: preds.logits, labels: batch.label}")
-    assert cli.main(["eval", "--config", str(tmp_path / "bad.yaml"), "--data", str(tmp_path / "p.npz")]) == 2
-    assert "bad.yaml: acc: unknown metric 'Acuracy'. Did you mean 'Accuracy'" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text(
+        "acc: {metric: Acuracy, logits: preds.logits, labels: batch.label}"
+    )
+    assert (
+        cli.main(
+            ["eval", "--config", str(tmp_path / "bad.yaml"), "--data", str(tmp_path / "p.npz")]
+        )
+        == 2
+    )
+    assert (
+        "bad.yaml: acc: unknown metric 'Acuracy'. Did you mean 'Accuracy'"
+        in capsys.readouterr().err
+    )
 
 
 def test_nest_names():

@@ -38,8 +38,13 @@ def _metrics(with_total=False):
             "std": mx.Std(values="preds.score", mask="batch.mask"),
             "max": mx.Max(values="preds.score", mask="batch.mask"),
         },
-        "cm": mx.ConfusionMatrix(preds="preds.logits", labels="batch.label", mask="batch.mask",
-                                 from_logits=True, num_classes=NUM_CLASSES),
+        "cm": mx.ConfusionMatrix(
+            preds="preds.logits",
+            labels="batch.label",
+            mask="batch.mask",
+            from_logits=True,
+            num_classes=NUM_CLASSES,
+        ),
     }
     if with_total:
         metrics["total"] = Total(values="batch.x", mask="batch.mask")
@@ -47,17 +52,24 @@ def _metrics(with_total=False):
 
 
 def _step(batch):
-    logits = batch["x"] @ jnp.arange(4 * NUM_CLASSES, dtype=jnp.float32).reshape(4, NUM_CLASSES) % 3.0
+    logits = (
+        batch["x"] @ jnp.arange(4 * NUM_CLASSES, dtype=jnp.float32).reshape(4, NUM_CLASSES) % 3.0
+    )
     return {"preds": {"logits": logits, "score": batch["x"].sum(-1)}, "batch": batch}
 
 
 def _data(n=75, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+    return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, NUM_CLASSES, n).astype(
+        np.int32
+    )
 
 
 def _batches(x, y):
-    return [pad_batch({"x": x[i : i + BATCH], "label": y[i : i + BATCH]}, BATCH) for i in range(0, len(x), BATCH)]
+    return [
+        pad_batch({"x": x[i : i + BATCH], "label": y[i : i + BATCH]}, BATCH)
+        for i in range(0, len(x), BATCH)
+    ]
 
 
 def _loop(metrics, batches):
@@ -70,7 +82,11 @@ def _loop(metrics, batches):
 
 
 def _assert_close(a, b, rtol=1e-5):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=1e-6), a, b)
+    jax.tree.map(
+        lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=1e-6),
+        a,
+        b,
+    )
 
 
 def _numpy_expected(x, y):
@@ -79,8 +95,11 @@ def _numpy_expected(x, y):
     score = x.sum(-1)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), int)
     np.add.at(cm, (y, pred), 1)
-    return {"acc": (pred == y).mean(), "stats": {"mean": score.mean(), "std": score.std(ddof=0), "max": score.max()},
-            "cm": cm}
+    return {
+        "acc": (pred == y).mean(),
+        "stats": {"mean": score.mean(), "std": score.std(ddof=0), "max": score.max()},
+        "cm": cm,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +118,9 @@ def test_evaluate_equals_python_loop_and_numpy():
 def test_evaluate_with_mesh_equals_loop(mesh):
     x, y = _data(n=75, seed=1)
     batches = _batches(x, y)
-    values, states = evaluate(_metrics(with_total=True), _step, batches, mesh=mesh, return_states=True)
+    values, states = evaluate(
+        _metrics(with_total=True), _step, batches, mesh=mesh, return_states=True
+    )
     _assert_close(values, _loop(_metrics(with_total=True), batches))
     np.testing.assert_allclose(values["total"], x.sum(0), rtol=1e-5, atol=1e-5)
     leaf = jax.tree.leaves(states)[0]
