@@ -34,6 +34,10 @@ from metrix.state import (
 from metrix.states import *  # noqa: F401,F403
 from metrix.statistics import *  # noqa: F401,F403
 from metrix.tree import compute, empty_states, get_states, merge
+from metrix.checkpoint import CheckpointError, read_checkpoint_info, restore_states, save_states
+from metrix.config import ConfigError, load_config
+from metrix.evaluate import evaluate, evaluate_scan, pad_batch
+from metrix.plotting import plot
 from metrix.typecheck import InputTypeError, set_typechecking, typechecking
 
 __version__ = "0.1.0"

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --upgrade pip
-# The demo also needs scikit-learn (the digits data) and optax (training); metrix itself does not.
-python -m pip install --quiet -e ".[plot]" scikit-learn optax
+# The [demo] extra adds matplotlib, scikit-learn (the digits data) and optax (training).
+python -m pip install --quiet -e ".[demo]"
 python -m metrix demo "$@"
