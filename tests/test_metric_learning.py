@@ -1,0 +1,287 @@
+"""metric_learning: edge cases, closed forms, memory, masks and errors.
+
+Values vs pytorch-metric-learning are in tests/reference/test_metric_learning.py; here the
+expected values come from brute-force numpy over every pair/triplet.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metrix as mx
+from metrix import metric_learning as ml
+
+PAIR_LOSSES = [
+    mx.ContrastiveLoss(),
+    mx.TripletMarginLoss(),
+    mx.TripletMarginLoss(smooth_loss=True),
+    mx.TripletMarginLoss(swap=True, reduction="mean_nonzero"),
+    mx.NTXentLoss(),
+    mx.SupConLoss(),
+    mx.MultiSimilarityLoss(),
+    mx.CircleLoss(),
+]
+WEIGHTED = [
+    mx.ArcFaceLoss(num_classes=4, embedding_dim=3),
+    mx.CosFaceLoss(num_classes=4, embedding_dim=3),
+    mx.ProxyNCALoss(num_classes=4, embedding_dim=3),
+    mx.ProxyAnchorLoss(num_classes=4, embedding_dim=3),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def J(loss):
+    """The loss's one-shot value, compiled once per loss and shape (faster than eager here)."""
+    return jax.jit(loss.__call__)
+
+
+@functools.lru_cache(maxsize=None)
+def JG(loss):
+    """jit(value_and_grad) of the loss w.r.t. the embeddings."""
+    return jax.jit(jax.value_and_grad(lambda e, y, **kw: loss(e, y, **kw)))
+
+
+def _batch(seed=0, n=10, d=3, classes=3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, classes, n).astype(np.int32)
+
+
+def _np_dist(x):
+    return np.sqrt(((x[:, None].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1))
+
+
+# ---------------------------------------------------------------------------------------
+# Closed forms (brute force over all pairs / triplets)
+# ---------------------------------------------------------------------------------------
+
+
+def _triplets(y):
+    n = len(y)
+    return [(a, p, q) for a, p, q in itertools.product(range(n), repeat=3)
+            if a != p and y[a] == y[p] and y[q] != y[a]]
+
+
+@pytest.mark.parametrize("smooth,swap", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "mean_nonzero"])
+def test_triplet_loss_brute_force(smooth, swap, reduction):
+    x, y = _batch(1, n=11)
+    d = _np_dist(x)
+    losses = []
+    for a, p, q in _triplets(y):
+        an = min(d[a, q], d[p, q]) if swap else d[a, q]
+        v = d[a, p] - an + 0.7
+        losses.append(np.logaddexp(0, v) if smooth else max(v, 0))
+    losses = np.array(losses)
+    expected = {"mean": losses.mean(), "sum": losses.sum(), "mean_nonzero": losses[losses > 0].mean()}[reduction]
+    loss = mx.TripletMarginLoss(margin=0.7, smooth_loss=smooth, swap=swap, reduction=reduction)
+    np.testing.assert_allclose(J(loss)(x, y), expected, rtol=2e-6)
+
+
+def test_sorted_triplet_sums_equal_chunked_loop_values_and_gradients():
+    x, y = _batch(2, n=37, d=5, classes=4)
+    pos, neg = ml.pair_masks(y)
+
+    def via(fn):
+        def f(e):
+            d = ml.pairwise_distances(e)
+            total, count_all, count_nonzero = fn(d)
+            return total, (count_all, count_nonzero)
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(jnp.asarray(x))
+
+    (t1, c1), g1 = via(lambda d: ml._triplet_hinge_sorted(d, pos, neg, 0.5))
+    (t2, c2), g2 = via(lambda d: ml._triplet_chunked(d, pos, neg, 0.5, False, False))
+    np.testing.assert_allclose(t1, t2, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))
+    np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-6)
+
+
+def test_contrastive_loss_brute_force_and_merged_state_pools_pairs():
+    loss = mx.ContrastiveLoss(margin=2.0, pos_margin=0.5)
+    batches = [_batch(s, n=n) for s, n in [(3, 5), (4, 9), (5, 7)]]
+    pos_all, neg_all = [], []
+    state = loss.empty()
+    get_state = jax.jit(loss.get_state)
+    for x, y in batches:
+        d = _np_dist(x)
+        for i, j in itertools.product(range(len(y)), repeat=2):
+            if i != j and y[i] == y[j]:
+                pos_all.append(max(d[i, j] - 0.5, 0))
+            elif y[i] != y[j]:
+                neg_all.append(max(2.0 - d[i, j], 0))
+        state = state.merge(get_state(x, y))
+    np.testing.assert_allclose(state.compute(), np.mean(pos_all) + np.mean(neg_all), rtol=1e-5)
+
+
+def test_ntxent_simclr_closed_form():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(8, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = z @ z.T / 0.5
+    losses = []
+    for a in range(8):
+        p = (a + 4) % 8
+        denominator = np.exp(s[a, p]) + sum(np.exp(s[a, k]) for k in range(8) if y[k] != y[a])
+        losses.append(-np.log(np.exp(s[a, p]) / denominator))
+    np.testing.assert_allclose(J(mx.NTXentLoss(temperature=0.5))(x, y), np.mean(losses), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# Degenerate batches: 0 with zero gradient, never NaN
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", PAIR_LOSSES, ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("labels", ["same", "distinct", "single"])
+def test_no_valid_pairs_give_zero_and_zero_gradient(loss, labels):
+    n = 1 if labels == "single" else 5
+    x = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    y = np.zeros(n, np.int32) if labels != "distinct" else np.arange(n, dtype=np.int32)
+    if isinstance(loss, (mx.ContrastiveLoss, mx.MultiSimilarityLoss)) and labels != "single":
+        pytest.skip("positive pairs alone, or negative pairs alone, give a loss")
+    value, grad = JG(loss)(jnp.asarray(x), y)
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("loss", PAIR_LOSSES, ids=lambda l: type(l).__name__)
+def test_identical_and_zero_embeddings_have_finite_gradients(loss):
+    y = np.array([0, 0, 1, 1, 2, 2], np.int32)
+    for x in (np.ones((6, 3), np.float32), np.zeros((6, 3), np.float32)):
+        value, grad = JG(loss)(jnp.asarray(x), y)
+        assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("loss", WEIGHTED, ids=lambda l: type(l).__name__)
+def test_weighted_losses_finite_at_aligned_embeddings(loss):
+    params = loss.init(jax.random.PRNGKey(0))
+    key = next(iter(params))
+    w = np.asarray(params[key])
+    # embeddings exactly along class vectors: |cos| = 1 for the target class
+    x = (w[:, :2].T if key == "weights" else w[:2]).astype(np.float32)
+    y = np.array([0, 1], np.int32)
+    value, grads = jax.jit(jax.value_and_grad(lambda e, p: loss(e, y, p), argnums=(0, 1)))(jnp.asarray(x), params)
+    assert np.isfinite(value)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+# ---------------------------------------------------------------------------------------
+# Masks mean boolean indexing; mined triplets
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", PAIR_LOSSES, ids=lambda l: type(l).__name__)
+def test_mask_equals_filtering_even_with_nan_rows(loss):
+    x, y = _batch(7, n=12)
+    keep = np.arange(12) % 4 != 1
+    x_bad = x.copy()
+    x_bad[~keep] = np.nan
+    np.testing.assert_allclose(J(loss)(x_bad, y, mask=keep), J(loss)(x[keep], y[keep]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", WEIGHTED, ids=lambda l: type(l).__name__)
+def test_weighted_mask_equals_filtering(loss):
+    x, y = _batch(8, n=10, classes=4)
+    params = loss.init(jax.random.PRNGKey(1))
+    keep = np.arange(10) % 3 != 0
+    np.testing.assert_allclose(J(loss)(x, y, params, mask=keep), J(loss)(x[keep], y[keep], params), rtol=1e-5)
+
+
+def test_all_triplets_mined_equal_the_all_triplet_loss():
+    x, y = _batch(9, n=9)
+    indices = jax.jit(mx.TripletMarginMiner(margin=1e9).mine)(x, y)
+    assert int(indices.valid.sum()) == len(_triplets(y))
+    for loss in (mx.TripletMarginLoss(), mx.TripletMarginLoss(swap=True, smooth_loss=True)):
+        v_mined, g_mined = JG(loss)(jnp.asarray(x), y, indices=indices)
+        v_all, g_all = JG(loss)(jnp.asarray(x), y)
+        np.testing.assert_allclose(v_mined, v_all, rtol=1e-5)
+        np.testing.assert_allclose(g_mined, g_all, rtol=1e-4, atol=1e-6)
+
+
+def test_miners_respect_masks_and_jit():
+    x, y = _batch(10, n=12)
+    keep = np.arange(12) % 3 != 0
+    for miner in (mx.BatchHardMiner(), mx.HardNegativeMiner(), mx.SemiHardMiner(), mx.TripletMarginMiner()):
+        triplets = jax.jit(miner.mine)(x, y, keep).to_numpy()
+        assert keep[triplets].all(), type(miner).__name__
+        assert np.all(y[triplets[:, 0]] == y[triplets[:, 1]])
+        assert np.all(y[triplets[:, 0]] != y[triplets[:, 2]])
+        assert np.all(triplets[:, 0] != triplets[:, 1])
+
+
+def test_triplet_margin_miner_capacity_packs_in_order():
+    x, y = _batch(11, n=8)
+    full = mx.TripletMarginMiner(margin=1e9).mine(x, y).to_numpy()
+    few = mx.TripletMarginMiner(margin=1e9, capacity=5).mine(x, y)
+    assert len(few) == 5
+    np.testing.assert_array_equal(few.to_numpy(), full[:5])
+    assert full.tolist() == sorted(full.tolist())
+
+
+# ---------------------------------------------------------------------------------------
+# Memory: all triplets at N = 1024 never materialise N^3
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [{}, {"smooth_loss": True}, {"swap": True}], ids=["hinge", "smooth", "swap"])
+def test_all_triplet_loss_and_gradient_at_1024_fit_in_1gib(config):
+    loss = mx.TripletMarginLoss(**config)
+    x = jax.ShapeDtypeStruct((1024, 128), jnp.float32)
+    y = jax.ShapeDtypeStruct((1024,), jnp.int32)
+    compiled = jax.jit(jax.value_and_grad(lambda e, l: loss(e, l))).lower(x, y).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        pytest.skip("no memory analysis on this backend")
+    assert analysis.temp_size_in_bytes < 1 << 30, analysis.temp_size_in_bytes
+
+
+# ---------------------------------------------------------------------------------------
+# API: keys, state, errors
+# ---------------------------------------------------------------------------------------
+
+
+def test_context_keys_and_state_algebra():
+    x, y = _batch(12)
+    loss = mx.TripletMarginLoss(embeddings="preds.emb", labels="batch.label")
+    state = loss.get_state_from_context({"preds": {"emb": x}, "batch": {"label": y}})
+    np.testing.assert_allclose(state.compute(), loss(x, y), rtol=1e-6)
+    assert jax.tree.structure(loss.empty()) == jax.tree.structure(state)
+    states = mx.get_states({"triplet": loss}, {"preds": {"emb": x}, "batch": {"label": y}})
+    np.testing.assert_allclose(mx.compute(states)["triplet"], loss(x, y), rtol=1e-6)
+
+
+def test_weighted_loss_params_are_inputs():
+    loss = mx.ArcFaceLoss(num_classes=4, embedding_dim=3)
+    x, y = _batch(13, classes=4)
+    params = loss.init(jax.random.PRNGKey(0))
+    value = jax.jit(lambda p: loss(x, y, p))(params)
+    np.testing.assert_allclose(value, loss(x, y, params), rtol=1e-6)
+    grads = jax.grad(lambda p: loss(x, y, p))(params)
+    assert grads["weights"].shape == (3, 4)
+
+
+def test_errors():
+    x, y = _batch(14)
+    with pytest.raises(ValueError, match="reduction"):
+        mx.TripletMarginLoss(reduction="avg")
+    with pytest.raises(ValueError, match="distance"):
+        mx.ContrastiveLoss(distance="manhattan")
+    with pytest.raises(ValueError, match="type_of_triplets"):
+        mx.TripletMarginMiner(type_of_triplets="medium")
+    with pytest.raises(ValueError, match="distance"):
+        mx.BatchHardMiner(distance="l1")
+    with pytest.raises(mx.InputTypeError, match="labels"):
+        mx.TripletMarginLoss()(x, y[:-1])
+    with pytest.raises(mx.InputTypeError, match="embeddings"):
+        mx.NTXentLoss()(x[0], y)
+    arcface = mx.ArcFaceLoss(num_classes=4, embedding_dim=3)
+    with pytest.raises(TypeError, match="init"):
+        arcface(x, y)
+    with pytest.raises(ValueError, match="shape"):
+        arcface(x, y, {"weights": jnp.zeros((4, 3))})
