@@ -447,14 +447,6 @@ def _masked_pearson(x, y, valid):
     return jnp.where(denom > 0, r, jnp.nan)
 
 
-def _check_capacity(state, value):
-    # BufferState.check_capacity only catches ConcretizationTypeError, but a traced
-    # `dropped` raises TracerArrayConversionError there; under jit, mark overflow with NaN.
-    if isinstance(state.dropped, jax.core.Tracer):
-        return jnp.where(state.overflowed, jnp.nan, value)
-    return state.check_capacity(value)
-
-
 def spearman_corrcoef(preds, targets, valid=None):
     """Spearman's rho: Pearson's r of the average ranks of ``preds[valid]`` and ``targets[valid]``.
 
@@ -491,7 +483,7 @@ class SpearmanCorrCoef(Metric):
                 rho = spearman_corrcoef(p, t, valid)
             else:
                 rho = jax.vmap(spearman_corrcoef, in_axes=(1, 1, None))(p, t, valid)
-            return _check_capacity(self, rho)
+            return self.check_capacity(rho)
 
     def get_state(
         self,
