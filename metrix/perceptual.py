@@ -1,0 +1,312 @@
+"""LPIPS as a mergeable metric: the average learned perceptual distance between image pairs.
+
+Learned Perceptual Image Patch Similarity (Zhang et al., 2018), version 0.1, with backbone
+taps ``f_l`` (AlexNet, VGG16 or SqueezeNet1.1) and calibration weights ``w_l >= 0``::
+
+    u_l = f_l(x') / (||f_l(x')||_2 over channels + 1e-10)      v_l likewise for y
+    d(x, y) = sum_l mean_{h,w} sum_c w_{l,c} (u_{l,hwc} - v_{l,hwc})^2
+
+(``x'`` is the image after lpips' scaling layer; the maths is :mod:`metrix.lpips_core`).
+The state is the exact mean of ``d`` over all unmasked image pairs (an ``AverageState``),
+so any split into batches, devices or hosts gives the same value. With ``capacity=N`` every
+pair's distance is kept too, in a fixed-capacity buffer (``compute()`` then returns
+``{"lpips": mean, "per_image": (N,) distances, NaN past the filled rows}``).
+
+Two metrics, one per kind of input (the same state and maths):
+
+* :class:`LPIPS` takes images, ``get_state(img_a, img_b, backbone_params, calibration,
+  mask=None)``, and runs the backbone itself.
+* :class:`LPIPSFromFeatures` takes per-layer features you already extracted,
+  ``get_state(features_a, features_b, calibration, mask=None)``; it has no backbone.
+
+**Weights are inputs** (never constants in the compiled program): ``backbone_params`` and
+``calibration`` are pytrees passed to ``get_state`` like images, so one compiled program
+serves any weights and ``jax.grad`` with respect to the calibration works. Load them once
+with :meth:`LPIPS.load_weights` (the calibration defaults to the lpips package's shipped
+``weights/v0.1/{net}.pth``, found without importing lpips)::
+
+    metric = mx.LPIPS(net="alex")
+    weights = metric.load_weights(backbone_path="alex.safetensors")  # {"backbone_params", "calibration"}
+    state = jax.jit(metric.get_state)(img_a, img_b, **weights)
+
+**Non-negative calibration.** The weights are used as given (lpips does the same at
+inference, and its shipped weights contain exact zeros). When you train them, apply
+:func:`metrix.lpips_core.project_nonnegative` after every optimizer step (projected gradient
+descent, lpips' ``clamp(min=0)``); ``examples/train_lpips_2afc.py`` shows the loop.
+
+**Spatial mode.** ``spatial=True`` computes lpips' per-pixel map (each layer's map resized
+bilinearly to the image size, then summed) and accumulates each pair's *mean of the map*:
+the state stays a per-image average, the maps themselves are not kept (they would make the
+state as large as the data). Read maps with :meth:`LPIPS.distances`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Shaped
+
+from metrix import lpips_core
+from metrix.backbones.lpips_nets import load_backbone_params
+from metrix.keys import REQUIRED, Key
+from metrix.metric import Metric
+from metrix.state import BufferState, State, concat_field, nested_field
+from metrix.states import AverageState
+
+__all__ = [
+    "LPIPS",
+    "LPIPSFromFeatures",
+    "LPIPSState",
+    "LPIPSDistances",
+    "LPIPSWithDistances",
+]
+
+_VERSIONS = ("0.1",)
+
+# One compiled program per input shape, also when get_state runs eagerly (op-by-op
+# dispatch through a whole backbone is ~10x slower). Under an outer jit it is inlined.
+_distance = jax.jit(lpips_core.lpips_distance, static_argnames=("net", "spatial", "normalize"))
+_from_features = jax.jit(lpips_core.lpips_from_features, static_argnames=("spatial", "image_size"))
+
+
+# ---------------------------------------------------------------------------------------
+# States
+# ---------------------------------------------------------------------------------------
+
+
+class LPIPSState(AverageState):
+    """Exact mean of the per-pair LPIPS distances (NaN when no pair was seen)."""
+
+
+class LPIPSDistances(BufferState):
+    """Every pair's distance, in arrival order, in a fixed-capacity buffer."""
+
+    distances: jax.Array = concat_field(item_shape=())
+
+
+class LPIPSWithDistances(State):
+    """The mean plus each pair's distance (metrics configured with ``capacity=N``)."""
+
+    average: LPIPSState = nested_field(LPIPSState)
+    pairs: LPIPSDistances = nested_field(LPIPSDistances)
+
+    def compute(self):
+        """``{"lpips": mean, "per_image": (capacity,) distances, NaN past the filled rows}``.
+
+        An overflowed buffer raises :class:`metrix.CapacityOverflowError` eagerly (NaN under jit).
+        """
+        per_image = jnp.where(self.pairs.valid_mask(), self.pairs.distances, jnp.nan)
+        return {"lpips": self.average.compute(), "per_image": self.pairs.check_capacity(per_image)}
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------
+
+
+class _LPIPSBase(Metric):
+    """Shared configuration checks and state building (not a public metric)."""
+
+    def _check_config(self, owner: str) -> None:
+        if self.capacity is not None and (not isinstance(self.capacity, int) or self.capacity <= 0):
+            raise ValueError(f"{owner}: capacity must be a positive int or None, got {self.capacity!r}")
+        if not isinstance(self.spatial, bool):
+            raise TypeError(f"{owner}: spatial must be True or False, got {self.spatial!r}")
+
+    def empty(self) -> State:
+        if self.capacity is None:
+            return LPIPSState.empty(parent=self)
+        return LPIPSWithDistances(
+            parent=self, average=LPIPSState.empty(parent=self), pairs=LPIPSDistances.empty(parent=self)
+        )
+
+    def state_from_distances(self, distances, mask=None) -> State:
+        """The state of per-pair distances ``(N,)`` with an optional ``(N,)`` mask."""
+        average = LPIPSState.from_values(distances, mask=mask, parent=self)
+        if self.capacity is None:
+            return average
+        keep = None if mask is None else jnp.asarray(mask, bool)
+        pairs = LPIPSDistances.from_rows(
+            capacity=self.capacity, mask=keep, parent=self, distances=jnp.asarray(distances, jnp.float32)
+        )
+        return LPIPSWithDistances(parent=self, average=average, pairs=pairs)
+
+
+class LPIPS(_LPIPSBase):
+    """Mean LPIPS distance between image pairs ``img_a``, ``img_b`` (lower is more similar).
+
+    Inputs: NHWC RGB batches ``(N, H, W, 3)`` in [-1, 1] (``normalize=True``: in [0, 1]);
+    ``backbone_params`` (the ``net`` trunk, :func:`metrix.backbones.lpips_nets.load_backbone_params`)
+    and ``calibration`` (``{"lin{l}": (C_l,)}``) as pytrees; ``mask`` ``(N,)`` drops pairs.
+
+    Config: ``net`` in ``"alex" | "vgg" | "squeeze"``; ``version="0.1"`` (the only one);
+    ``spatial`` (accumulate each pair's mean of lpips' per-pixel map, see the module
+    docstring); ``capacity`` (keep every pair's distance too). ``compute()`` is the mean, or
+    ``{"lpips": mean, "per_image": ...}`` with ``capacity``.
+    """
+
+    img_a: Key = REQUIRED
+    img_b: Key = REQUIRED
+    backbone_params: Key = REQUIRED
+    calibration: Key = REQUIRED
+    mask: Key | None = None
+
+    net: str = "alex"
+    version: str = "0.1"
+    spatial: bool = False
+    normalize: bool = False
+    capacity: int | None = None
+
+    State = LPIPSState
+
+    def __post_init__(self):
+        if self.net not in lpips_core.LPIPS_CHANNELS:
+            raise ValueError(
+                f"LPIPS: unknown net {self.net!r}; expected one of {sorted(lpips_core.LPIPS_CHANNELS)}"
+            )
+        if self.version not in _VERSIONS:
+            raise ValueError(f"LPIPS: version must be one of {_VERSIONS}, got {self.version!r}")
+        self._check_config("LPIPS")
+
+    def load_weights(
+        self, *, backbone_path: Any, calibration_path: Any = None
+    ) -> dict[str, Any]:
+        """``{"backbone_params": ..., "calibration": ...}`` read once from local files, on device.
+
+        ``backbone_path``: a converted ``.safetensors``/``.npz`` trunk (or a torchvision ``.pth``,
+        converted on the fly with torch). ``calibration_path=None`` uses the lpips package's
+        shipped ``weights/v{version}/{net}.pth`` (located without importing lpips; reading a
+        ``.pth`` needs torch), else a ``.pth``/``.safetensors``/``.npz`` file. A missing file
+        raises :class:`~metrix.backbones.weights.MissingWeightsError` saying how to make it.
+        Pass the result as ``metric.get_state(img_a, img_b, **weights)``.
+        """
+        backbone = load_backbone_params(self.net, backbone_path)
+        calibration = lpips_core.load_calibration(self.net, calibration_path, version=self.version)
+        return {
+            "backbone_params": jax.device_put(backbone),
+            "calibration": jax.device_put(calibration),
+        }
+
+    def distances(self, img_a, img_b, backbone_params, calibration) -> jax.Array:
+        """Per-pair distances ``(N,)``, or lpips' per-pixel maps ``(N, H, W)`` if ``spatial``."""
+        return _distance(
+            backbone_params, calibration, img_a, img_b,
+            net=self.net, spatial=self.spatial, normalize=self.normalize,
+        )
+
+    def get_state(
+        self,
+        img_a: Float[Array, "n h w 3"],
+        img_b: Float[Array, "n h w 3"],
+        backbone_params: Any,
+        calibration: Any,
+        mask: Shaped[Array, "n"] | None = None,
+    ) -> State:
+        _check_calibration_layers("LPIPS", calibration, len(lpips_core.LPIPS_CHANNELS[self.net]))
+        d = self.distances(img_a, img_b, backbone_params, calibration)
+        if self.spatial:
+            d = jnp.mean(d, axis=(1, 2))
+        return self.state_from_distances(d, mask)
+
+
+class LPIPSFromFeatures(_LPIPSBase):
+    """Mean LPIPS distance from per-layer features you extracted (no backbone inside).
+
+    Inputs: ``features_a``, ``features_b``: sequences of per-layer ``(N, H_l, W_l, C_l)`` NHWC
+    maps (or ``(N, C_l)`` vectors, as 1x1 maps); ``calibration`` ``{"lin{l}": (C_l,)}`` or a
+    sequence of ``(C_l,)`` weights; ``mask`` ``(N,)`` drops pairs.
+
+    Config: ``net`` (optional: checks the channel counts, and names the shipped calibration
+    for :meth:`load_weights`); ``spatial`` with ``image_size=(H, W)`` (default: the first
+    layer's size) accumulates each pair's mean of the per-pixel map resized to that size;
+    ``capacity`` keeps every pair's distance too.
+    """
+
+    features_a: Key = REQUIRED
+    features_b: Key = REQUIRED
+    calibration: Key = REQUIRED
+    mask: Key | None = None
+
+    net: str | None = None
+    version: str = "0.1"
+    spatial: bool = False
+    image_size: tuple[int, int] | None = None
+    capacity: int | None = None
+
+    State = LPIPSState
+
+    def __post_init__(self):
+        if self.net is not None and self.net not in lpips_core.LPIPS_CHANNELS:
+            raise ValueError(
+                f"LPIPSFromFeatures: unknown net {self.net!r}; expected one of "
+                f"{sorted(lpips_core.LPIPS_CHANNELS)} or None"
+            )
+        if self.version not in _VERSIONS:
+            raise ValueError(f"LPIPSFromFeatures: version must be one of {_VERSIONS}, got {self.version!r}")
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        self._check_config("LPIPSFromFeatures")
+
+    def load_weights(self, *, calibration_path: Any = None) -> dict[str, Any]:
+        """``{"calibration": ...}`` for ``net`` (default: the lpips package's shipped file)."""
+        if self.net is None:
+            raise ValueError("LPIPSFromFeatures.load_weights: set net= to know which calibration to load")
+        calibration = lpips_core.load_calibration(self.net, calibration_path, version=self.version)
+        return {"calibration": jax.device_put(calibration)}
+
+    def distances(self, features_a, features_b, calibration) -> jax.Array:
+        """Per-pair distances ``(N,)``, or per-pixel maps ``(N, H, W)`` if ``spatial``."""
+        features_a, features_b = list(features_a), list(features_b)
+        if self.net is not None:
+            expected = lpips_core.LPIPS_CHANNELS[self.net]
+            for side, feats in (("features_a", features_a), ("features_b", features_b)):
+                got = tuple(int(jnp.shape(f)[-1]) for f in feats)
+                if got != expected:
+                    raise ValueError(
+                        f"LPIPSFromFeatures(net={self.net!r}): {side} has channels {got}, expected {expected}"
+                    )
+        return _from_features(
+            features_a, features_b, calibration, spatial=self.spatial, image_size=self.image_size
+        )
+
+    def get_state(
+        self,
+        features_a: Sequence[Any],
+        features_b: Sequence[Any],
+        calibration: Any,
+        mask: Shaped[Array, "n"] | None = None,
+    ) -> State:
+        if isinstance(features_a, (jax.Array, Mapping)) or isinstance(features_b, (jax.Array, Mapping)):
+            raise TypeError(
+                "LPIPSFromFeatures.get_state(): features_a and features_b must be sequences "
+                "(list or tuple) of per-layer arrays"
+            )
+        _check_calibration_layers("LPIPSFromFeatures", calibration, len(features_a))
+        d = self.distances(features_a, features_b, calibration)
+        if self.spatial:
+            d = jnp.mean(d, axis=(1, 2))
+        return self.state_from_distances(d, mask)
+
+
+def _check_calibration_layers(owner: str, calibration: Any, n_layers: int) -> None:
+    """A clear error before tracing when the calibration does not have one weight vector per layer."""
+    if isinstance(calibration, Mapping):
+        keys = set(calibration)
+        expected = {f"lin{k}" for k in range(n_layers)}
+        if keys != expected:
+            raise ValueError(
+                f"{owner}: calibration has keys {sorted(keys)}; expected {sorted(expected)} "
+                "(one (C_l,) weight vector per feature layer)"
+            )
+    elif isinstance(calibration, Sequence):
+        if len(calibration) != n_layers:
+            raise ValueError(f"{owner}: calibration has {len(calibration)} layers, expected {n_layers}")
+    else:
+        raise TypeError(
+            f"{owner}: calibration must be a {{'lin0': (C_0,), ...}} mapping or a sequence of "
+            f"(C_l,) arrays, got {type(calibration).__name__}"
+        )
+
