@@ -401,14 +401,14 @@ class ReliabilityDiagram(ExpectedCalibrationError):
 
 
 __all__ = [
-    "LogLoss",
     "BrierScore",
-    "ExpectedCalibrationError",
-    "ReliabilityDiagram",
     "CalibrationState",
-    "log_loss_values",
+    "ExpectedCalibrationError",
+    "LogLoss",
+    "ReliabilityDiagram",
     "brier_values",
-    "confidence_and_correct",
     "calibration_bins",
     "calibration_error_from_bins",
+    "confidence_and_correct",
+    "log_loss_values",
 ]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -193,7 +192,7 @@ def _confusion_and_invalid(preds, labels, *, task, num_classes=None, threshold=0
                 f"{owner}: predictions of shape {preds.shape} do not match labels of shape "
                 f"{labels.shape} (multiclass labels are (*b,) class indices)"
             )
-        size, n = num_classes, num_classes
+        n = num_classes
     else:
         if preds.shape != labels.shape:
             raise ValueError(f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}")
@@ -1231,8 +1230,8 @@ class PrecisionRecallCurve(_CurveMetric):
         return binned_precision_recall_curve(positives, negatives)
 
 # Probabilistic metrics live in metrix/calibration.py; re-exported here so `metrix` has them.
-from metrix import calibration as _calibration  # noqa: E402
-from metrix.calibration import *  # noqa: E402,F401,F403
+from metrix import calibration as _calibration
+from metrix.calibration import *
 
 __all__ = [
     "Accuracy",
@@ -1273,5 +1272,16 @@ __all__ = [
     "AveragePrecision",
     "RocCurve",
     "PrecisionRecallCurve",
-    *_calibration.__all__,
+    # from metrix.calibration
+    "LogLoss",
+    "BrierScore",
+    "ExpectedCalibrationError",
+    "ReliabilityDiagram",
+    "CalibrationState",
+    "log_loss_values",
+    "brier_values",
+    "confidence_and_correct",
+    "calibration_bins",
+    "calibration_error_from_bins",
 ]
+assert set(_calibration.__all__) <= set(__all__)

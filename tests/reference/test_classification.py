@@ -6,7 +6,6 @@ Confusion-count metrics share one state, so each metric's state is computed once
 (task, jit, mask) and re-read with every ``average`` / option (``state.replace(parent=...)``).
 """
 
-import dataclasses
 import sys
 import types
 import warnings
