@@ -247,13 +247,13 @@ class MultiScaleSSIM(_PerImage):
 
 
 __all__ = [
+    "MS_SSIM_BETAS",
     "PSNR",
     "SSIM",
     "MultiScaleSSIM",
+    "gaussian_kernel",
+    "multiscale_ssim",
     "psnr",
     "ssim",
     "ssim_and_contrast",
-    "multiscale_ssim",
-    "gaussian_kernel",
-    "MS_SSIM_BETAS",
 ]

@@ -203,18 +203,18 @@ class HitRate(_PerQuery):
 
 
 __all__ = [
-    "NDCG",
-    "MRR",
     "MAP",
+    "MRR",
+    "NDCG",
+    "HitRate",
     "PrecisionAtK",
     "RecallAtK",
-    "HitRate",
-    "ranked_relevance",
-    "precision_at_k",
-    "recall_at_k",
-    "hit_rate",
-    "reciprocal_rank",
     "average_precision",
     "dcg",
+    "hit_rate",
     "ndcg",
+    "precision_at_k",
+    "ranked_relevance",
+    "recall_at_k",
+    "reciprocal_rank",
 ]

@@ -128,10 +128,10 @@ class Dice(_ConfusionMetric):
 
 
 __all__ = [
-    "MeanIoU",
     "Dice",
+    "MeanIoU",
     "confusion_matrix",
-    "per_class_counts",
-    "iou_from_confusion",
     "dice_from_confusion",
+    "iou_from_confusion",
+    "per_class_counts",
 ]

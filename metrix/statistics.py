@@ -262,13 +262,13 @@ class Quantiles(Metric):
 
 __all__ = [
     "Average",
-    "Sum",
-    "Std",
-    "Min",
-    "Max",
-    "Norm",
     "Histogram",
+    "Max",
+    "Min",
+    "Norm",
     "Quantiles",
-    "tree_norm",
+    "Std",
+    "Sum",
     "quantiles_from_histogram",
+    "tree_norm",
 ]

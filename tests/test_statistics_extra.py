@@ -1,7 +1,8 @@
 """Norm, Histogram and Quantiles: references from numpy / optax, merged uneven batches."""
 
+import itertools
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,8 +16,8 @@ SPLITS = (0, 13, 70, 101)
 def merged(metric, jit=False, splits=SPLITS, **inputs):
     get_state = jax.jit(metric.get_state) if jit else metric.get_state
     state = metric.empty()
-    for start, stop in zip(splits[:-1], splits[1:]):
-        batch = jax.tree.map(lambda v: v[start:stop], inputs)  # slices every leaf (pytree inputs)
+    for start, stop in itertools.pairwise(splits):
+        batch = jax.tree.map(lambda v, a=start, b=stop: v[a:b], inputs)  # every leaf (pytrees)
         state = state.merge(get_state(**batch))
     return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
 

@@ -1,5 +1,6 @@
 """PSNR, SSIM and MS-SSIM against scikit-image and torchmetrics over merged uneven batches."""
 
+import itertools
 import sys
 import types
 
@@ -16,7 +17,7 @@ SPLITS = (0, 1, 4, 6)  # images per batch: 1, 3, 2
 def merged(metric, jit=False, splits=SPLITS, **inputs):
     get_state = jax.jit(metric.get_state) if jit else metric.get_state
     state = metric.empty()
-    for start, stop in zip(splits[:-1], splits[1:]):
+    for start, stop in itertools.pairwise(splits):
         state = state.merge(get_state(**{k: (None if v is None else v[start:stop]) for k, v in inputs.items()}))
     return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
 

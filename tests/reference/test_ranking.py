@@ -1,5 +1,6 @@
 """Ranking metrics against sklearn's ndcg_score, torchmetrics' retrieval functions and hand cases."""
 
+import itertools
 import sys
 import types
 
@@ -17,7 +18,7 @@ NAMES = ("MRR", "MAP", "PrecisionAtK", "RecallAtK", "HitRate")
 def merged(metric, jit=False, splits=SPLITS, **inputs):
     get_state = jax.jit(metric.get_state) if jit else metric.get_state
     state = metric.empty()
-    for start, stop in zip(splits[:-1], splits[1:]):
+    for start, stop in itertools.pairwise(splits):
         state = state.merge(get_state(**{k: (None if v is None else v[start:stop]) for k, v in inputs.items()}))
     return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
 

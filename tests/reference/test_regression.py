@@ -1,5 +1,7 @@
 """Regression metrics against sklearn / scipy / torchmetrics over uneven merged batches."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ def merged(metric, jit=False, splits=SPLITS, **inputs):
     """Merge the states of ``inputs`` split along axis 0 at ``splits`` (starting from empty)."""
     get_state = jax.jit(metric.get_state) if jit else metric.get_state
     state = metric.empty()
-    for start, stop in zip(splits[:-1], splits[1:]):
+    for start, stop in itertools.pairwise(splits):
         batch = {k: (None if v is None else v[start:stop]) for k, v in inputs.items()}
         state = state.merge(get_state(**batch))
     return jax.jit(lambda s: s.compute())(state) if jit else state.compute()

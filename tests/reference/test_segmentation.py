@@ -1,5 +1,7 @@
 """MeanIoU and Dice against sklearn's jaccard_score / f1_score over merged uneven batches."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ SPLITS = (0, 2, 7, 10)  # images per batch: 2, 5, 3
 def merged(metric, jit=False, splits=SPLITS, **inputs):
     get_state = jax.jit(metric.get_state) if jit else metric.get_state
     state = metric.empty()
-    for start, stop in zip(splits[:-1], splits[1:]):
+    for start, stop in itertools.pairwise(splits):
         state = state.merge(get_state(**{k: (None if v is None else v[start:stop]) for k, v in inputs.items()}))
     return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
 
@@ -56,7 +58,7 @@ def test_per_class_and_absent_classes():
 
 
 def test_ignore_index_and_logits():
-    targets, preds, _ = data(seed=2)
+    targets, _, _ = data(seed=2)
     rng = np.random.default_rng(2)
     targets = np.where(rng.uniform(size=targets.shape) < 0.2, 255, targets).astype(np.int32)
     logits = rng.normal(size=targets.shape + (C,)).astype(np.float32)
