@@ -126,6 +126,9 @@ class BERTScoreIdf(Metric):
         reference_mask: Shaped[Array, "b *k l"] | None = None,
         mask: Shaped[Array, "b"] | None = None,
     ) -> BERTScoreIdfState:
+        return _jitted_state(self, dict(reference_ids=reference_ids, reference_mask=reference_mask, mask=mask))
+
+    def _state(self, reference_ids, reference_mask, mask) -> BERTScoreIdfState:
         ids = reference_ids.reshape(-1, reference_ids.shape[-1])
         tokens = (
             jnp.ones(ids.shape, bool)
@@ -377,6 +380,33 @@ class BERTScore(Metric):
                 "BERTScore: reference_embeddings must be (B, Lr, D) or (B, K, Lr, D), got "
                 f"shape {reference_embeddings.shape}"
             )
+        inputs = dict(
+            candidate_embeddings=candidate_embeddings,
+            reference_embeddings=reference_embeddings,
+            candidate_mask=candidate_mask,
+            reference_mask=reference_mask,
+            candidate_weights=candidate_weights,
+            reference_weights=reference_weights,
+            candidate_ids=candidate_ids,
+            reference_ids=reference_ids,
+            idf=idf,
+            mask=mask,
+        )
+        return _jitted_state(self, inputs)
+
+    def _state(
+        self,
+        candidate_embeddings,
+        reference_embeddings,
+        candidate_mask,
+        reference_mask,
+        candidate_weights,
+        reference_weights,
+        candidate_ids,
+        reference_ids,
+        idf,
+        mask,
+    ) -> State:
         batch = candidate_embeddings.shape[0]
         multi = reference_embeddings.ndim == 4
         refs_per = reference_embeddings.shape[1] if multi else 1
@@ -489,6 +519,14 @@ class BERTScore(Metric):
         return super().__call__(*args, **kwargs)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_state(metric, inputs: dict[str, Any]) -> State:
+    """``metric._state(**inputs)`` compiled once per metric and input shapes, so that eager
+    ``get_state`` calls run one program instead of dozens of op-by-op dispatches (inside an
+    outer ``jit`` it is simply inlined)."""
+    return metric._state(**inputs)
+
+
 def _groups(refs) -> list[list[str]]:
     if isinstance(refs, str):
         raise TypeError("BERTScore: refs must be a list of strings (or of lists of strings)")
@@ -520,7 +558,8 @@ def _score_pairs(encoder, cands, refs, table, batch_size, num_special_tokens):
     lengths = np.array([max(len(c), len(r)) for c, r in zip(cand_tokens, ref_tokens)])
     order = np.argsort(-lengths, kind="stable")
     out = np.zeros((3, n), np.float32)
-    size = min(batch_size, n)
+    # A small call pads to a power of two instead of batch_size (few shapes, little waste).
+    size = min(batch_size, 1 << max(0, n - 1).bit_length())
     pending = []
     for start in range(0, n, size):
         rows = order[start : start + size]
