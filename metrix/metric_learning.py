@@ -462,26 +462,65 @@ class ContrastiveLoss(MetricLearningLoss):
 # ---------------------------------------------------------------------------------------
 
 
+def _sort_rows(x):
+    """Each row of ``x`` sorted ascending.
+
+    float32 rows sort through order-preserving int32 keys: XLA's CPU sort of int32 is
+    about 4x faster than of float32 (no NaN-aware comparator). NaNs are not expected.
+    """
+    if x.dtype != jnp.float32:
+        return jnp.sort(x, axis=1)
+    keys = jax.lax.bitcast_convert_type(x, jnp.int32)
+    flip = jnp.int32(0x7FFFFFFF)
+    keys = jnp.where(keys < 0, keys ^ flip, keys)  # negative floats: reverse their order
+    keys = jnp.sort(keys, axis=1)
+    return jax.lax.bitcast_convert_type(jnp.where(keys < 0, keys ^ flip, keys), jnp.float32)
+
+
+def _searchsorted_rows(sorted_rows, queries, side):
+    return jax.vmap(lambda row, q: jnp.searchsorted(row, q, side=side))(sorted_rows, queries)
+
+
+@jax.custom_vjp
 def _triplet_hinge_sorted(d, pos, neg, margin):
     """All-triplet hinge sums per anchor over its sorted negative distances.
 
     For anchor a and positive p with ``t = d_ap + margin``, the negatives with ``d_an < t``
     are a prefix ``s[:k]`` of a's sorted negative distances, so
     ``sum_n relu(t - d_an) = k t - cumsum(s)[k]`` (``O(N^2 log N)``, ``O(N^2)`` memory).
-    Returns (sum of losses, number of triplets, number with a loss > 0).
+    Returns (sum of losses, number of triplets, number with a loss > 0). The gradient is
+    analytic: ``dL/dd_ap = k_ap`` and ``dL/dd_an = -#{p : d_an < d_ap + margin}``.
     """
+    return _triplet_hinge_sorted_fwd(d, pos, neg, margin)[0]
+
+
+def _triplet_hinge_sorted_fwd(d, pos, neg, margin):
     n = d.shape[0]
-    s = jnp.sort(jnp.where(neg, d, jnp.inf), axis=1)
+    s = _sort_rows(jnp.where(neg, d, jnp.inf))
     prefix = jnp.cumsum(jnp.where(jnp.isfinite(s), s, 0.0), axis=1)
     prefix = jnp.concatenate([jnp.zeros((n, 1), prefix.dtype), prefix], axis=1)
     t = d + margin
-    k = jax.vmap(lambda row, q: jnp.searchsorted(row, q, side="left"))(s, jax.lax.stop_gradient(t))
+    k = _searchsorted_rows(s, t, "left")
     sums = k.astype(d.dtype) * t - jnp.take_along_axis(prefix, k, axis=1)
     num_neg = jnp.sum(neg, axis=1, dtype=jnp.float32)
     total = _masked_sum(pos, sums)
     count_all = jnp.sum(jnp.where(pos, num_neg[:, None], 0.0))
     count_nonzero = jnp.sum(jnp.where(pos, k, 0), dtype=jnp.float32)
-    return total, count_all, count_nonzero
+    return (total, count_all, count_nonzero), (d, pos, neg, margin, k)
+
+
+def _triplet_hinge_sorted_bwd(residuals, cotangents):
+    d, pos, neg, margin, k = residuals
+    g_total = cotangents[0]
+    # for each (a, n): how many positives p of a have d_an < d_ap + margin
+    t_sorted = _sort_rows(jnp.where(pos, d + margin, jnp.inf))
+    num_pos = jnp.sum(pos, axis=1)
+    active = num_pos[:, None] - _searchsorted_rows(t_sorted, d, "right")
+    grad = jnp.where(pos, k, 0).astype(d.dtype) - jnp.where(neg, active, 0).astype(d.dtype)
+    return g_total * grad, None, None, None
+
+
+_triplet_hinge_sorted.defvjp(_triplet_hinge_sorted_fwd, _triplet_hinge_sorted_bwd)
 
 
 def _triplet_chunked(d, pos, neg, margin, smooth, swap):
