@@ -19,6 +19,8 @@ eagerly; under ``jit`` the element is left out, counted in the state's ``invalid
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
@@ -88,18 +90,38 @@ def _prepare(owner, task, num_classes, preds, labels, mask, from_logits):
         bad_labels = (labels < 0) | (labels > 1)
     keep = broadcast_mask(mask, labels.shape)
     bad = bad_labels | bad_preds
-    if _is_concrete(preds, labels, mask):
-        n_labels, n_preds = int(jnp.sum(keep & bad_labels)), int(jnp.sum(keep & bad_preds & ~bad_labels))
-        if n_labels or n_preds:
-            what = "rows not summing to 1 or outside [0, 1]" if task == "multiclass" and not from_logits else (
-                "NaN logits" if from_logits else "probabilities outside [0, 1] or NaN"
-            )
-            limit = num_classes if task == "multiclass" else 2
-            raise ValueError(
-                f"{owner}: {n_labels} label(s) outside [0, {limit}) and {n_preds} bad prediction(s) ({what})."
-            )
+    n_labels = jnp.sum(keep & bad_labels)
+    n_preds = jnp.sum(keep & bad_preds & ~bad_labels)
     invalid = jnp.sum(keep & bad, dtype=jnp.float32)
-    return probs, labels, keep & ~bad, invalid
+    return probs, labels, keep & ~bad, invalid, n_labels, n_preds
+
+
+def _refuse_bad_inputs(metric, n_labels, n_preds, *inputs):
+    """Eagerly (concrete inputs) raise a ValueError naming what was wrong."""
+    if not _is_concrete(*inputs):
+        return
+    n_labels, n_preds = int(n_labels), int(n_preds)
+    if n_labels or n_preds:
+        task = metric.task
+        if task == "multiclass" and not metric.from_logits:
+            what = "rows not summing to 1 or outside [0, 1]"
+        else:
+            what = "NaN logits" if metric.from_logits else "probabilities outside [0, 1] or NaN"
+        limit = metric.num_classes if task == "multiclass" else 2
+        raise ValueError(
+            f"{type(metric).__name__}: {n_labels} label(s) outside [0, {limit}) and {n_preds} bad "
+            f"prediction(s) ({what})."
+        )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_sums(metric, preds, labels, mask):
+    """One batch's sums for ``metric`` (its ``_sums``), jitted: one compiled call when eager."""
+    probs, labels, keep, invalid, n_labels, n_preds = _prepare(
+        type(metric).__name__, metric.task, metric.num_classes, preds, labels, mask, metric.from_logits
+    )
+    sums = metric._sums(jnp.asarray(preds, jnp.float32), probs, jnp.where(keep, labels, 0), keep)
+    return sums, invalid, n_labels, n_preds
 
 
 def _refuse_invalid(owner, invalid, value):
@@ -122,16 +144,6 @@ class _MeanState(State):
     count: jax.Array = exact_sum_field()
     invalid: jax.Array = exact_sum_field()
 
-    @classmethod
-    def from_values(cls, values, keep, invalid, parent):
-        values = jnp.where(keep, values, 0)  # masked-out / bad elements change nothing
-        return cls(
-            parent=parent,
-            total=numerics.df_from(values.sum()),
-            count=numerics.df_from(keep.sum(dtype=jnp.float32)),
-            invalid=numerics.df_from(invalid),
-        )
-
     def compute(self):
         return _refuse_invalid(type(self.parent).__name__, self.invalid, numerics.df_divide(self.total, self.count))
 
@@ -150,8 +162,24 @@ class _ProbabilisticMetric(Metric):
         if self.task != "binary" and (not isinstance(self.num_classes, int) or self.num_classes < 1):
             raise ValueError(f"{type(self).__name__}: task={self.task!r} needs num_classes= (static int)")
 
-    def _inputs(self, preds, labels, mask):
-        return _prepare(type(self).__name__, self.task, self.num_classes, preds, labels, mask, self.from_logits)
+    def _sums(self, preds, probs, labels, keep):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_state(
+        self,
+        preds: Float[Array, "..."],
+        labels: Shaped[Array, "..."],
+        mask: Shaped[Array, "..."] | None = None,
+    ) -> State:
+        sums, invalid, n_labels, n_preds = _batch_sums(self, preds, labels, mask)
+        _refuse_bad_inputs(self, n_labels, n_preds, preds, labels, mask)
+        exact = {name: numerics.df_from(value) for name, value in sums.items()}
+        return self.State(parent=self, invalid=numerics.df_from(invalid), **exact)
+
+
+def _mean_sums(values, keep):
+    # jnp.where, not a product: a masked-out NaN must change nothing.
+    return {"total": jnp.sum(jnp.where(keep, values, 0)), "count": jnp.sum(keep, dtype=jnp.float32)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,15 +242,8 @@ class LogLoss(_ProbabilisticMetric):
     class State(_MeanState):
         pass
 
-    def get_state(
-        self,
-        preds: Float[Array, "..."],
-        labels: Shaped[Array, "..."],
-        mask: Shaped[Array, "..."] | None = None,
-    ) -> State:
-        _, labels_, keep, invalid = self._inputs(preds, labels, mask)
-        values = _log_loss(jnp.asarray(preds, jnp.float32), labels_, self.task, self.from_logits)
-        return self.State.from_values(values, keep, invalid, self)
+    def _sums(self, preds, probs, labels, keep):
+        return _mean_sums(_log_loss(preds, labels, self.task, self.from_logits), keep)
 
 
 class BrierScore(_ProbabilisticMetric):
@@ -234,15 +255,8 @@ class BrierScore(_ProbabilisticMetric):
     class State(_MeanState):
         pass
 
-    def get_state(
-        self,
-        preds: Float[Array, "..."],
-        labels: Shaped[Array, "..."],
-        mask: Shaped[Array, "..."] | None = None,
-    ) -> State:
-        _, labels_, keep, invalid = self._inputs(preds, labels, mask)
-        values = brier_values(preds, jnp.where(keep, labels_, 0), task=self.task, from_logits=self.from_logits)
-        return self.State.from_values(values, keep, invalid, self)
+    def _sums(self, preds, probs, labels, keep):
+        return _mean_sums(brier_values(preds, labels, task=self.task, from_logits=self.from_logits), keep)
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,26 +316,6 @@ class CalibrationState(State):
     correct: jax.Array = exact_sum_field(shape=lambda m: (m.num_bins,))
     invalid: jax.Array = exact_sum_field()
 
-    @classmethod
-    def from_inputs(cls, metric, preds, labels, mask=None):
-        probs, labels_, keep, invalid = metric._inputs(preds, labels, mask)
-        conf, correct = confidence_and_correct(probs, labels_, task=metric.task)
-        bins = calibration_bins(conf, metric.num_bins)
-        where = jnp.where(keep, bins, metric.num_bins).reshape(-1)
-
-        def per_bin(values):
-            values = jnp.where(keep, values, 0).reshape(-1)
-            summed = jnp.zeros((metric.num_bins,), jnp.float32).at[where].add(values, mode="drop")
-            return numerics.df_from(summed)
-
-        return cls(
-            parent=metric,
-            count=per_bin(jnp.ones_like(conf)),
-            confidence=per_bin(conf),
-            correct=per_bin(correct),
-            invalid=numerics.df_from(invalid),
-        )
-
     def reliability_diagram(self):
         """Per-bin ``confidence`` (mean), ``accuracy`` (mean correct), ``count``, bin ``edges``.
 
@@ -380,13 +374,15 @@ class ExpectedCalibrationError(_ProbabilisticMetric):
     class State(CalibrationState):
         pass
 
-    def get_state(
-        self,
-        preds: Float[Array, "..."],
-        labels: Shaped[Array, "..."],
-        mask: Shaped[Array, "..."] | None = None,
-    ) -> State:
-        return self.State.from_inputs(self, preds, labels, mask)
+    def _sums(self, preds, probs, labels, keep):
+        conf, correct = confidence_and_correct(probs, labels, task=self.task)
+        where = jnp.where(keep, calibration_bins(conf, self.num_bins), self.num_bins).reshape(-1)
+
+        def per_bin(values):
+            values = jnp.where(keep, values, 0).reshape(-1)
+            return jnp.zeros((self.num_bins,), jnp.float32).at[where].add(values, mode="drop")
+
+        return {"count": per_bin(jnp.ones_like(conf)), "confidence": per_bin(conf), "correct": per_bin(correct)}
 
 
 class ReliabilityDiagram(ExpectedCalibrationError):

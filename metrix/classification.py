@@ -28,6 +28,7 @@ returns NaN under ``jit`` (never a silently wrong number).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -167,8 +168,13 @@ def _check_task(owner: str, task: str, num_classes: int | None) -> None:
         raise ValueError(f"{owner}: multiclass needs num_classes >= 2, got {num_classes}")
 
 
+@functools.partial(jax.jit, static_argnames=("task", "num_classes", "threshold", "from_logits", "owner"))
 def _confusion_and_invalid(preds, labels, *, task, num_classes=None, threshold=0.5, from_logits=False, mask=None, owner="confusion_counts"):
-    """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
+    """One batch's confusion counts (float32) and counts of bad labels / bad predictions.
+
+    Jitted (static configuration): an eager ``get_state`` is one compiled call, not dozens
+    of op-by-op dispatches; under an outer ``jit`` it simply inlines.
+    """
     _check_task(owner, task, num_classes)
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
@@ -868,12 +874,24 @@ def _score_rows(owner, task, num_classes, preds, labels, mask):
             bad = jnp.any((y < 0) | (y > 1), axis=-1)
         bad = bad | jnp.any(jnp.isnan(scores), axis=-1)
     keep = broadcast_mask(mask, row_shape).reshape(-1)
-    if _is_concrete(preds, labels, mask):
-        n_bad = int(jnp.sum(keep & bad))
+    return scores, y, keep, bad
+
+
+def _refuse_bad_rows(owner, task, num_classes, n_bad, *inputs):
+    """Eagerly (concrete inputs) raise on masked-in rows with NaN scores or bad labels."""
+    if _is_concrete(*inputs):
+        n_bad = int(n_bad)
         if n_bad:
             limit = num_classes if task == "multiclass" else 2
             raise ValueError(f"{owner}: {n_bad} example(s) with a NaN score or a label outside [0, {limit}).")
-    return scores, y, keep, bad
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _buffer_state(metric, preds, labels, mask):
+    """One batch's rows packed into a new buffer, and the number of bad rows (jitted)."""
+    scores, y, keep, bad = _score_rows(type(metric).__name__, metric.task, metric.num_classes, preds, labels, mask)
+    state = metric.State.from_rows(capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y)
+    return state, jnp.sum(keep & bad)
 
 
 def _score_item_shape(m):
@@ -902,8 +920,9 @@ class ScoresState(BufferState):
 
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
-        scores, y, keep, _ = _score_rows(type(metric).__name__, metric.task, metric.num_classes, preds, labels, mask)
-        return cls.from_rows(capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y)
+        state, n_bad = _buffer_state(metric, preds, labels, mask)
+        _refuse_bad_rows(type(metric).__name__, metric.task, metric.num_classes, n_bad, preds, labels, mask)
+        return state if type(state) is cls else cls(**{f: getattr(state, f) for f in state.__dataclass_fields__})
 
     def bad_rows(self):
         """Jit-safe flag: a stored row has a NaN score or an out-of-range label."""
@@ -973,10 +992,12 @@ def binned_counts(preds, labels, *, task: str, num_classes: int | None = None, t
     ``[t_{j-1}, t_j)`` (bin 0 below 0, bin N at or above 1). ``K`` is 1 (binary) or the
     number of classes / labels (one-vs-rest). Bad rows are left out.
     """
-    counts = _binned_counts("binned_counts", task, num_classes, thresholds, preds, labels, mask)
-    return counts[0], counts[1]
+    pos, neg, invalid = _binned_counts("binned_counts", task, num_classes, thresholds, preds, labels, mask)
+    _refuse_bad_rows("binned_counts", task, num_classes, invalid, preds, labels, mask)
+    return pos, neg
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _binned_counts(owner, task, num_classes, thresholds, preds, labels, mask):
     scores, y, keep, bad = _score_rows(owner, task, num_classes, preds, labels, mask)
     invalid = jnp.sum(keep & bad, dtype=jnp.float32)
@@ -1006,9 +1027,9 @@ class BinnedScoresState(State):
 
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
-        pos, neg, invalid = _binned_counts(
-            type(metric).__name__, metric.task, metric.num_classes, metric.thresholds, preds, labels, mask
-        )
+        owner = type(metric).__name__
+        pos, neg, invalid = _binned_counts(owner, metric.task, metric.num_classes, metric.thresholds, preds, labels, mask)
+        _refuse_bad_rows(owner, metric.task, metric.num_classes, invalid, preds, labels, mask)
         return cls(
             parent=metric,
             positives=numerics.df_from(pos),
