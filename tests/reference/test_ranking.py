@@ -66,15 +66,23 @@ def test_binary_metrics_match_torchmetrics(k):
     torch, reference = retrieval()
     scores, relevance, item_mask, query_mask = data(seed=1)
     scores[4, :5] = np.arange(5) / 10 + 0.1  # torchmetrics' topk breaks ties arbitrarily: avoid them here
-    for name in NAMES:
-        for jit, mask in ((False, None), (True, query_mask)):
-            got = merged(getattr(mx, name)(k=k), jit, scores=scores, relevance=relevance, item_mask=item_mask, mask=mask)
-            queries = np.flatnonzero(query_mask) if mask is not None else range(len(scores))
-            values = []
+    for jit, masked in ((False, False), (True, True)):
+        # All five metrics at once from a context: one compile per batch shape under jit.
+        keys = {"scores": "scores", "relevance": "relevance", "item_mask": "item_mask"}
+        metrics = {name: getattr(mx, name)(k=k, mask="mask" if masked else None, **keys) for name in NAMES}
+        get_states = jax.jit(lambda c: mx.get_states(metrics, c)) if jit else lambda c: mx.get_states(metrics, c)
+        states = mx.empty_states(metrics)
+        context = {"scores": scores, "relevance": relevance, "item_mask": item_mask, "mask": query_mask}
+        for start, stop in itertools.pairwise(SPLITS):
+            states = mx.merge(states, get_states({name: v[start:stop] for name, v in context.items()}))
+        values = mx.compute(states)
+        queries = np.flatnonzero(query_mask) if masked else range(len(scores))
+        for name in NAMES:
+            per_query = []
             for i in queries:
                 s, r = scores[i][item_mask[i]], relevance[i][item_mask[i]] > 0
-                values.append(float(reference[name](torch.tensor(s), torch.tensor(r), top_k=k)))
-            np.testing.assert_allclose(got, np.mean(values), rtol=1e-5, err_msg=f"{name} k={k} jit={jit}")
+                per_query.append(float(reference[name](torch.tensor(s), torch.tensor(r), top_k=k)))
+            np.testing.assert_allclose(values[name], np.mean(per_query), rtol=1e-5, err_msg=f"{name} k={k} jit={jit}")
 
 
 def test_hand_computed_cases():
