@@ -124,42 +124,69 @@ def _is_tracer(*xs) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-def _trace_sqrt_product_f32(sigma1, sigma2):
+def _rank_mask(size: int, rank, xp):
+    """True for the ``size - rank`` smallest (leading, ascending order) eigenvalues."""
+    return xp.arange(size) < size - rank
+
+
+def _trace_sqrt_product_f32(sigma1, sigma2, rank1, rank2):
     """``tr sqrt(S1 S2)`` by the symmetric form, in float32 (jit-able).
 
     With ``S1 = U diag(l) U^T`` and ``A = U diag(sqrt l)``, the matrix ``A^T S2 A`` is
     symmetric PSD and similar to ``sqrt(S1) S2 sqrt(S1)``, whose eigenvalues are those of
     ``S1 S2``; so ``tr sqrt(S1 S2) = sum_i sqrt(max(eig_i(A^T S2 A), 0))``. Negative
-    eigenvalues are round-off (both matrices are PSD) and clamp to 0.
+    eigenvalues are round-off (both matrices are PSD) and clamp to 0. Eigenvalues known to
+    be zero (beyond ``rank(S1)`` and ``min(rank S1, rank S2)``) are set to exactly 0:
+    ``sqrt`` would turn their round-off (~1e-7 of the largest) into ~3e-4 each.
     """
+    d = sigma1.shape[0]
     evals1, evecs1 = jnp.linalg.eigh(sigma1)
-    a = evecs1 * jnp.sqrt(jnp.clip(evals1, 0, None))[None, :]
+    evals1 = jnp.where(_rank_mask(d, rank1, jnp), 0, jnp.clip(evals1, 0, None))
+    a = evecs1 * jnp.sqrt(evals1)[None, :]
     m = jnp.matmul(a.T, jnp.matmul(sigma2, a, precision=_HIGHEST), precision=_HIGHEST)
     m = 0.5 * (m + m.T)
-    return jnp.sum(jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(m), 0, None)))
+    evals = jnp.clip(jnp.linalg.eigvalsh(m), 0, None)
+    evals = jnp.where(_rank_mask(d, jnp.minimum(rank1, rank2), jnp), 0, evals)
+    return jnp.sum(jnp.sqrt(evals))
 
 
-def _frechet_distance_f64_host(mu1, sigma1, mu2, sigma2):
+def _frechet_distance_f64_host(mu1, sigma1, mu2, sigma2, rank1, rank2):
     """The same formula on the host in float64 numpy (returns a float64 scalar)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    d = sigma1.shape[0]
+    rank1, rank2 = int(rank1), int(rank2)
     evals1, evecs1 = np.linalg.eigh(0.5 * (sigma1 + sigma1.T))
-    a = evecs1 * np.sqrt(np.clip(evals1, 0, None))[None, :]
+    evals1 = np.where(_rank_mask(d, rank1, np), 0, np.clip(evals1, 0, None))
+    a = evecs1 * np.sqrt(evals1)[None, :]
     m = a.T @ sigma2 @ a
-    tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (m + m.T)), 0, None)))
+    evals = np.clip(np.linalg.eigvalsh(0.5 * (m + m.T)), 0, None)
+    evals = np.where(_rank_mask(d, min(rank1, rank2), np), 0, evals)
     diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.sum(np.sqrt(evals))
     return np.float64(max(value, 0.0))
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, *, precision: str = "float32"):
+def _rank(num_samples, d: int, xp):
+    """Upper bound of a sample covariance's rank: ``min(d, n - 1)`` (``d`` when n is unknown)."""
+    if num_samples is None:
+        return xp.asarray(d, xp.int32)
+    n = xp.asarray(num_samples)
+    return xp.clip(xp.round(n).astype(xp.int32) - 1, 0, d)
+
+
+def frechet_distance(
+    mu1, sigma1, mu2, sigma2, *, precision: str = "float32", num_samples1=None, num_samples2=None
+):
     """Fréchet distance between N(mu1, S1) and N(mu2, S2) (FID on Inception statistics).
 
     ``d^2 = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2)``, with the trace of the
     matrix square root from the eigenvalues of the symmetric PSD ``sqrt(S1) S2 sqrt(S1)``
     (see :func:`_trace_sqrt_product_f32`): exact (no ``sqrtm`` iteration, no complex
     eigenvalues), defined for singular covariances (fewer samples than dimensions), and
-    clamped at 0 against round-off.
+    clamped at 0 against round-off. ``num_samples1`` / ``num_samples2`` (optional, the rows
+    behind each covariance) bound the ranks by ``n - 1``, so the known-zero eigenvalues of
+    singular covariances contribute exactly 0 instead of ``sqrt(round-off)``.
 
     ``precision="float32"`` (default) runs in JAX, jit-able, all products ``HIGHEST``.
     ``precision="float64"`` runs the same formula in float64 numpy on the host (through
@@ -171,22 +198,26 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, precision: str = "float32"):
     """
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    d = np.shape(sigma1)[0]
     if precision == "float64":
-        if not _is_tracer(mu1, sigma1, mu2, sigma2):  # eager: keep float64 inputs as they are
-            return jnp.float32(_frechet_distance_f64_host(mu1, sigma1, mu2, sigma2))
+        if not _is_tracer(mu1, sigma1, mu2, sigma2, num_samples1, num_samples2):
+            # eager: float64 numpy inputs are used as they are
+            r1, r2 = _rank(num_samples1, d, np), _rank(num_samples2, d, np)
+            return jnp.float32(_frechet_distance_f64_host(mu1, sigma1, mu2, sigma2, r1, r2))
         return jax.pure_callback(
             lambda *a: np.float32(_frechet_distance_f64_host(*a)),
             jax.ShapeDtypeStruct((), jnp.float32),
-            mu1, sigma1, mu2, sigma2,
+            mu1, sigma1, mu2, sigma2, _rank(num_samples1, d, jnp), _rank(num_samples2, d, jnp),
         )
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    return _frechet_distance_f32(f32(mu1), f32(sigma1), f32(mu2), f32(sigma2))
+    r1, r2 = _rank(num_samples1, d, jnp), _rank(num_samples2, d, jnp)
+    return _frechet_distance_f32(f32(mu1), f32(sigma1), f32(mu2), f32(sigma2), r1, r2)
 
 
 @jax.jit
-def _frechet_distance_f32(mu1, sigma1, mu2, sigma2):
+def _frechet_distance_f32(mu1, sigma1, mu2, sigma2, rank1, rank2):
     diff = mu1 - mu2
-    tr_covmean = _trace_sqrt_product_f32(sigma1, sigma2)
+    tr_covmean = _trace_sqrt_product_f32(sigma1, sigma2, rank1, rank2)
     value = jnp.dot(diff, diff, precision=_HIGHEST) + (jnp.trace(sigma1) + jnp.trace(sigma2) - 2 * tr_covmean)
     return jnp.maximum(value, 0.0)  # negative round-off clamps to 0
 
@@ -332,11 +363,15 @@ class FID(Metric):
             else:
                 mu1, sigma1 = self.real_statistics()
             mu2, sigma2 = self.generated_statistics()
-            value = frechet_distance(mu1, sigma1, mu2, sigma2, precision=precision)
+            n_real = None if fixed is not None else numerics.df_value(self.real.count)
+            n_gen = numerics.df_value(self.generated.count)
+            value = frechet_distance(
+                mu1, sigma1, mu2, sigma2, precision=precision, num_samples1=n_real, num_samples2=n_gen
+            )
             # A covariance needs 2 rows (ddof = 1); fewer on a side gives NaN, never a number.
-            enough = numerics.df_value(self.generated.count) >= 2
+            enough = n_gen >= 2
             if fixed is None:
-                enough &= numerics.df_value(self.real.count) >= 2
+                enough &= n_real >= 2
             return jnp.where(enough, value, jnp.nan)
 
     def get_state(

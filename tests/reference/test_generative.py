@@ -113,7 +113,8 @@ def test_fid_fewer_rows_than_dimensions_is_finite_and_matches_scipy():
     real, gen = _features(rng, 20, d), _features(rng, 25, d, shift=0.3)  # singular covariances
     value = float(mx.FID(num_features=d)(real=real, generated=gen))
     assert np.isfinite(value)
-    np.testing.assert_allclose(value, fid_scipy(real, gen), rtol=1e-4)
+    # the state's counts bound the ranks, so the known-zero eigenvalues are exact zeros
+    np.testing.assert_allclose(value, fid_scipy(real, gen), rtol=2e-6)
 
 
 def test_fid_of_identical_sets_is_zero_not_negative():
