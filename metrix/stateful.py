@@ -145,6 +145,7 @@ class Stateful:
         self._name = name or type(metric).__name__
         self._jit = jit
         self._state: State | None = None
+        self._computed: tuple[Any, Any] = (None, None)
         if jit:
             try:
                 self._first, self._step = _jitted_steps(metric)
@@ -176,8 +177,18 @@ class Stateful:
         self.update(**self.metric.resolve_inputs(context))
 
     def compute(self) -> Any:
-        """The value of everything accumulated since the last reset."""
-        return self.state.compute()
+        """The value of everything accumulated since the last reset.
+
+        States are immutable, so the value of the current state is kept until the next
+        ``update``/``reset``/``merge`` (``plot`` after ``compute`` costs nothing more: FID's
+        eigendecompositions are not run twice).
+        """
+        state = self.state
+        cached_state, values = self._computed
+        if cached_state is not state:
+            values = state.compute()
+            self._computed = (state, values)
+        return values
 
     def reset(self) -> None:
         """Forget the accumulated state."""
@@ -191,7 +202,9 @@ class Stateful:
     @property
     def state(self) -> State:
         """The accumulated metrix state (``metric.empty()`` before any update)."""
-        return self.metric.empty() if self._state is None else self._state
+        if self._state is None:
+            self._state = self.metric.empty()
+        return self._state
 
     @state.setter
     def state(self, state: State) -> None:
@@ -341,7 +354,7 @@ class FIDMetric(_StateBackedMetric):
         return inputs
 
     def _compute_from_accumulated(self) -> dict[str, Any]:
-        return {"fid": self.state.compute()}
+        return {"fid": self._require().compute()}
 
 
 class InceptionScoreMetric(_StateBackedMetric):
@@ -385,7 +398,7 @@ class InceptionScoreMetric(_StateBackedMetric):
         return inputs
 
     def _compute_from_accumulated(self) -> dict[str, Any]:
-        values = self.state.compute()
+        values = self._require().compute()
         return {"inception_score": values["mean"], "inception_score_std": values["std"]}
 
 
@@ -472,7 +485,7 @@ class BERTScoreMetric(_StateBackedMetric):
         return inputs
 
     def _compute_from_accumulated(self) -> dict[str, Any]:
-        values = self.state.compute()
+        values = self._require().compute()
         return {f"bertscore_{k}": values[k] for k in ("f1", "precision", "recall")}
 
 
