@@ -207,8 +207,14 @@ def _output_shape(metric) -> tuple[int, ...]:
 
 
 def _as_rows(name, preds, targets, mask, num_outputs):
-    """Flatten to ``(N,)`` (one variable) or ``(N, d)`` rows, with the mask as rows too."""
+    """Flatten to ``(N,)`` (one variable) or ``(N, d)`` rows, with the mask as rows too.
+
+    Rows are float32 (or wider) whatever the input dtype, so states have the dtypes of
+    ``empty()`` (no retrace, no merge mismatch for bfloat16 inputs).
+    """
     preds, targets = _float(preds), _float(targets)
+    dtype = jnp.promote_types(jnp.promote_types(preds.dtype, targets.dtype), jnp.float32)
+    preds, targets = preds.astype(dtype), targets.astype(dtype)
     _check_same_shape(name, preds, targets)
     keep = broadcast_mask(mask, preds.shape)
     if num_outputs is None:
