@@ -59,7 +59,7 @@ def _configs():
 
 
 def _median_time(fn, reps, budget_s=None):
-    """Median seconds over ``reps`` runs (stops early past ``budget_s``); returns (median, runs)."""
+    """Seconds over ``reps`` runs (stops early past ``budget_s``): (median, min, runs)."""
     times = []
     start = time.perf_counter()
     for _ in range(reps):
@@ -68,7 +68,7 @@ def _median_time(fn, reps, budget_s=None):
         times.append(time.perf_counter() - t0)
         if budget_s is not None and time.perf_counter() - start > budget_s:
             break
-    return statistics.median(times), len(times)
+    return statistics.median(times), min(times), len(times)
 
 
 def time_metrix(loss, x, y, weight_key):
@@ -98,7 +98,8 @@ def time_pml(loss, x, y, weight_attr):
     t0 = time.perf_counter()
     step()  # warm-up
     if time.perf_counter() - t0 > PEER_BUDGET_S:
-        return time.perf_counter() - t0, 1
+        elapsed = time.perf_counter() - t0
+        return elapsed, elapsed, 1
     return _median_time(step, PEER_REPS, PEER_BUDGET_S)
 
 
@@ -113,7 +114,8 @@ def main(argv=None):
     names = args.losses or list(configs)
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); forward+backward, d={D}; medians")
-    print(f"{'loss':<17}{'N':>5}{'metrix ms':>12}{'pml ms':>12}{'pml runs':>10}{'pml/metrix':>12}")
+    print("(min in brackets: on a shared, loaded machine the minimum is the steadier figure)")
+    print(f"{'loss':<17}{'N':>5}{'metrix ms (min)':>20}{'pml ms (min)':>22}{'pml runs':>10}{'pml/metrix':>12}")
     for name in names:
         ours, make_peer, weights = configs[name]
         for n in args.sizes:
@@ -122,15 +124,17 @@ def main(argv=None):
             y = _labels(name, n)
             num_classes = int(y.max()) + 1
             loss = ours(num_classes) if callable(ours) and not isinstance(ours, mx.Metric) else ours
-            ours_s, _ = time_metrix(loss, x, y, weights[0] if weights else None)
+            ours_s, ours_min, _ = time_metrix(loss, x, y, weights[0] if weights else None)
             peer = make_peer(num_classes)
             if weights:
                 params = loss.init(jax.random.PRNGKey(0))
                 with torch.no_grad():
                     getattr(peer, weights[1]).copy_(torch.tensor(np.asarray(params[weights[0]])))
-            peer_s, runs = time_pml(peer, x, y, weights[1] if weights else None)
+            peer_s, peer_min, runs = time_pml(peer, x, y, weights[1] if weights else None)
             capped = " (capped)" if runs < PEER_REPS else ""
-            print(f"{name:<17}{n:>5}{ours_s * 1e3:>12.2f}{peer_s * 1e3:>12.1f}{runs:>10}"
+            ours_txt = f"{ours_s * 1e3:.2f} ({ours_min * 1e3:.2f})"
+            peer_txt = f"{peer_s * 1e3:.1f} ({peer_min * 1e3:.1f})"
+            print(f"{name:<17}{n:>5}{ours_txt:>20}{peer_txt:>22}{runs:>10}"
                   f"{peer_s / ours_s:>11.1f}x{capped}", flush=True)
 
 

@@ -145,7 +145,8 @@ class MinedIndices:
     """Triplets ``(anchors[t], positives[t], negatives[t])`` where ``valid[t]``.
 
     Fixed-size arrays (int32 indices into the batch, a bool mask), so mining and the losses
-    that consume the triplets run under ``jit``; invalid slots hold index 0.
+    that consume the triplets run under ``jit``; invalid slots hold index 0 (unlike the seed
+    API's variable-length arrays: select ``anchors[valid]`` or use :meth:`to_numpy`).
     """
 
     anchors: jax.Array
@@ -172,7 +173,12 @@ def _check_distance(owner, distance):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Miner:
-    """Shared configuration of the miners: the distance they rank by."""
+    """Shared configuration of the miners: the distance they rank by.
+
+    ``mine(embeddings, labels, mask=None)`` (or calling the miner) returns
+    :class:`MinedIndices`; it is jit-able and never differentiated. pytorch-metric-learning's
+    miners rank by ``LpDistance`` of normalised embeddings: pass ``normalize=True``.
+    """
 
     distance: str = "euclidean"
     normalize: bool = False
