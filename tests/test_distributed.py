@@ -26,6 +26,9 @@ from tests.registry import Example, all_examples
 NUM_DEVICES = 8
 AXIS = "data"
 EXAMPLES = all_examples()
+# One compile per registry example dominates this file: skip LLVM optimisations (values are
+# what is checked, not speed).
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < NUM_DEVICES,
@@ -43,12 +46,12 @@ def _sharded_step(fn, specs):
 
 
 # ---------------------------------------------------------------------------------------
-# Registry examples: data, shards and references, built once per example
+# Registry examples: every path and its references in one compiled program per example
 # ---------------------------------------------------------------------------------------
 
 
 class Case:
-    """Padded inputs for 8 devices, split into array inputs (batched or replicated) and others."""
+    """Inputs for 8 devices: the last device's batch ends with padding rows, masked out."""
 
     def __init__(self, example: Example):
         self.example = example
@@ -58,12 +61,9 @@ class Case:
         raw = dict(example.make_inputs(rng, n))
         self.batched = set(example.batched)
         mask_name = example.mask_input
-        # The last device gets a padded batch: its trailing rows are masked out.
         padding = min(3, self.per_device - example.min_batch) if mask_name else 0
         self.n_real = n - padding
-        self.unpadded = {
-            k: (np.asarray(v)[: self.n_real] if k in self.batched else v) for k, v in raw.items()
-        }
+        unpadded = {k: (np.asarray(v)[: self.n_real] if k in self.batched else v) for k, v in raw.items()}
         if mask_name:
             valid = np.arange(n) < self.n_real
             if mask_name in raw:
@@ -71,8 +71,9 @@ class Case:
                 valid = given & valid.reshape((n,) + (1,) * (given.ndim - 1))
             raw[mask_name] = valid
             self.batched.add(mask_name)
-        self.padded = raw
+        # Array inputs travel through jit; anything else (a Python step, a config) is closed over.
         self.arrays = {k: v for k, v in raw.items() if isinstance(v, (np.ndarray, jax.Array))}
+        self.unpadded = {k: v for k, v in unpadded.items() if k in self.arrays}
         self.static = {k: v for k, v in raw.items() if k not in self.arrays}
 
     @property
@@ -85,58 +86,91 @@ class Case:
     def specs(self):
         return {k: P(AXIS) if k in self.batched else P() for k in self.arrays}
 
-    def shard(self, i):
-        b = self.per_device
-        return {k: (v[i * b : (i + 1) * b] if k in self.batched else v) for k, v in self.arrays.items()}
-
     def stacked(self):
+        """Batched inputs reshaped to (devices, per_device, ...)."""
         b = self.per_device
         return {
             k: (np.asarray(v).reshape((NUM_DEVICES, b) + np.shape(v)[1:]) if k in self.batched else v)
             for k, v in self.arrays.items()
         }
 
-    @functools.cached_property
-    def sequential(self):
-        """The shards' states merged one after the other, in device order."""
-        get = jax.jit(self.get_state)
-        return functools.reduce(lambda a, b: a.merge(b), [get(self.shard(i)) for i in range(NUM_DEVICES)])
+    def run(self) -> dict:
+        """All paths and references, computed by one jitted program (one compile per example).
 
-    @functools.cached_property
-    def one_device(self):
-        """One state over all the padded data (padding masked out), on one device."""
-        return self.metric.get_state(**self.padded)
+        In JAX 0.10 ``pmap`` is itself a jitted shard_map, so calling it inside this jit is
+        the program a standalone ``pmap`` call compiles. Its per-device states feed both
+        ``merge_stacked`` and a ``shard_map`` that ``allreduce``-s them (the same per-device
+        states that ``get_state`` inside that shard_map would give), so the metric is traced
+        per device once. The references take replicated inputs: every device computes them
+        whole, as one device would.
+        """
+        mesh = _mesh()
+        batched_sharding, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
+        place = lambda tree, sharded: {  # noqa: E731
+            k: jax.device_put(v, sharded if k in self.batched else replicated) for k, v in tree.items()
+        }
+        pmapped = jax.pmap(
+            self.get_state, axis_name=AXIS, in_axes=({k: 0 if k in self.batched else None for k in self.arrays},)
+        )
+        allreduced = jax.shard_map(
+            lambda stacked: mx.allreduce(jax.tree.map(lambda x: x[0], stacked), AXIS),
+            mesh=mesh, in_specs=P(AXIS), out_specs=P(),
+        )
 
-    @functools.cached_property
-    def unpadded_state(self):
-        """One state over the real data only."""
-        return self.metric.get_state(**self.unpadded)
+        def sequential(stacked):
+            shard = lambda i: {k: (v[i] if k in self.batched else v) for k, v in stacked.items()}  # noqa: E731
+            first = self.get_state(shard(0))
+            rest = {k: v[1:] for k, v in stacked.items() if k in self.batched}
+            fixed = {k: v for k, v in stacked.items() if k not in self.batched}
+            step = lambda state, xs: (state.merge(self.get_state({**xs, **fixed})), None)  # noqa: E731
+            return jax.lax.scan(step, first, rest)[0]
 
+        def program(sharded, padded, unpadded, stacked):
+            per_device = pmapped(stacked)
+            out = {
+                "shard_map": allreduced(per_device),
+                "pmap": mx.merge_stacked(per_device),
+                "jit_sharded": self.get_state(sharded),
+            }
+            if self.example.split_invariant:
+                out["reference"] = self.get_state(padded if _padding_changes_the_value(self) else unpadded)
+            else:
+                out["reference"] = sequential(stacked)
+                out["one_device"] = self.get_state(padded)
+            return out
 
-@functools.lru_cache(maxsize=None)
-def _case(index: int) -> Case:
-    return Case(EXAMPLES[index])
-
-
-def _values(state):
-    return jax.tree.map(np.asarray, state.compute())
-
-
-def _assert_same_values(actual, expected, example: Example, what: str):
-    a, e = _values(actual), _values(expected)
-    assert jax.tree.structure(a) == jax.tree.structure(e), f"{example.name}: {what}"
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(e)):
-        np.testing.assert_allclose(
-            x, y, rtol=example.rtol, atol=example.atol, equal_nan=True, err_msg=f"{example.name}: {what}"
+        return jax.jit(program, compiler_options=COMPILER_OPTIONS)(
+            place(self.arrays, batched_sharding),
+            place(self.arrays, replicated),
+            place(self.unpadded, replicated),
+            place(self.stacked(), replicated),
         )
 
 
-def _check_against_references(state, case: Case, path: str):
-    """Split-invariant metrics: one state over all the data; others: the same shards in order."""
-    if case.example.split_invariant:
-        _assert_same_values(state, case.one_device, case.example, f"{path} vs one device over all the data")
-    else:
-        _assert_same_values(state, case.sequential, case.example, f"{path} vs sequential merge of the shards")
+@functools.lru_cache(maxsize=None)
+def _results(index: int) -> tuple[Case, dict]:
+    case = Case(EXAMPLES[index])
+    return case, case.run()
+
+
+@functools.lru_cache(maxsize=None)
+def _values(index: int, path: str):
+    return jax.tree.map(np.asarray, _results(index)[1][path].compute())
+
+
+def _padding_changes_the_value(case: Case) -> bool:
+    """Losses normalised by the number of values count masked elements, by design."""
+    return getattr(case.metric, "normalize_by", None) == "values"
+
+
+def _check(index: int, path: str, reference: str = "reference"):
+    """Split-invariant metrics: one device over the unpadded data; others: the shards in order."""
+    example = EXAMPLES[index]
+    actual, expected = _values(index, path), _values(index, reference)
+    what = f"{example.name}: {path} vs {reference}"
+    assert jax.tree.structure(actual) == jax.tree.structure(expected), what
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, e, rtol=example.rtol, atol=example.atol, equal_nan=True, err_msg=what)
 
 
 _IDS = [e.name for e in EXAMPLES]
@@ -145,44 +179,18 @@ _INDICES = list(range(len(EXAMPLES)))
 
 @pytest.mark.parametrize("index", _INDICES, ids=_IDS)
 def test_shard_map_allreduce_equals_one_device(index):
-    case = _case(index)
-    step = _sharded_step(lambda arrays: mx.allreduce(case.get_state(arrays), AXIS), case.specs())
-    state = step(case.arrays)
-    _check_against_references(state, case, "shard_map + allreduce")
+    _check(index, "shard_map")
 
 
 @pytest.mark.parametrize("index", _INDICES, ids=_IDS)
 def test_pmap_merge_stacked_equals_one_device(index):
-    case = _case(index)
-    in_axes = ({k: 0 if k in case.batched else None for k in case.arrays},)
-    stacked = jax.pmap(case.get_state, axis_name=AXIS, in_axes=in_axes)(case.stacked())
-    _check_against_references(mx.merge_stacked(stacked), case, "pmap + merge_stacked")
+    _check(index, "pmap")
 
 
 @pytest.mark.parametrize("index", _INDICES, ids=_IDS)
 def test_jit_over_sharded_arrays_equals_unsharded(index):
-    case = _case(index)
-    mesh = _mesh()
-    placed = {
-        k: jax.device_put(v, NamedSharding(mesh, P(AXIS) if k in case.batched else P()))
-        for k, v in case.arrays.items()
-    }
-    state = jax.jit(case.get_state)(placed)
-    _assert_same_values(state, case.one_device, case.example, "jit over sharded arrays vs unsharded")
-
-
-_PADDED = [i for i, e in enumerate(EXAMPLES) if e.mask_input and e.split_invariant]
-
-
-@pytest.mark.parametrize("index", _PADDED, ids=[EXAMPLES[i].name for i in _PADDED])
-def test_masked_padding_equals_unpadded_data(index):
-    """The padded last batch with its mask gives the unpadded result (so every path above does)."""
-    case = _case(index)
-    if getattr(case.metric, "normalize_by", None) == "values":
-        pytest.skip("normalize_by='values' counts masked elements in the normaliser by design")
-    if case.n_real == case.n:
-        pytest.skip(f"min_batch={case.example.min_batch} leaves no room for padding")
-    _assert_same_values(case.one_device, case.unpadded_state, case.example, "padded + mask vs unpadded")
+    """One step over globally sharded inputs is one batch: compare with one device."""
+    _check(index, "jit_sharded", "reference" if EXAMPLES[index].split_invariant else "one_device")
 
 
 # ---------------------------------------------------------------------------------------
@@ -443,3 +451,16 @@ def test_process_allreduce_single_process_is_identity_and_checks_to():
     assert mx.process_allreduce(state) is state
     with pytest.raises(ValueError, match="'all' or 'lead'"):
         mx.process_allreduce(state, to="everyone")
+
+
+def test_docs_examples_run():
+    """Every ```python block of docs/distributed.md, in order, in one namespace."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "distributed.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/distributed.md", "exec"), namespace)  # noqa: S102
