@@ -33,7 +33,6 @@ from jax import lax
 from metrix import numerics
 from metrix.state import (
     BufferState,
-    ConcatKind,
     ExactSumKind,
     MaxKind,
     MinKind,
@@ -71,6 +70,10 @@ def _leading_length(tree) -> int | None:
     return lengths.pop()
 
 
+def _take(x, *, start, stop, step):
+    return x[start:stop:step]
+
+
 def _pairwise_fold(stacked, merge_pairs: Callable, length: int):
     """Fold a leading axis with a tree of merges: pairs (0,1), (2,3), ... then pairs of pairs.
 
@@ -80,14 +83,14 @@ def _pairwise_fold(stacked, merge_pairs: Callable, length: int):
     log2(length) levels, each one vectorised call.
     """
     while length > 1:
-        half = length // 2
-        even = jax.tree.map(lambda x: x[0 : 2 * half : 2], stacked)
-        odd = jax.tree.map(lambda x: x[1 : 2 * half : 2], stacked)
+        paired = 2 * (length // 2)
+        even = jax.tree.map(functools.partial(_take, start=0, stop=paired, step=2), stacked)
+        odd = jax.tree.map(functools.partial(_take, start=1, stop=paired, step=2), stacked)
         merged = merge_pairs(even, odd)
         if length % 2:
-            rest = jax.tree.map(lambda x: x[2 * half :], stacked)
+            rest = jax.tree.map(functools.partial(_take, start=paired, stop=length, step=1), stacked)
             merged = jax.tree.map(lambda m, r: jnp.concatenate([m, r]), merged, rest)
-        stacked, length = merged, half + length % 2
+        stacked, length = merged, paired // 2 + length % 2
     return jax.tree.map(lambda x: x[0], stacked)
 
 

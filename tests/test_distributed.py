@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import zlib
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +107,7 @@ class Case:
         """
         mesh = _mesh()
         batched_sharding, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
-        place = lambda tree, sharded: {  # noqa: E731
+        place = lambda tree, sharded: {
             k: jax.device_put(v, sharded if k in self.batched else replicated) for k, v in tree.items()
         }
         pmapped = jax.pmap(
@@ -118,11 +119,11 @@ class Case:
         )
 
         def sequential(stacked):
-            shard = lambda i: {k: (v[i] if k in self.batched else v) for k, v in stacked.items()}  # noqa: E731
+            shard = lambda i: {k: (v[i] if k in self.batched else v) for k, v in stacked.items()}
             first = self.get_state(shard(0))
             rest = {k: v[1:] for k, v in stacked.items() if k in self.batched}
             fixed = {k: v for k, v in stacked.items() if k not in self.batched}
-            step = lambda state, xs: (state.merge(self.get_state({**xs, **fixed})), None)  # noqa: E731
+            step = lambda state, xs: (state.merge(self.get_state({**xs, **fixed})), None)
             return jax.lax.scan(step, first, rest)[0]
 
         def program(sharded, padded, unpadded, stacked):
@@ -147,13 +148,13 @@ class Case:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _results(index: int) -> tuple[Case, dict]:
     case = Case(EXAMPLES[index])
     return case, case.run()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _values(index: int, path: str):
     return jax.tree.map(np.asarray, _results(index)[1][path].compute())
 
@@ -307,7 +308,7 @@ def test_welford_rule_matches_numpy_and_sequential():
     data = _device_rows(np.random.default_rng(5), rows=6) + 1e3
     mask = np.ones(len(data), bool)
     mask[8:14] = False  # device 1 empty, device 2 half empty
-    build = lambda xm: mx.WelfordState.from_values(xm[:, :3], mask=xm[:, 3] > 0)  # noqa: E731
+    build = lambda xm: mx.WelfordState.from_values(xm[:, :3], mask=xm[:, 3] > 0)
     packed = np.concatenate([data, mask[:, None].astype(np.float32)], axis=1)
     actual, expected = _run_both(build, packed)
     kept = data[mask]
@@ -321,7 +322,7 @@ def test_mean_cov_rule_matches_numpy_covariance():
     data = _device_rows(np.random.default_rng(6), rows=5, cols=4) + 100
     mask = np.ones(len(data), bool)
     mask[:5] = False  # device 0 has no rows
-    build = lambda xm: mx.MeanCovState.from_rows(xm[:, :4], mask=xm[:, 4] > 0)  # noqa: E731
+    build = lambda xm: mx.MeanCovState.from_rows(xm[:, :4], mask=xm[:, 4] > 0)
     packed = np.concatenate([data, mask[:, None].astype(np.float32)], axis=1)
     actual, expected = _run_both(build, packed)
     kept = data[mask].astype(np.float64)
@@ -331,7 +332,7 @@ def test_mean_cov_rule_matches_numpy_covariance():
 
 
 def test_all_devices_empty_gives_empty_moments():
-    build = lambda x: mx.WelfordState.from_values(x, mask=jnp.zeros(x.shape, bool))  # noqa: E731
+    build = lambda x: mx.WelfordState.from_values(x, mask=jnp.zeros(x.shape, bool))
     actual, _ = _run_both(build, _device_rows(np.random.default_rng(7)))
     assert numerics.df_to_python(actual.count) == 0
     assert float(actual.mean) == 0 and float(actual.m2) == 0
@@ -341,7 +342,7 @@ class Hooked(mx.State):
     """A state class with its own collective hook (here: the generic field path, counted)."""
 
     total: jax.Array = mx.sum_field()
-    calls = []
+    calls: ClassVar[list] = []
 
     def _allreduce(self, axis_name):
         Hooked.calls.append(axis_name)
@@ -412,7 +413,7 @@ def test_out_specs_replicated_with_default_checks_for_a_tree_of_metrics():
 def test_allreduce_over_two_mesh_axes_and_under_pmap():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(32, 3)).astype(np.float32)
-    build = lambda v: {"std": mx.Std(values="v").get_state(v), "rows": _collect(v, 32)}  # noqa: E731
+    build = lambda v: {"std": mx.Std(values="v").get_state(v), "rows": _collect(v, 32)}
     expected = build(jnp.asarray(x))
 
     mesh = Mesh(np.array(jax.devices()[:NUM_DEVICES]).reshape(4, 2), ("a", "b"))
@@ -459,7 +460,7 @@ def test_docs_examples_run():
     import re
 
     text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "distributed.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert len(blocks) >= 5
     namespace: dict = {}
     for block in blocks:
