@@ -8,6 +8,8 @@ split into batches, devices or hosts gives the same result.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
@@ -163,6 +165,12 @@ def multiscale_ssim(
     return jnp.prod(stack**weights, axis=0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _per_image_values(metric, preds, targets):
+    # One compiled program per (metric, shapes): eager calls do not dispatch op by op.
+    return metric.per_image(preds, targets)
+
+
 class _PerImage(Metric):
     preds: Key = REQUIRED
     targets: Key = REQUIRED
@@ -181,7 +189,7 @@ class _PerImage(Metric):
         targets: Float[Array, "*b h w c"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        return self.State.from_values(self.per_image(preds, targets), mask=mask)
+        return self.State.from_values(_per_image_values(self, preds, targets), mask=mask)
 
 
 class PSNR(_PerImage):

@@ -14,6 +14,9 @@ relevant; NDCG uses the graded relevance as linear gains.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
@@ -128,6 +131,12 @@ def ndcg(scores, relevance, k=None, item_mask=None):
     return jnp.where(ideal > 0, actual / jnp.where(ideal > 0, ideal, 1), 0.0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _per_query_values(metric, scores, relevance, item_mask):
+    # One compiled program per (metric, shapes): eager calls do not dispatch op by op.
+    return metric.per_query(scores, relevance, item_mask)
+
+
 class _PerQuery(Metric):
     scores: Key = REQUIRED
     relevance: Key = REQUIRED
@@ -157,7 +166,7 @@ class _PerQuery(Metric):
         keep = broadcast_mask(mask, scores.shape[:-1])
         if self.skip_empty:
             keep = keep & jnp.any(valid & (relevance > 0), axis=-1)
-        return self.State.from_values(self.per_query(scores, relevance, valid), mask=keep)
+        return self.State.from_values(_per_query_values(self, scores, relevance, valid), mask=keep)
 
 
 class NDCG(_PerQuery):
