@@ -168,13 +168,29 @@ def _check_task(owner: str, task: str, num_classes: int | None) -> None:
         raise ValueError(f"{owner}: multiclass needs num_classes >= 2, got {num_classes}")
 
 
-@functools.partial(jax.jit, static_argnames=("task", "num_classes", "threshold", "from_logits", "owner"))
-def _confusion_and_invalid(preds, labels, *, task, num_classes=None, threshold=0.5, from_logits=False, mask=None, owner="confusion_counts"):
-    """One batch's confusion counts (float32) and counts of bad labels / bad predictions.
+def _jit_when_eager(fn, static):
+    """Run ``fn`` as one compiled call on concrete inputs, inline when traced.
 
-    Jitted (static configuration): an eager ``get_state`` is one compiled call, not dozens
-    of op-by-op dispatches; under an outer ``jit`` it simply inlines.
+    Eager ``get_state`` calls then cost one dispatch instead of dozens of op-by-op ones.
+    The compiled version is keyed by the configuration only (not by the calling metric), so
+    every metric of one configuration shares it; ``owner`` (for error messages) is checked
+    by an abstract trace first, which raises the same shape errors naming the metric.
     """
+    compiled = jax.jit(fn, static_argnames=static)
+
+    @functools.wraps(fn)
+    def call(*args, owner, **kwargs):
+        arrays = [a for a in args if a is not None] + [v for k, v in kwargs.items() if k not in static and v is not None]
+        if not _is_concrete(*arrays):
+            return fn(*args, owner=owner, **kwargs)
+        jax.eval_shape(functools.partial(fn, owner=owner, **kwargs), *args)
+        return compiled(*args, owner="", **kwargs)
+
+    return call
+
+
+def _confusion_and_invalid_impl(preds, labels, *, task, num_classes=None, threshold=0.5, from_logits=False, mask=None, owner="confusion_counts"):
+    """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
     _check_task(owner, task, num_classes)
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
@@ -228,6 +244,11 @@ def _confusion_and_invalid(preds, labels, *, task, num_classes=None, threshold=0
     return counts, invalid_label.sum(dtype=jnp.float32), invalid_pred.sum(dtype=jnp.float32)
 
 
+_confusion_and_invalid = _jit_when_eager(
+    _confusion_and_invalid_impl, ("task", "num_classes", "threshold", "from_logits", "owner")
+)
+
+
 def confusion_counts(preds, labels, *, task: str, num_classes: int | None = None, threshold: float = 0.5, from_logits: bool = False, mask=None):
     """Confusion counts of one batch (float32; jit-safe). Rows are true classes, columns predicted.
 
@@ -237,7 +258,7 @@ def confusion_counts(preds, labels, *, task: str, num_classes: int | None = None
     """
     counts, _, _ = _confusion_and_invalid(
         preds, labels, task=task, num_classes=num_classes, threshold=threshold,
-        from_logits=from_logits, mask=mask,
+        from_logits=from_logits, mask=mask, owner="confusion_counts",
     )
     return counts
 
@@ -351,6 +372,7 @@ def _score_parts(kind: str, tp, fp, fn, tn, beta: float = 1.0):
     raise ValueError(f"unknown score {kind!r}")
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "task", "average", "beta"))
 def score_from_confusion(matrix, kind: str, *, task: str, average: str = "macro", zero_division: float = 0.0, beta: float = 1.0):
     """Precision / recall / F-beta / specificity from a confusion matrix (jit-able).
 
@@ -397,6 +419,7 @@ def _average(per_class, tp, fp, fn, task, average, zero_division):
     return jnp.where(total > 0, value / jnp.where(total > 0, total, 1), zero_division)
 
 
+@functools.partial(jax.jit, static_argnames=("task", "average"))
 def balanced_accuracy_from_confusion(matrix, *, task: str, average: str = "macro"):
     """Mean recall over the classes present in the labels (sklearn ``balanced_accuracy_score``).
 
@@ -427,6 +450,7 @@ def _flatten_multilabel(m, task):
     return m.sum(0) if task == "multilabel" else m
 
 
+@functools.partial(jax.jit, static_argnames=("task",))
 def matthews_corrcoef_from_confusion(matrix, *, task: str):
     """Matthews correlation coefficient (sklearn's multiclass R_K statistic), jit-able.
 
@@ -448,6 +472,7 @@ def matthews_corrcoef_from_confusion(matrix, *, task: str):
     return jnp.where(den > 0, cov_tp / jnp.sqrt(jnp.where(den > 0, den, 1)), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("task", "weights"))
 def cohen_kappa_from_confusion(matrix, *, task: str, weights: str | None = None):
     """Cohen's kappa: ``1 - sum(w * O) / sum(w * E)`` with ``E = outer(rows, cols) / n`` (jit-able).
 
@@ -790,6 +815,7 @@ def _binned_tp_fp(positives, negatives):
     return at_or_above(positives), at_or_above(negatives)
 
 
+@jax.jit
 def binned_roc_curve(positives, negatives):
     """ROC points ``(fpr, tpr, thresholds)`` from binned counts, thresholds descending (jit-able).
 
@@ -806,12 +832,14 @@ def binned_roc_curve(positives, negatives):
     return fpr, tpr, thresholds
 
 
+@jax.jit
 def binned_roc_auc(positives, negatives):
     """Trapezoidal area under the binned ROC curve (jit-able); NaN with one class only."""
     fpr, tpr, _ = binned_roc_curve(positives, negatives)
     return jnp.sum(jnp.diff(fpr, axis=-1) * (tpr[..., 1:] + tpr[..., :-1]), axis=-1) / 2
 
 
+@jax.jit
 def binned_precision_recall_curve(positives, negatives):
     """PR points from binned counts, thresholds ascending (jit-able).
 
@@ -831,6 +859,7 @@ def binned_precision_recall_curve(positives, negatives):
     )
 
 
+@jax.jit
 def binned_average_precision(positives, negatives):
     """``AP = sum_j (R_j - R_{j+1}) P_j`` over the grid (jit-able); 0 with no positives."""
     precision, recall, _ = binned_precision_recall_curve(positives, negatives)
@@ -886,12 +915,14 @@ def _refuse_bad_rows(owner, task, num_classes, n_bad, *inputs):
             raise ValueError(f"{owner}: {n_bad} example(s) with a NaN score or a label outside [0, {limit}).")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _buffer_state(metric, preds, labels, mask):
-    """One batch's rows packed into a new buffer, and the number of bad rows (jitted)."""
-    scores, y, keep, bad = _score_rows(type(metric).__name__, metric.task, metric.num_classes, preds, labels, mask)
-    state = metric.State.from_rows(capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y)
+def _buffer_rows_impl(preds, labels, mask, *, task, num_classes, capacity, owner):
+    """One batch's rows packed into a new (parentless) buffer, and the number of bad rows."""
+    scores, y, keep, bad = _score_rows(owner, task, num_classes, preds, labels, mask)
+    state = ScoresState.from_rows(capacity=capacity, mask=keep, scores=scores, labels=y)
     return state, jnp.sum(keep & bad)
+
+
+_buffer_rows = _jit_when_eager(_buffer_rows_impl, ("task", "num_classes", "capacity", "owner"))
 
 
 def _score_item_shape(m):
@@ -920,9 +951,13 @@ class ScoresState(BufferState):
 
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
-        state, n_bad = _buffer_state(metric, preds, labels, mask)
-        _refuse_bad_rows(type(metric).__name__, metric.task, metric.num_classes, n_bad, preds, labels, mask)
-        return state if type(state) is cls else cls(**{f: getattr(state, f) for f in state.__dataclass_fields__})
+        owner = type(metric).__name__
+        rows, n_bad = _buffer_rows(
+            preds, labels, mask, task=metric.task, num_classes=metric.num_classes, capacity=metric.capacity, owner=owner
+        )
+        _refuse_bad_rows(owner, metric.task, metric.num_classes, n_bad, preds, labels, mask)
+        fields = {f: getattr(rows, f) for f in rows._data_fields + rows._static_fields if f != "parent"}
+        return cls(parent=metric, **fields)
 
     def bad_rows(self):
         """Jit-safe flag: a stored row has a NaN score or an out-of-range label."""
@@ -952,9 +987,20 @@ class ScoresState(BufferState):
         return self.scores.T, labels.T, valid.T
 
     def host_columns(self, micro: bool = False):
-        """As :meth:`columns`, trimmed to the stored rows, as lists of host numpy arrays."""
+        """As :meth:`columns`, trimmed to the stored rows, as lists of host numpy arrays.
+
+        Eager only; refuses an overflowed buffer and rows with NaN scores or bad labels
+        (checked in numpy on the host copy, no device round trips).
+        """
+        self.check_capacity(None)
         rows = self.rows()
         scores, labels, m = rows["scores"], rows["labels"], self.parent
+        limit = m.num_classes if m.task == "multiclass" else 2
+        if np.isnan(scores).any() or (labels < 0).any() or (labels >= limit).any():
+            raise ValueError(
+                f"{type(m).__name__}: stored rows hold NaN scores or labels out of range "
+                "(accepted under jit); the value is refused."
+            )
         if m.task == "binary":
             return [scores], [labels]
         if m.task == "multiclass":
@@ -992,13 +1038,14 @@ def binned_counts(preds, labels, *, task: str, num_classes: int | None = None, t
     ``[t_{j-1}, t_j)`` (bin 0 below 0, bin N at or above 1). ``K`` is 1 (binary) or the
     number of classes / labels (one-vs-rest). Bad rows are left out.
     """
-    pos, neg, invalid = _binned_counts("binned_counts", task, num_classes, thresholds, preds, labels, mask)
+    pos, neg, invalid = _binned_counts(
+        preds, labels, mask, task=task, num_classes=num_classes, thresholds=thresholds, owner="binned_counts"
+    )
     _refuse_bad_rows("binned_counts", task, num_classes, invalid, preds, labels, mask)
     return pos, neg
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _binned_counts(owner, task, num_classes, thresholds, preds, labels, mask):
+def _binned_counts_impl(preds, labels, mask, *, task, num_classes, thresholds, owner):
     scores, y, keep, bad = _score_rows(owner, task, num_classes, preds, labels, mask)
     invalid = jnp.sum(keep & bad, dtype=jnp.float32)
     keep = keep & ~bad
@@ -1018,6 +1065,9 @@ def _binned_counts(owner, task, num_classes, thresholds, preds, labels, mask):
     return histogram(y == 1), histogram(y == 0), invalid
 
 
+_binned_counts = _jit_when_eager(_binned_counts_impl, ("task", "num_classes", "thresholds", "owner"))
+
+
 class BinnedScoresState(State):
     """Per-threshold positive / negative counts (exact), O(K N) memory; merges as sums."""
 
@@ -1028,7 +1078,9 @@ class BinnedScoresState(State):
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
         owner = type(metric).__name__
-        pos, neg, invalid = _binned_counts(owner, metric.task, metric.num_classes, metric.thresholds, preds, labels, mask)
+        pos, neg, invalid = _binned_counts(
+            preds, labels, mask, task=metric.task, num_classes=metric.num_classes, thresholds=metric.thresholds, owner=owner
+        )
         _refuse_bad_rows(owner, metric.task, metric.num_classes, invalid, preds, labels, mask)
         return cls(
             parent=metric,
@@ -1129,12 +1181,13 @@ class _AreaMetric(_RankingMetric):
     def _compute_exact(self, state: ScoresState):
         micro = self.average == "micro" and self.task != "binary"
         if _is_concrete(state.scores, state.count):
-            state.checked(None)  # raises on overflow / bad rows before any work
-            columns = state.host_columns(micro)
-            values = jnp.asarray([self._area_exact(s, y, None) for s, y in zip(*columns)], jnp.float32)
-        else:
-            scores, labels, valid = state.columns(micro)
-            values = jax.vmap(self._area_exact)(scores, labels, valid)
+            # Eager: everything on the host copy in numpy (one sort per column).
+            scores, labels = state.host_columns(micro)
+            values = np.array([self._area_exact(s, y, None) for s, y in zip(scores, labels)], np.float32)
+            support = np.array([np.sum(y) for y in labels], np.float32)
+            return jnp.asarray(self._reduce(values, support, micro), jnp.float32)
+        scores, labels, valid = state.columns(micro)
+        values = jax.vmap(self._area_exact)(scores, labels, valid)
         return state.checked(self._reduce(values, state.support(), micro))
 
     def _compute_binned(self, state: BinnedScoresState):
@@ -1201,7 +1254,6 @@ class _CurveMetric(_RankingMetric):
                 f"{type(self).__name__}: the exact curve has a data-dependent length, so compute "
                 "it eagerly (outside jit), or use thresholds=N for fixed-length binned curves."
             )
-        state.checked(None)
         columns = state.host_columns()
         curves = [self._curve_exact(s, y) for s, y in zip(*columns)]
         names = self._names
