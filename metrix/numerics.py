@@ -58,7 +58,9 @@ def df_divide(num, den):
     # residual r = n - q0 * d; q0 * d_hi is formed exactly with a split-free FMA-less trick:
     # its rounding error is second order for our use (we only need float32 accuracy).
     r = (n_hi - q0 * d_hi) + n_lo - q0 * d_lo
-    return q0 + r / d_hi
+    # An infinite or NaN quotient (x/0, inf/x, 0/0) needs no correction: inf - inf would
+    # turn it into NaN.
+    return jnp.where(jnp.isfinite(q0), q0 + r / d_hi, q0)
 
 
 def df_to_python(a) -> float | int:
