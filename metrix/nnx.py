@@ -49,14 +49,14 @@ MetricState = _flax_metrics.MetricState
 Statistics = _flax_metrics.Statistics
 
 __all__ = [
+    "Accuracy",
+    "Average",
+    "LPIPSMetric",
     "Metric",
     "MetricState",
-    "Average",
-    "Accuracy",
-    "Welford",
-    "Statistics",
     "MultiMetric",
-    "LPIPSMetric",
+    "Statistics",
+    "Welford",
 ]
 
 
@@ -129,7 +129,9 @@ class Metric(_flax_metrics.Metric):
     def set_state(self, state: State) -> None:
         """Replace the accumulated state (a restored checkpoint, an all-reduced state)."""
         if not isinstance(state, self._state_cls):
-            raise TypeError(f"{type(self).__name__}.state must be a {self._state_cls.__qualname__}, got {type(state).__qualname__}")
+            raise TypeError(
+                f"{type(self).__name__}.state must be a {self._state_cls.__qualname__}, got {type(state).__qualname__}"
+            )
         self._store(state)
 
     def accumulate(self, batch_state: State) -> None:
@@ -255,7 +257,9 @@ class Welford(Metric):
 
     def compute(self) -> Statistics:
         state = self.state
-        return Statistics(mean=state.mean, standard_error_of_mean=state.sem(), standard_deviation=state.std())
+        return Statistics(
+            mean=state.mean, standard_error_of_mean=state.sem(), standard_deviation=state.std()
+        )
 
     def input_names(self):
         return frozenset({self.argname, "mask"})
@@ -320,4 +324,4 @@ class MultiMetric(_flax_metrics.Metric):
 
 
 # LPIPSMetric lives in metrix.stateful: an nnx.Module holding the trainable calibration weights.
-from metrix.stateful import LPIPSMetric  # noqa: E402
+from metrix.stateful import LPIPSMetric

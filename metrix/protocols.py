@@ -33,14 +33,14 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 
 __all__ = [
-    "BenchmarkProtocol",
-    "DatasetProtocol",
     "BatchableDatasetProtocol",
-    "MetricProtocol",
-    "StatefulMetricProtocol",
-    "MetricLearningProtocol",
-    "PredictionMetric",
+    "BenchmarkProtocol",
     "BenchmarkResult",
+    "DatasetProtocol",
+    "MetricLearningProtocol",
+    "MetricProtocol",
+    "PredictionMetric",
+    "StatefulMetricProtocol",
     "run_benchmark",
 ]
 
@@ -164,7 +164,9 @@ class PredictionMetric:
                 "different batch sizes"
             )
         try:
-            jax.eval_shape(lambda p, t: self.metric.get_state(**self._inputs(p, t)), predictions, targets)
+            jax.eval_shape(
+                lambda p, t: self.metric.get_state(**self._inputs(p, t)), predictions, targets
+            )
         except (TypeError, ValueError) as err:
             raise ValueError(f"{self.name}: inputs cannot be scored: {err}") from err
 
@@ -199,7 +201,9 @@ class BenchmarkResult:
             for key, value in values.items():
                 target = self.targets.get(key)
                 status = "" if key not in self.passed else ("pass" if self.passed[key] else "FAIL")
-                rows.append((phase, key, _fmt(value), "" if target is None else _fmt(target), status))
+                rows.append(
+                    (phase, key, _fmt(value), "" if target is None else _fmt(target), status)
+                )
         for key in self.targets:
             if key not in self.training and key not in self.evaluation:
                 rows.append(("-", key, "missing", _fmt(self.targets[key]), "FAIL"))
@@ -244,10 +248,18 @@ def run_benchmark(
     if not isinstance(benchmark, BenchmarkProtocol):
         missing = [
             m
-            for m in ("setup", "run_training", "run_evaluation", "teardown", "get_performance_targets")
+            for m in (
+                "setup",
+                "run_training",
+                "run_evaluation",
+                "teardown",
+                "get_performance_targets",
+            )
             if not callable(getattr(benchmark, m, None))
         ]
-        raise TypeError(f"run_benchmark needs a BenchmarkProtocol object; {type(benchmark).__name__} lacks {missing}")
+        raise TypeError(
+            f"run_benchmark needs a BenchmarkProtocol object; {type(benchmark).__name__} lacks {missing}"
+        )
     seconds: dict[str, float] = {}
 
     def timed(phase, fn):

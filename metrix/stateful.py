@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import abc
 import functools
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jaxtyping import Array, Float, Shaped
 
 from metrix import bertscore_core, lpips_core, numerics
@@ -41,14 +42,14 @@ from metrix.state import State, exact_sum_field
 from metrix.states import AverageState
 
 __all__ = [
-    "Stateful",
-    "FrozenBackboneMetric",
-    "LearnedMetric",
-    "FIDMetric",
-    "InceptionScoreMetric",
     "BERTScoreMetric",
     "EmbeddingBERTScore",
+    "FIDMetric",
+    "FrozenBackboneMetric",
+    "InceptionScoreMetric",
     "LPIPSMetric",
+    "LearnedMetric",
+    "Stateful",
     "plot_values",
 ]
 
@@ -94,7 +95,7 @@ def plot_values(values: Any, output_dir: str | os.PathLike = "figures", name: st
     axes = figure.subplots()
     names = list(scalars)
     numbers = [scalars[n] for n in names]
-    axes.barh(names, [v if v == v and abs(v) != float("inf") else 0.0 for v in numbers])
+    axes.barh(names, [v if math.isfinite(v) else 0.0 for v in numbers])
     for i, v in enumerate(numbers):
         axes.text(0, i, f" {v:.4g}", va="center")
     axes.set_title(name)
@@ -210,7 +211,9 @@ class Stateful:
     def state(self, state: State) -> None:
         expected = type(self.metric).State
         if not isinstance(state, expected):
-            raise TypeError(f"{self.name}: state must be a {expected.__qualname__}, got {type(state).__qualname__}")
+            raise TypeError(
+                f"{self.name}: state must be a {expected.__qualname__}, got {type(state).__qualname__}"
+            )
         self._state = state
 
     def merge(self, other: Stateful | State) -> None:
@@ -340,7 +343,9 @@ class FIDMetric(_StateBackedMetric):
 
     higher_is_better = False
 
-    def __init__(self, feature_dim: int = 2048, *, precision: str = "float32", name: str = "fid") -> None:
+    def __init__(
+        self, feature_dim: int = 2048, *, precision: str = "float32", name: str = "fid"
+    ) -> None:
         self.feature_dim = feature_dim
         super().__init__(name, FID(num_features=feature_dim, precision=precision))
 
@@ -386,10 +391,14 @@ class InceptionScoreMetric(_StateBackedMetric):
 
     def _extract_features(self, probabilities=None, logits=None, mask=None) -> dict[str, Any]:
         if (probabilities is None) == (logits is None):
-            raise TypeError("InceptionScoreMetric.update() needs exactly one of probabilities= or logits=")
+            raise TypeError(
+                "InceptionScoreMetric.update() needs exactly one of probabilities= or logits="
+            )
         values = jnp.asarray(probabilities if probabilities is not None else logits)
         if values.ndim != 2:
-            raise ValueError(f"InceptionScoreMetric: expected (N, num_classes) rows, got shape {values.shape}")
+            raise ValueError(
+                f"InceptionScoreMetric: expected (N, num_classes) rows, got shape {values.shape}"
+            )
         if self._stateful is None:
             self._stateful = Stateful(self._metric(values.shape[-1]), name=self.name)
         inputs = {"probs": values} if probabilities is not None else {"logits": values}
@@ -432,7 +441,11 @@ class EmbeddingBERTScore(Metric):
 
         def compute(self):
             mean = lambda total: numerics.df_divide(total, self.count)
-            return {"precision": mean(self.precision), "recall": mean(self.recall), "f1": mean(self.f1)}
+            return {
+                "precision": mean(self.precision),
+                "recall": mean(self.recall),
+                "f1": mean(self.f1),
+            }
 
     def get_state(
         self,
@@ -459,11 +472,20 @@ class EmbeddingBERTScore(Metric):
         cand_w, ref_w = lift(candidate_weights), lift(reference_weights)
         cand_w = jnp.ones(cand.shape[:2], jnp.float32) if cand_w is None else cand_w
         ref_w = jnp.ones(ref.shape[:2], jnp.float32) if ref_w is None else ref_w
-        p, r, f = bertscore_core.greedy_match(cand, cand_mask, ref, ref_mask, cand_w, ref_w, num_special_tokens=0)
-        keep = jnp.ones(p.shape, bool) if mask is None else jnp.broadcast_to(lift(mask).astype(bool), p.shape)
+        p, r, f = bertscore_core.greedy_match(
+            cand, cand_mask, ref, ref_mask, cand_w, ref_w, num_special_tokens=0
+        )
+        keep = (
+            jnp.ones(p.shape, bool)
+            if mask is None
+            else jnp.broadcast_to(lift(mask).astype(bool), p.shape)
+        )
         total = lambda x: numerics.df_from(jnp.sum(jnp.where(keep, x, 0.0)))
         return self.State(
-            precision=total(p), recall=total(r), f1=total(f), count=numerics.df_from(jnp.sum(keep, dtype=jnp.float32))
+            precision=total(p),
+            recall=total(r),
+            f1=total(f),
+            count=numerics.df_from(jnp.sum(keep, dtype=jnp.float32)),
         )
 
 
@@ -559,7 +581,9 @@ class LPIPSMetric(LearnedMetric):
     ) -> None:
         super().__init__(name=name, rngs=rngs)
         if net not in lpips_core.LPIPS_CHANNELS:
-            raise ValueError(f"LPIPSMetric: unknown net {net!r}; expected one of {sorted(lpips_core.LPIPS_CHANNELS)}")
+            raise ValueError(
+                f"LPIPSMetric: unknown net {net!r}; expected one of {sorted(lpips_core.LPIPS_CHANNELS)}"
+            )
         self.net = net
         self.feature_channels = lpips_core.LPIPS_CHANNELS[net]
         weights = self._initial_weights(calibration, rngs)
@@ -573,7 +597,8 @@ class LPIPSMetric(LearnedMetric):
     def _initial_weights(self, calibration, rngs) -> list[Any]:
         if calibration is None:
             return [
-                jax.random.uniform(rngs.params(), (c,), maxval=1.0 / c**0.5) for c in self.feature_channels
+                jax.random.uniform(rngs.params(), (c,), maxval=1.0 / c**0.5)
+                for c in self.feature_channels
             ]
         if isinstance(calibration, Mapping):
             lpips_core._check_calibration(self.net, calibration)
@@ -598,12 +623,16 @@ class LPIPSMetric(LearnedMetric):
     def __call__(self, features_a: Sequence[Any], features_b: Sequence[Any]) -> jax.Array:
         """Per-example LPIPS ``(N,)`` from per-layer features (differentiable in the weights)."""
         self._check_layers(features_a, features_b)
-        return lpips_core.lpips_from_features(list(features_a), list(features_b), self.calibration())
+        return lpips_core.lpips_from_features(
+            list(features_a), list(features_b), self.calibration()
+        )
 
     def _check_layers(self, features_a, features_b) -> None:
         for side, feats in (("features_a", features_a), ("features_b", features_b)):
             if len(feats) != self.num_layers:
-                raise ValueError(f"LPIPSMetric({self.net!r}): {side} has {len(feats)} layers, expected {self.num_layers}")
+                raise ValueError(
+                    f"LPIPSMetric({self.net!r}): {side} has {len(feats)} layers, expected {self.num_layers}"
+                )
             widths = tuple(jnp.shape(f)[-1] for f in feats)
             if widths != tuple(self.feature_channels):
                 raise ValueError(

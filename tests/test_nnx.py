@@ -6,10 +6,9 @@ boolean indexing where it is not (the mask count).
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import jax.numpy as jnp
 from flax import nnx as flax_nnx
 
 from metrix import nnx
@@ -81,7 +80,9 @@ def test_accuracy_input_errors():
 def test_misspelled_keywords_are_rejected_with_a_suggestion():
     metrics = nnx.MultiMetric(accuracy=nnx.Accuracy(), loss=nnx.Average())
     with pytest.raises(TypeError, match="'lables'; did you mean 'labels'"):
-        metrics.update(logits=jnp.zeros((2, 3)), lables=jnp.zeros((2,), jnp.int32), values=jnp.ones(2))
+        metrics.update(
+            logits=jnp.zeros((2, 3)), lables=jnp.zeros((2,), jnp.int32), values=jnp.ones(2)
+        )
     with pytest.raises(TypeError, match="misspelled"):
         nnx.Average().update(value=jnp.ones(2))
     # a flax metric inside: its update signature (and argname) define what it reads
@@ -116,7 +117,9 @@ def test_state_merge_and_set_state():
     a.update(values=jnp.asarray(x[:7]))
     b.update(values=jnp.asarray(x[7:]))
     a.merge(b)  # e.g. from another host
-    assert float(a.compute().standard_deviation) == pytest.approx(np.std(x.astype(np.float64)), rel=1e-5)
+    assert float(a.compute().standard_deviation) == pytest.approx(
+        np.std(x.astype(np.float64)), rel=1e-5
+    )
     c = nnx.Welford()
     c.set_state(a.state)
     assert float(c.compute().mean) == float(a.compute().mean)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import flax.nnx as nnx
-import jax.numpy as jnp
+from flax import nnx
 
 import metrix as mx
 from metrix import nnx as mnnx

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-import pytest
-
-import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
 
 import metrix as mx
 from metrix import stateful
@@ -59,7 +58,7 @@ def test_stateful_positional_inputs_and_jit_cache():
     assert float(a.compute()) == 3.5 and float(b.compute()) == 3.5
     # equal metrics share one compiled (first, step) pair
     assert stateful._jitted_steps.cache_info().misses == 1
-    first, step = stateful._jitted_steps(mx.Average())
+    _, step = stateful._jitted_steps(mx.Average())
     assert step._cache_size() == 1  # same shapes: no retrace
 
 
@@ -123,7 +122,9 @@ def test_fid_metric_merges_and_checks_feature_dim():
     a.merge(b)  # e.g. two hosts
     expected = mx.FID(num_features=6)(real=real, generated=gen)
     assert float(a.compute()["fid"]) == pytest.approx(float(expected), rel=1e-5)
-    with pytest.raises(ValueError, match="FIDMetric: real features have 5 dimensions but feature_dim=6"):
+    with pytest.raises(
+        ValueError, match="FIDMetric: real features have 5 dimensions but feature_dim=6"
+    ):
         a.update(real=real[:, :5])
     assert isinstance(a.metric, mx.FID)
     a.reset()
@@ -158,8 +159,18 @@ def test_bertscore_metric_batched_masks_and_merge():
     cand_mask[:, 4:] = False  # padding
     pair_mask = np.array([1, 1, 0, 1, 1], bool)
     a, b = BERTScoreMetric(), BERTScoreMetric()
-    a.update(candidate_embeddings=cand[:2], reference_embeddings=ref[:2], candidate_mask=cand_mask[:2], mask=pair_mask[:2])
-    b.update(candidate_embeddings=cand[2:], reference_embeddings=ref[2:], candidate_mask=cand_mask[2:], mask=pair_mask[2:])
+    a.update(
+        candidate_embeddings=cand[:2],
+        reference_embeddings=ref[:2],
+        candidate_mask=cand_mask[:2],
+        mask=pair_mask[:2],
+    )
+    b.update(
+        candidate_embeddings=cand[2:],
+        reference_embeddings=ref[2:],
+        candidate_mask=cand_mask[2:],
+        mask=pair_mask[2:],
+    )
     a.merge(b)
     rows = []
     for i in np.flatnonzero(pair_mask):
@@ -216,12 +227,17 @@ def test_lpips_metric_mask_merge_and_nnx_jit():
 def test_lpips_metric_errors_and_nets():
     lpips = LPIPSMetric(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="expected feature_channels"):
-        lpips.update(features_a=_features(2, (64, 128, 256, 512, 256)), features_b=_features(2, (64, 128, 256, 512, 256)))
+        lpips.update(
+            features_a=_features(2, (64, 128, 256, 512, 256)),
+            features_b=_features(2, (64, 128, 256, 512, 256)),
+        )
     with pytest.raises(ValueError, match="4 layers, expected 5"):
         lpips.update(features_a=_features(2)[:4], features_b=_features(2)[:4])
     alex = LPIPSMetric("alex", rngs=nnx.Rngs(0))
     assert alex.feature_channels == (64, 192, 384, 256, 256)
-    calibration = {f"lin{k}": np.full((c,), 0.5, np.float32) for k, c in enumerate(alex.feature_channels)}
+    calibration = {
+        f"lin{k}": np.full((c,), 0.5, np.float32) for k, c in enumerate(alex.feature_channels)
+    }
     fixed = LPIPSMetric("alex", calibration, rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(np.asarray(fixed.calibration()["lin2"]), calibration["lin2"])
     with pytest.raises(ValueError, match="unknown net"):

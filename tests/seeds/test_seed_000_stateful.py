@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-
-import numpy as np
-import pytest
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 
 def _printed(capsys) -> dict[str, float]:
@@ -101,6 +101,7 @@ def test_fid_example(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the example writes into ./figures
     # --- seed example, imports changed only ---
     import jax
+
     from metrix.stateful import FIDMetric
 
     fid = FIDMetric(feature_dim=2048)
@@ -153,7 +154,7 @@ def test_fid_against_scipy_sqrtm_full_rank():
     gen = (rng.normal(size=(55, 12)) * 1.3 + 0.4).astype(np.float32)
     fid = FIDMetric(feature_dim=12)
     for lo, hi in ((0, 7), (7, 40), (40, 70)):  # uneven batches, sides of different sizes
-        fid.update(real=real[lo:hi], generated=gen[lo:min(hi, 55)] if lo < 55 else None)
+        fid.update(real=real[lo:hi], generated=gen[lo : min(hi, 55)] if lo < 55 else None)
     expected = fid_reference_scipy(real.astype(np.float64), gen.astype(np.float64))
     np.testing.assert_allclose(float(fid.compute()["fid"]), expected, rtol=2e-4)
     assert fid_reference_low_rank(real, gen) == pytest.approx(expected, rel=1e-9)
@@ -166,6 +167,7 @@ def test_fid_against_scipy_sqrtm_full_rank():
 
 def test_inception_score_example(capsys):
     import jax
+
     from metrix.stateful import InceptionScoreMetric
 
     # --- seed example ---
@@ -192,12 +194,16 @@ def test_inception_score_example(capsys):
 
 def test_bertscore_example(capsys):
     import jax
+
     from metrix.stateful import BERTScoreMetric
 
     # --- seed example ---
     bertscore = BERTScoreMetric()
     eval_pairs = [
-        (jax.random.normal(jax.random.PRNGKey(i), (8, 64)), jax.random.normal(jax.random.PRNGKey(i + 10), (8, 64)))
+        (
+            jax.random.normal(jax.random.PRNGKey(i), (8, 64)),
+            jax.random.normal(jax.random.PRNGKey(i + 10), (8, 64)),
+        )
         for i in range(3)
     ]
     for candidate_emb, reference_emb in eval_pairs:
@@ -231,6 +237,7 @@ def test_custom_tier1_mean_feature_norm():
     from typing import Any
 
     import jax.numpy as jnp
+
     from metrix.stateful import FrozenBackboneMetric
 
     class MeanFeatureNorm(FrozenBackboneMetric):
@@ -280,7 +287,8 @@ def test_custom_tier1_mean_feature_norm():
 
 def test_lpips_example(capsys):
     # --- seed example ---
-    import flax.nnx as nnx
+    import flax.nnx as nnx  # noqa: PLR0402 - as written in the seed
+
     from metrix.stateful import LPIPSMetric
 
     lpips = LPIPSMetric(rngs=nnx.Rngs(0))
@@ -310,8 +318,9 @@ def test_lpips_example(capsys):
 
 
 def test_lpips_random_features_and_training():
-    import flax.nnx as nnx
     import optax
+    from flax import nnx
+
     from metrix.stateful import LPIPSMetric
 
     lpips = LPIPSMetric(rngs=nnx.Rngs(3))
@@ -340,7 +349,9 @@ def test_lpips_random_features_and_training():
     # d loss / d w_lc = mean_n (ua - ub)^2: the per-channel squared differences
     ua = fa[0] / np.linalg.norm(fa[0], axis=-1, keepdims=True)
     ub = fb[0] / np.linalg.norm(fb[0], axis=-1, keepdims=True)
-    np.testing.assert_allclose(np.asarray(grads["lin0"][...]), ((ua - ub) ** 2).mean(0), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(grads["lin0"][...]), ((ua - ub) ** 2).mean(0), rtol=1e-4, atol=1e-7
+    )
 
     optimizer = nnx.Optimizer(lpips, optax.sgd(0.5), wrt=nnx.Param)
     before = float(loss(param_state))
@@ -354,10 +365,11 @@ def test_lpips_random_features_and_training():
 def test_lpips_shipped_calibration():
     """``calibration='lpips'`` reads the lpips package's own VGG weights (torch reads the .pth)."""
     pytest.importorskip("torch")
+    import torch
+    from flax import nnx
+
     from metrix import lpips_core
     from metrix.stateful import LPIPSMetric
-    import flax.nnx as nnx
-    import torch
 
     path = lpips_core.find_lpips_calibration_file("vgg")
     if path is None:
@@ -376,7 +388,7 @@ def test_lpips_shipped_calibration():
 
 def test_custom_tier2_learned_weighted_mse():
     # --- seed example ---
-    import flax.nnx as nnx
+    import flax.nnx as nnx  # noqa: I001, PLR0402 - the seed's imports, as written
     import jax.numpy as jnp
     from metrix.stateful import LearnedMetric
 
@@ -406,7 +418,8 @@ def test_custom_tier2_learned_weighted_mse():
     assert metric.compute() == {"learned_weighted_mse": 0.0}
     rng = np.random.default_rng(3)
     pairs = [(rng.normal(size=(n, 4)), rng.normal(size=(n, 4))) for n in (2, 5)]
-    with pytest.warns(DeprecationWarning):  # flax 0.12 deprecates `.value`; it still works
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # flax 0.12 deprecates `.value`
         for p, t in pairs:
             metric.update(jnp.asarray(p, jnp.float32), jnp.asarray(t, jnp.float32))
     expected = np.mean([np.mean((p - t) ** 2 * 0.25) for p, t in pairs])  # softmax(ones(4)) = 1/4

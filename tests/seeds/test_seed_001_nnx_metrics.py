@@ -13,18 +13,21 @@ doc values themselves are reproduced with explicit logits whose argmax gives the
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from flax import nnx as flax_nnx
 
 from metrix import nnx
 
 # Explicit logits reproducing the doc: batch 1 has 3 of 5 correct, batch 2 has 4 of 5.
-DOC_LOGITS = jnp.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])  # argmax 1 1 1 0 0
-DOC_LOGITS2 = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # argmax 0 1 1 1 0
+DOC_LOGITS = jnp.array(
+    [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]
+)  # argmax 1 1 1 0 0
+DOC_LOGITS2 = jnp.array(
+    [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
+)  # argmax 0 1 1 1 0
 DOC_LABELS = jnp.array([1, 1, 0, 1, 0])  # the doc's labels
 DOC_LABELS2 = jnp.array([0, 1, 1, 1, 1])  # the doc's labels
 
@@ -116,12 +119,22 @@ def test_welford_doc():
     for empty in (s0, s3):
         assert float(empty.mean) == 0.0
         assert np.isnan(empty.standard_error_of_mean) and np.isnan(empty.standard_deviation)
-    np.testing.assert_allclose([s1.mean, s1.standard_error_of_mean, s1.standard_deviation], [2.5, 0.559017, 1.118034], rtol=1e-6)
-    np.testing.assert_allclose([s2.mean, s2.standard_error_of_mean, s2.standard_deviation], [2.0, 0.43301272, 1.2247449], rtol=1e-6)
+    np.testing.assert_allclose(
+        [s1.mean, s1.standard_error_of_mean, s1.standard_deviation],
+        [2.5, 0.559017, 1.118034],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        [s2.mean, s2.standard_error_of_mean, s2.standard_deviation],
+        [2.0, 0.43301272, 1.2247449],
+        rtol=1e-6,
+    )
     # hand computation: population std (ddof 0), sem = std / sqrt(n)
     everything = np.array([1, 2, 3, 4, 3, 2, 1, 0], np.float64)
     assert float(s2.standard_deviation) == pytest.approx(everything.std(), rel=1e-6)
-    assert float(s2.standard_error_of_mean) == pytest.approx(everything.std() / np.sqrt(8), rel=1e-6)
+    assert float(s2.standard_error_of_mean) == pytest.approx(
+        everything.std() / np.sqrt(8), rel=1e-6
+    )
     reference = flax_nnx.metrics.Welford()
     for values in (batch_loss, batch_loss2):
         reference.update(values=values)

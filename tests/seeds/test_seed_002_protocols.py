@@ -6,9 +6,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import pytest
-
 import jax.numpy as jnp
+import pytest
 
 from metrix import protocols
 from metrix.protocols import (
@@ -29,8 +28,15 @@ SEED_SIGNATURES = {
         "get_performance_targets": [],
     },
     DatasetProtocol: {"__len__": [], "__getitem__": ["idx"]},
-    BatchableDatasetProtocol: {"__len__": [], "__getitem__": ["idx"], "get_batch": ["batch_size", "start_idx"]},
-    MetricProtocol: {"compute": ["predictions", "targets"], "validate_inputs": ["predictions", "targets"]},
+    BatchableDatasetProtocol: {
+        "__len__": [],
+        "__getitem__": ["idx"],
+        "get_batch": ["batch_size", "start_idx"],
+    },
+    MetricProtocol: {
+        "compute": ["predictions", "targets"],
+        "validate_inputs": ["predictions", "targets"],
+    },
     StatefulMetricProtocol: {"update": ["kwargs"], "compute": [], "reset": []},
     MetricLearningProtocol: {"__call__": ["embeddings", "labels"]},
 }
@@ -45,7 +51,10 @@ def test_signatures_match_the_seed(protocol):
 
 
 def test_properties_match_the_seed():
-    for protocol, names in ((MetricProtocol, ("name", "higher_is_better")), (StatefulMetricProtocol, ("name",))):
+    for protocol, names in (
+        (MetricProtocol, ("name", "higher_is_better")),
+        (StatefulMetricProtocol, ("name",)),
+    ):
         for name in names:
             assert isinstance(inspect.getattr_static(protocol, name), property)
 
@@ -54,8 +63,10 @@ class ToyBenchmark:
     def setup(self) -> None: ...
     def run_training(self) -> dict[str, float]:
         return {"loss": 0.1}
+
     def run_evaluation(self) -> dict[str, float]:
         return {"accuracy": 0.9}
+
     def teardown(self) -> None: ...
     def get_performance_targets(self) -> dict[str, float]:
         return {"accuracy": 0.8}
@@ -90,7 +101,9 @@ class ToyMetric:
 def test_structural_subtyping():
     """Any class with the members satisfies a protocol without inheriting from it."""
     assert isinstance(ToyBenchmark(), BenchmarkProtocol)
-    assert isinstance(ToyDataset(3), DatasetProtocol) and isinstance(ToyDataset(3), BatchableDatasetProtocol)
+    assert isinstance(ToyDataset(3), DatasetProtocol) and isinstance(
+        ToyDataset(3), BatchableDatasetProtocol
+    )
     assert isinstance([1, 2], DatasetProtocol) and not isinstance([1, 2], BatchableDatasetProtocol)
     assert isinstance(ToyMetric(), MetricProtocol)
     assert not isinstance(ToyMetric(), StatefulMetricProtocol)  # no update/reset

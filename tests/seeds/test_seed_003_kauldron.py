@@ -10,10 +10,9 @@ squared error) and scikit-learn (ROC AUC).
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import jax.numpy as jnp
 
 import metrix as mx
 from tests.seeds.kauldron_typing import Float, typechecked
@@ -22,7 +21,7 @@ from tests.seeds.kauldron_typing import Float, typechecked
 kontext = mx
 
 
-class kd:  # noqa: N801 - the seed's module alias
+class kd:
     metrics = mx
     losses = mx
     kontext = mx
@@ -72,10 +71,17 @@ def test_config_usage_with_keys():
     target = RNG.normal(size=(4, 3, 3)).astype(np.float32)
     scores = RNG.normal(size=(16,)).astype(np.float32)
     label = (RNG.random(16) < 0.5).astype(np.int32)
-    context = {"preds": {"image": image, "logits": scores}, "batch": {"image": target, "label": label}}
+    context = {
+        "preds": {"image": image, "logits": scores},
+        "batch": {"image": target, "label": label},
+    }
     values = mx.compute(mx.get_states(metrics, context))
-    assert float(values["reconstruction"]) == pytest.approx(np.mean((image - target) ** 2), rel=1e-6)
-    assert float(values["roc_auc"]) == pytest.approx(sklearn_metrics.roc_auc_score(label, scores), rel=1e-6)
+    assert float(values["reconstruction"]) == pytest.approx(
+        np.mean((image - target) ** 2), rel=1e-6
+    )
+    assert float(values["roc_auc"]) == pytest.approx(
+        sklearn_metrics.roc_auc_score(label, scores), rel=1e-6
+    )
 
 
 # --- seed: "Creating a metric" ---
@@ -116,14 +122,18 @@ def test_custom_accuracy_metric():
     labels, labels2 = LABELS.astype(np.float32), LABELS2.astype(np.float32)
     state = metric.get_state(logits=jnp.asarray(LOGITS), labels=jnp.asarray(labels))
     assert type(state).__qualname__ == "Accuracy.State"
-    state = state.merge(metric.get_state_from_context({"preds": {"logits": LOGITS2}, "batch": {"label": labels2}}))
+    state = state.merge(
+        metric.get_state_from_context({"preds": {"logits": LOGITS2}, "batch": {"label": labels2}})
+    )
     assert float(state.compute()) == pytest.approx(_accuracy((LOGITS, LABELS), (LOGITS2, LABELS2)))
     assert float(metric(logits=LOGITS, labels=labels)) == pytest.approx(_accuracy((LOGITS, LABELS)))
     with pytest.raises(mx.InputTypeError, match="Accuracy"):  # shapes are checked
         metric.get_state(logits=jnp.asarray(LOGITS), labels=jnp.asarray(labels[:3]))
     with pytest.raises(mx.ContextKeyError, match="labels"):
         Accuracy(logits="preds.logits").get_state_from_context({"preds": {"logits": LOGITS}})
-    assert hash(metric) == hash(Accuracy(logits="preds.logits", labels="batch.label"))  # eq=True, frozen
+    assert hash(metric) == hash(
+        Accuracy(logits="preds.logits", labels="batch.label")
+    )  # eq=True, frozen
 
 
 def test_custom_l2_loss():
@@ -132,12 +142,22 @@ def test_custom_l2_loss():
     mask = np.array([1, 1, 0, 1, 0, 1], bool)
     loss = L2(preds="preds.x", targets="batch.y", weight=0.5)
     squared = (preds - targets) ** 2
-    assert float(loss(preds=preds, targets=targets)) == pytest.approx(0.5 * squared.mean(), rel=1e-6)
+    assert float(loss(preds=preds, targets=targets)) == pytest.approx(
+        0.5 * squared.mean(), rel=1e-6
+    )
     # "accumulating losses over multiple batches works correctly": mean over all elements
-    state = loss.get_state(preds=preds[:2], targets=targets[:2]).merge(loss.get_state(preds=preds[2:], targets=targets[2:]))
+    state = loss.get_state(preds=preds[:2], targets=targets[:2]).merge(
+        loss.get_state(preds=preds[2:], targets=targets[2:])
+    )
     assert float(state.compute()) == pytest.approx(0.5 * squared.mean(), rel=1e-6)
-    masked = loss.get_state_from_context({"preds": {"x": preds}, "batch": {"y": targets}, "mask": mask})
-    assert float(masked.compute()) == pytest.approx(0.5 * squared.mean(), rel=1e-6)  # no mask key set
+    masked = loss.get_state_from_context(
+        {"preds": {"x": preds}, "batch": {"y": targets}, "mask": mask}
+    )
+    assert float(masked.compute()) == pytest.approx(
+        0.5 * squared.mean(), rel=1e-6
+    )  # no mask key set
     with_mask = L2(preds="preds.x", targets="batch.y", mask="mask", weight=0.5)
-    value = with_mask.get_state_from_context({"preds": {"x": preds}, "batch": {"y": targets}, "mask": mask}).compute()
+    value = with_mask.get_state_from_context(
+        {"preds": {"x": preds}, "batch": {"y": targets}, "mask": mask}
+    ).compute()
     assert float(value) == pytest.approx(0.5 * squared[mask].mean(), rel=1e-6)
