@@ -32,18 +32,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Shaped
 
-from metrix import bertscore_core, lpips_core, numerics
+from metrix import lpips_core
 from metrix.generative import FID, InceptionScore
-from metrix.keys import Key
 from metrix.metric import Metric
-from metrix.state import State, exact_sum_field
+from metrix.state import State
 from metrix.states import AverageState
 
 __all__ = [
     "BERTScoreMetric",
-    "EmbeddingBERTScore",
     "FIDMetric",
     "FrozenBackboneMetric",
     "InceptionScoreMetric",
@@ -411,99 +408,50 @@ class InceptionScoreMetric(_StateBackedMetric):
         return {"inception_score": values["mean"], "inception_score_std": values["std"]}
 
 
-class EmbeddingBERTScore(Metric):
-    """Mean BERTScore precision, recall and F1 over pairs of token-embedding sequences.
+_PAIR_INPUTS = (
+    "candidate_embeddings",
+    "reference_embeddings",
+    "candidate_mask",
+    "reference_mask",
+    "candidate_weights",
+    "reference_weights",
+    "candidate_ids",
+    "reference_ids",
+    "mask",
+)
 
-    Per pair (candidate tokens x_i, reference tokens y_j, cosine s_ij; weights 1 unless
-    ``candidate_weights`` / ``reference_weights`` are given, e.g. idf)::
+
+class BERTScoreMetric(_StateBackedMetric):
+    """BERTScore from frozen BERT token embeddings, accumulated over candidate/reference pairs.
+
+    ``update(candidate_embeddings=..., reference_embeddings=...)`` with ``(L, D)`` embeddings
+    of one pair or ``(B, L, D)`` batches, plus any other input of :class:`metrix.BERTScore`
+    (token masks, weights, ids with an ``idf`` table, ``mask`` over pairs). Per pair, with
+    cosine similarities ``s_ij`` of the L2-normalised tokens (weights 1 by default)::
 
         P = sum_i w_i max_j s_ij / sum_i w_i,   R = sum_j w_j max_i s_ij / sum_j w_j,
         F = 2 P R / (P + R)
 
-    (:func:`metrix.bertscore_core.greedy_match`), averaged over pairs; a pair with no tokens
-    on a side scores 0. Inputs: ``(L, D)`` embeddings of one pair or ``(B, L, D)`` batches,
-    token masks ``(B, L)`` (padding), and ``mask`` ``(B,)`` over pairs.
-    """
-
-    candidate_embeddings: Key | None = None
-    reference_embeddings: Key | None = None
-    candidate_mask: Key | None = None
-    reference_mask: Key | None = None
-    candidate_weights: Key | None = None
-    reference_weights: Key | None = None
-    mask: Key | None = None
-
-    class State(State):
-        precision: jax.Array = exact_sum_field()
-        recall: jax.Array = exact_sum_field()
-        f1: jax.Array = exact_sum_field()
-        count: jax.Array = exact_sum_field()
-
-        def compute(self):
-            mean = lambda total: numerics.df_divide(total, self.count)
-            return {
-                "precision": mean(self.precision),
-                "recall": mean(self.recall),
-                "f1": mean(self.f1),
-            }
-
-    def get_state(
-        self,
-        candidate_embeddings: Float[Array, "*b lc d"],
-        reference_embeddings: Float[Array, "*b lr d"],
-        candidate_mask: Shaped[Array, "*b lc"] | None = None,
-        reference_mask: Shaped[Array, "*b lr"] | None = None,
-        candidate_weights: Float[Array, "*b lc"] | None = None,
-        reference_weights: Float[Array, "*b lr"] | None = None,
-        mask: Shaped[Array, "*b"] | None = None,
-    ) -> State:
-        single = candidate_embeddings.ndim == 2
-        lift = (lambda x: None if x is None else x[None]) if single else (lambda x: x)
-        cand, ref = lift(candidate_embeddings), lift(reference_embeddings)
-        if cand.ndim != 3 or ref.ndim != 3:
-            raise ValueError(
-                f"EmbeddingBERTScore: embeddings must be (L, D) or (B, L, D); got {candidate_embeddings.shape} "
-                f"and {reference_embeddings.shape}"
-            )
-        cand_mask = lift(candidate_mask)
-        ref_mask = lift(reference_mask)
-        cand_mask = jnp.ones(cand.shape[:2], bool) if cand_mask is None else cand_mask.astype(bool)
-        ref_mask = jnp.ones(ref.shape[:2], bool) if ref_mask is None else ref_mask.astype(bool)
-        cand_w, ref_w = lift(candidate_weights), lift(reference_weights)
-        cand_w = jnp.ones(cand.shape[:2], jnp.float32) if cand_w is None else cand_w
-        ref_w = jnp.ones(ref.shape[:2], jnp.float32) if ref_w is None else ref_w
-        p, r, f = bertscore_core.greedy_match(
-            cand, cand_mask, ref, ref_mask, cand_w, ref_w, num_special_tokens=0
-        )
-        keep = (
-            jnp.ones(p.shape, bool)
-            if mask is None
-            else jnp.broadcast_to(lift(mask).astype(bool), p.shape)
-        )
-        total = lambda x: numerics.df_from(jnp.sum(jnp.where(keep, x, 0.0)))
-        return self.State(
-            precision=total(p),
-            recall=total(r),
-            f1=total(f),
-            count=numerics.df_from(jnp.sum(keep, dtype=jnp.float32)),
-        )
-
-
-class BERTScoreMetric(_StateBackedMetric):
-    """BERTScore from frozen BERT token embeddings, accumulated over pairs.
-
-    ``update(candidate_embeddings=(L, D) or (B, L, D), reference_embeddings=...)``, with
-    optional token masks and idf weights (see :class:`EmbeddingBERTScore`). ``compute() ->
-    {"bertscore_f1", "bertscore_precision", "bertscore_recall"}``: means over all pairs
-    (higher is better).
+    ``compute() -> {"bertscore_f1", "bertscore_precision", "bertscore_recall"}``: means over
+    all pairs (higher is better). Backed by :class:`metrix.text_similarity.BERTScore`
+    (exact sums of P, R, F and the pair count); its configuration (``baseline=``,
+    ``special_token_ids=``, ...) can be passed as keyword arguments.
     """
 
     higher_is_better = True
 
-    def __init__(self, *, name: str = "bertscore") -> None:
-        super().__init__(name, EmbeddingBERTScore())
+    def __init__(self, *, name: str = "bertscore", **config: Any) -> None:
+        from metrix.text_similarity import BERTScore
+
+        super().__init__(name, BERTScore(**config))
 
     def _extract_features(self, **inputs) -> dict[str, Any]:
+        candidates = inputs.get("candidate_embeddings")
+        if candidates is not None and jnp.ndim(candidates) == 2:  # one pair: a batch of one
+            inputs = {
+                k: (jnp.asarray(v)[None] if k in _PAIR_INPUTS and v is not None else v)
+                for k, v in inputs.items()
+            }
         return inputs
 
     def _compute_from_accumulated(self) -> dict[str, Any]:

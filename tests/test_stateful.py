@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -186,14 +185,19 @@ def test_bertscore_metric_batched_masks_and_merge():
     assert float(result["bertscore_f1"]) == pytest.approx(f, rel=1e-5)
 
 
-def test_embedding_bertscore_is_jittable():
-    metric = stateful.EmbeddingBERTScore()
-    cand = jnp.asarray(RNG.normal(size=(2, 3, 4)), jnp.float32)
-    ref = jnp.asarray(RNG.normal(size=(2, 5, 4)), jnp.float32)
-    eager = metric.get_state(cand, ref).compute()
-    jitted = jax.jit(lambda c, r: metric.get_state(c, r).compute())(cand, ref)
-    for key in eager:
-        np.testing.assert_allclose(eager[key], jitted[key], rtol=1e-6)
+def test_bertscore_metric_wraps_the_functional_metric():
+    from metrix.text_similarity import BERTScore
+
+    metric = BERTScoreMetric()
+    cand = RNG.normal(size=(3, 4)).astype(np.float32)  # one pair, (L, D)
+    ref = RNG.normal(size=(5, 4)).astype(np.float32)
+    metric.update(candidate_embeddings=cand, reference_embeddings=ref)
+    assert isinstance(metric.metric, BERTScore)
+    expected = BERTScore()(candidate_embeddings=cand[None], reference_embeddings=ref[None])
+    for key in ("precision", "recall", "f1"):
+        assert float(metric.compute()[f"bertscore_{key}"]) == pytest.approx(
+            float(expected[key]), rel=1e-6
+        )
 
 
 # ---------------------------------------------------------------------------------------
