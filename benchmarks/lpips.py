@@ -53,7 +53,9 @@ def _lpips_model(torch, lpips, net):
     torch.hub.load_state_dict_from_url = torch.hub.download_url_to_file = no_download
     try:
         torch.manual_seed(0)
-        return lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False).eval()
+        return lpips.LPIPS(
+            net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False
+        ).eval()
     finally:
         torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file = saved
 
@@ -110,13 +112,18 @@ def bench_case(torch, lpips, net: str, size: int, batch: int, repeats: int) -> d
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="LPIPS pairs/s: metrix vs the lpips package (CPU)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cases", default=",".join(f"{n}{s}" for n, s, _ in CASES),
-                        help="comma-separated subset, e.g. alex64,vgg256")
+    parser.add_argument(
+        "--cases",
+        default=",".join(f"{n}{s}" for n, s, _ in CASES),
+        help="comma-separated subset, e.g. alex64,vgg256",
+    )
     args = parser.parse_args(argv)
     torch, lpips = _import_lpips()
     wanted = set(args.cases.split(","))
-    print(f"# LPIPS on {platform.processor() or platform.machine()}, jax {jax.__version__} "
-          f"({jax.default_backend()}), torch {torch.__version__}; pairs/s, median of {args.repeats}")
+    print(
+        f"# LPIPS on {platform.processor() or platform.machine()}, jax {jax.__version__} "
+        f"({jax.default_backend()}), torch {torch.__version__}; pairs/s, median of {args.repeats}"
+    )
     results = {}
     for net, size, batch in CASES:
         if f"{net}{size}" not in wanted:

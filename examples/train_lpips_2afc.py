@@ -41,9 +41,9 @@ try:
 except ModuleNotFoundError:  # run from a source checkout without installing metrix
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrix import lpips_core  # noqa: E402
-from metrix.backbones.lpips_nets import lpips_backbone  # noqa: E402
-from metrix.perceptual import LPIPSFromFeatures  # noqa: E402
+from metrix import lpips_core
+from metrix.backbones.lpips_nets import lpips_backbone
+from metrix.perceptual import LPIPSFromFeatures
 
 NET = "alex"
 RANK_EPS = 0.1  # lpips' Dist2LogitLayer epsilon in the ratio features
@@ -102,7 +102,9 @@ def make_triplets(seed: int, n: int, size: int):
 def random_calibration(rng, scale=1.0, sparsity=0.0):
     """Non-negative per-channel weights for every alex tap (a fraction ``sparsity`` zero)."""
     return {
-        f"lin{k}": (scale * rng.exponential(size=c) * (rng.uniform(size=c) >= sparsity)).astype(np.float32)
+        f"lin{k}": (scale * rng.exponential(size=c) * (rng.uniform(size=c) >= sparsity)).astype(
+            np.float32
+        )
         for k, c in enumerate(lpips_core.LPIPS_CHANNELS[NET])
     }
 
@@ -125,7 +127,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--test", type=int, default=256, help="held-out triplets")
     parser.add_argument("--size", type=int, default=32, help="image height and width")
     parser.add_argument("--lr", type=float, default=3e-2)
-    parser.add_argument("--tau", type=float, default=0.2, help="judge noise, in std units of d0 - d1")
+    parser.add_argument(
+        "--tau", type=float, default=0.2, help="judge noise, in std units of d0 - d1"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -133,13 +137,17 @@ def main(argv=None) -> dict:
 
     # A frozen random trunk; its taps of every image are computed once.
     module = lpips_backbone(NET)
-    backbone = module.init(jax.random.PRNGKey(args.seed), jnp.zeros((1, args.size, args.size, 3)))["params"]
+    backbone = module.init(jax.random.PRNGKey(args.seed), jnp.zeros((1, args.size, args.size, 3)))[
+        "params"
+    ]
     features = jax.jit(lpips_core.lpips_features, static_argnames=("net",))
     n = args.train + args.test
     ref, p0, p1 = make_triplets(args.seed, n, args.size)
     taps = features(backbone, np.concatenate([ref, p0, p1]), net=NET)
     ref_t, p0_t, p1_t = ([t[i * n : (i + 1) * n] for t in taps] for i in range(3))
-    split = lambda feats, part: [f[: args.train] if part == "train" else f[args.train :] for f in feats]  # noqa: E731
+    split = lambda feats, part: [
+        f[: args.train] if part == "train" else f[args.train :] for f in feats
+    ]
 
     # Judgements from a hidden calibration: h = P(a judge picks p1) = sigmoid((d0 - d1) / tau).
     distance = jax.jit(lpips_core.lpips_from_features)
@@ -195,8 +203,12 @@ def main(argv=None) -> dict:
     minimum = min(float(jnp.min(w)) for w in jax.tree_util.tree_leaves(params["calibration"]))
 
     print(f"train BCE  before {loss_before:.4f}  after {loss_after:.4f}  ({args.steps} steps)")
-    print(f"test 2AFC  before {score_before:.3f}  after {score_after:.3f}  (true calibration {score_true:.3f})")
-    print(f"min calibration weight {minimum:.3g} (projected to >= 0)  time {time.perf_counter() - start:.1f}s")
+    print(
+        f"test 2AFC  before {score_before:.3f}  after {score_after:.3f}  (true calibration {score_true:.3f})"
+    )
+    print(
+        f"min calibration weight {minimum:.3g} (projected to >= 0)  time {time.perf_counter() - start:.1f}s"
+    )
     return {
         "loss_before": loss_before,
         "loss_after": loss_after,

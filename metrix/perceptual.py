@@ -58,9 +58,9 @@ from metrix.states import AverageState
 
 __all__ = [
     "LPIPS",
+    "LPIPSDistances",
     "LPIPSFromFeatures",
     "LPIPSState",
-    "LPIPSDistances",
     "LPIPSWithDistances",
 ]
 
@@ -112,7 +112,9 @@ class _LPIPSBase(Metric):
 
     def _check_config(self, owner: str) -> None:
         if self.capacity is not None and (not isinstance(self.capacity, int) or self.capacity <= 0):
-            raise ValueError(f"{owner}: capacity must be a positive int or None, got {self.capacity!r}")
+            raise ValueError(
+                f"{owner}: capacity must be a positive int or None, got {self.capacity!r}"
+            )
         if not isinstance(self.spatial, bool):
             raise TypeError(f"{owner}: spatial must be True or False, got {self.spatial!r}")
 
@@ -120,7 +122,9 @@ class _LPIPSBase(Metric):
         if self.capacity is None:
             return LPIPSState.empty(parent=self)
         return LPIPSWithDistances(
-            parent=self, average=LPIPSState.empty(parent=self), pairs=LPIPSDistances.empty(parent=self)
+            parent=self,
+            average=LPIPSState.empty(parent=self),
+            pairs=LPIPSDistances.empty(parent=self),
         )
 
     def state_from_distances(self, distances, mask=None) -> State:
@@ -130,7 +134,10 @@ class _LPIPSBase(Metric):
             return average
         keep = None if mask is None else jnp.asarray(mask, bool)
         pairs = LPIPSDistances.from_rows(
-            capacity=self.capacity, mask=keep, parent=self, distances=jnp.asarray(distances, jnp.float32)
+            capacity=self.capacity,
+            mask=keep,
+            parent=self,
+            distances=jnp.asarray(distances, jnp.float32),
         )
         return LPIPSWithDistances(parent=self, average=average, pairs=pairs)
 
@@ -171,9 +178,7 @@ class LPIPS(_LPIPSBase):
             raise ValueError(f"LPIPS: version must be one of {_VERSIONS}, got {self.version!r}")
         self._check_config("LPIPS")
 
-    def load_weights(
-        self, *, backbone_path: Any, calibration_path: Any = None
-    ) -> dict[str, Any]:
+    def load_weights(self, *, backbone_path: Any, calibration_path: Any = None) -> dict[str, Any]:
         """``{"backbone_params": ..., "calibration": ...}`` read once from local files, on device.
 
         ``backbone_path``: a converted ``.safetensors``/``.npz`` trunk (or a torchvision ``.pth``,
@@ -193,8 +198,13 @@ class LPIPS(_LPIPSBase):
     def distances(self, img_a, img_b, backbone_params, calibration) -> jax.Array:
         """Per-pair distances ``(N,)``, or lpips' per-pixel maps ``(N, H, W)`` if ``spatial``."""
         return _distance(
-            backbone_params, calibration, img_a, img_b,
-            net=self.net, spatial=self.spatial, normalize=self.normalize,
+            backbone_params,
+            calibration,
+            img_a,
+            img_b,
+            net=self.net,
+            spatial=self.spatial,
+            normalize=self.normalize,
         )
 
     def get_state(
@@ -245,7 +255,9 @@ class LPIPSFromFeatures(_LPIPSBase):
                 f"{sorted(lpips_core.LPIPS_CHANNELS)} or None"
             )
         if self.version not in _VERSIONS:
-            raise ValueError(f"LPIPSFromFeatures: version must be one of {_VERSIONS}, got {self.version!r}")
+            raise ValueError(
+                f"LPIPSFromFeatures: version must be one of {_VERSIONS}, got {self.version!r}"
+            )
         if self.image_size is not None:
             object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         self._check_config("LPIPSFromFeatures")
@@ -253,7 +265,9 @@ class LPIPSFromFeatures(_LPIPSBase):
     def load_weights(self, *, calibration_path: Any = None) -> dict[str, Any]:
         """``{"calibration": ...}`` for ``net`` (default: the lpips package's shipped file)."""
         if self.net is None:
-            raise ValueError("LPIPSFromFeatures.load_weights: set net= to know which calibration to load")
+            raise ValueError(
+                "LPIPSFromFeatures.load_weights: set net= to know which calibration to load"
+            )
         calibration = lpips_core.load_calibration(self.net, calibration_path, version=self.version)
         return {"calibration": jax.device_put(calibration)}
 
@@ -279,7 +293,9 @@ class LPIPSFromFeatures(_LPIPSBase):
         calibration: Any,
         mask: Shaped[Array, "n"] | None = None,
     ) -> State:
-        if isinstance(features_a, (jax.Array, Mapping)) or isinstance(features_b, (jax.Array, Mapping)):
+        if isinstance(features_a, (jax.Array, Mapping)) or isinstance(
+            features_b, (jax.Array, Mapping)
+        ):
             raise TypeError(
                 "LPIPSFromFeatures.get_state(): features_a and features_b must be sequences "
                 "(list or tuple) of per-layer arrays"
@@ -303,10 +319,11 @@ def _check_calibration_layers(owner: str, calibration: Any, n_layers: int) -> No
             )
     elif isinstance(calibration, Sequence):
         if len(calibration) != n_layers:
-            raise ValueError(f"{owner}: calibration has {len(calibration)} layers, expected {n_layers}")
+            raise ValueError(
+                f"{owner}: calibration has {len(calibration)} layers, expected {n_layers}"
+            )
     else:
         raise TypeError(
             f"{owner}: calibration must be a {{'lin0': (C_0,), ...}} mapping or a sequence of "
             f"(C_l,) arrays, got {type(calibration).__name__}"
         )
-

@@ -44,7 +44,9 @@ def _features(seed, n, spatial=(3, 4)):
 
 
 def _weights():
-    return {f"lin{k}": np.linspace(0.0, 1.0, c, dtype=np.float32) + k for k, c in enumerate(CHANNELS)}
+    return {
+        f"lin{k}": np.linspace(0.0, 1.0, c, dtype=np.float32) + k for k, c in enumerate(CHANNELS)
+    }
 
 
 def _alex():
@@ -173,8 +175,11 @@ def test_keys_read_inputs_from_a_context():
     backbone, calibration = _alex()
     a, b = _images(5, 2), _images(6, 2)
     metric = LPIPS(
-        img_a="batch.image", img_b="preds.image", backbone_params="params.lpips.backbone",
-        calibration="params.lpips.calibration", mask="batch.valid",
+        img_a="batch.image",
+        img_b="preds.image",
+        backbone_params="params.lpips.backbone",
+        calibration="params.lpips.calibration",
+        mask="batch.valid",
     )
     context = {
         "batch": {"image": a, "valid": np.array([True, False])},
@@ -201,7 +206,8 @@ def test_load_weights_from_converted_files(tmp_path):
     for key, value in calibration.items():
         np.testing.assert_array_equal(np.asarray(weights["calibration"][key]), value)
     np.testing.assert_array_equal(
-        np.asarray(weights["backbone_params"]["features_0"]["kernel"]), backbone["features_0"]["kernel"]
+        np.asarray(weights["backbone_params"]["features_0"]["kernel"]),
+        backbone["features_0"]["kernel"],
     )
     a = _images(7, 1)
     assert abs(float(LPIPS(net="alex")(a, a, **weights))) < 1e-9
@@ -214,7 +220,9 @@ def test_missing_backbone_file_says_how_to_make_it(tmp_path):
     with pytest.raises(MissingWeightsError) as info:
         LPIPS(net="alex").load_weights(backbone_path=target, calibration_path=tmp_path / "cal.npz")
     message = str(info.value)
-    assert str(target) in message and "python -m metrix.backbones.lpips_nets convert alex" in message
+    assert (
+        str(target) in message and "python -m metrix.backbones.lpips_nets convert alex" in message
+    )
 
 
 def test_default_calibration_is_the_lpips_package_file(tmp_path):

@@ -10,6 +10,7 @@ compared, not only the mean. Images are small (32x40; non-square to catch H/W sw
 
 from __future__ import annotations
 
+import itertools
 import sys
 import types
 
@@ -23,9 +24,9 @@ for _name in ("torchvision._meta_registrations", "torchvision._autograd_registra
 pytest.importorskip("torchvision")
 lpips = pytest.importorskip("lpips")
 
-from metrix import lpips_core  # noqa: E402
-from metrix.backbones.lpips_nets import convert_torchvision_state_dict  # noqa: E402
-from metrix.perceptual import LPIPS  # noqa: E402
+from metrix import lpips_core
+from metrix.backbones.lpips_nets import convert_torchvision_state_dict
+from metrix.perceptual import LPIPS
 
 # Absolute tolerance on distances (float32 on both sides; values ~0.1-2). The core reaches ~1e-6.
 ATOL = 1e-5
@@ -47,7 +48,9 @@ def _model(net: str):
         torch.hub.load_state_dict_from_url = torch.hub.download_url_to_file = no_download
         try:
             torch.manual_seed(0)
-            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False)
+            model = lpips.LPIPS(
+                net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False
+            )
         finally:
             torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file = saved
         backbone = convert_torchvision_state_dict(net, model.state_dict())
@@ -80,7 +83,7 @@ def _reference(model, a, b, spatial: bool, normalize: bool = False) -> np.ndarra
 
 def _batches(*arrays):
     edges = np.cumsum((0, *BATCHES))
-    for start, stop in zip(edges[:-1], edges[1:]):
+    for start, stop in itertools.pairwise(edges):
         yield tuple(x[start:stop] for x in arrays)
 
 
@@ -91,7 +94,9 @@ def test_merged_uneven_batches_match_lpips(net, spatial):
     a, b = _pairs(seed=1)
     expected = _reference(model, a, b, spatial)
     metric = LPIPS(net=net, spatial=spatial, capacity=8)
-    states = [metric.get_state(x, y, backbone, calibration) for x, y in _batches(_nhwc(a), _nhwc(b))]
+    states = [
+        metric.get_state(x, y, backbone, calibration) for x, y in _batches(_nhwc(a), _nhwc(b))
+    ]
     state = states[0].merge(states[1]).merge(states[2])
     out = state.compute()
     np.testing.assert_allclose(np.asarray(out["per_image"][:N]), expected, atol=ATOL, rtol=0)
@@ -99,7 +104,9 @@ def test_merged_uneven_batches_match_lpips(net, spatial):
     np.testing.assert_allclose(float(out["lpips"]), expected.mean(), atol=ATOL, rtol=0)
     # the plain mean state (no buffer) agrees, merged in another association
     plain = LPIPS(net=net, spatial=spatial)
-    plain_states = [plain.get_state(x, y, backbone, calibration) for x, y in _batches(_nhwc(a), _nhwc(b))]
+    plain_states = [
+        plain.get_state(x, y, backbone, calibration) for x, y in _batches(_nhwc(a), _nhwc(b))
+    ]
     merged = plain_states[0].merge(plain_states[1].merge(plain_states[2]))
     np.testing.assert_allclose(float(merged.compute()), expected.mean(), atol=ATOL, rtol=0)
 
@@ -115,7 +122,10 @@ def test_jit_with_mask_matches_lpips_on_kept_pairs(net, spatial):
     keep = np.array([True, False, True, True, False])
     expected = _reference(model, a[keep], b[keep], spatial)
     metric = LPIPS(net=net, spatial=spatial, capacity=8)
-    weights = {"backbone_params": jax.device_put(backbone), "calibration": jax.device_put(calibration)}
+    weights = {
+        "backbone_params": jax.device_put(backbone),
+        "calibration": jax.device_put(calibration),
+    }
 
     @jax.jit
     def step(state, x, y, mask, weights):
@@ -124,7 +134,9 @@ def test_jit_with_mask_matches_lpips_on_kept_pairs(net, spatial):
     state = step(metric.empty(), _nhwc(a), _nhwc(b), keep, weights)
     out = state.compute()
     assert int(state.pairs.count) == keep.sum()
-    np.testing.assert_allclose(np.asarray(out["per_image"][: keep.sum()]), expected, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(out["per_image"][: keep.sum()]), expected, atol=ATOL, rtol=0
+    )
     np.testing.assert_allclose(float(out["lpips"]), expected.mean(), atol=ATOL, rtol=0)
 
 
@@ -151,9 +163,9 @@ def test_grad_wrt_calibration_matches_torch_autograd():
         w.grad = None
 
     metric = LPIPS(net="alex")
-    grads = jax.jit(jax.grad(lambda cal: metric.get_state(_nhwc(a), _nhwc(b), backbone, cal).compute()))(
-        jax.device_put(calibration)
-    )
+    grads = jax.jit(
+        jax.grad(lambda cal: metric.get_state(_nhwc(a), _nhwc(b), backbone, cal).compute())
+    )(jax.device_put(calibration))
     for key, value in expected.items():
         scale = np.abs(value).max()
         np.testing.assert_allclose(np.asarray(grads[key]), value, atol=1e-5 * scale, rtol=0)

@@ -20,11 +20,13 @@ from tests.registry import Example
 SIZE = 32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _alex_weights():
     rng = np.random.default_rng(1234)
     backbone = {
-        k: {name: rng.normal(0, 0.05, leaf.shape).astype(np.float32) for name, leaf in layer.items()}
+        k: {
+            name: rng.normal(0, 0.05, leaf.shape).astype(np.float32) for name, leaf in layer.items()
+        }
         for k, layer in params_shapes("alex").items()
     }
     calibration = {
@@ -65,7 +67,9 @@ def _features(rng, n):
     return {
         "features_a": np.maximum(rng.normal(size=shape), 0).astype(np.float32),
         "features_b": np.maximum(rng.normal(size=shape), 0).astype(np.float32),
-        "calibration": {f"lin{k}": np.linspace(0.1, 1.0, 6, dtype=np.float32) * (k + 1) for k in range(3)},
+        "calibration": {
+            f"lin{k}": np.linspace(0.1, 1.0, 6, dtype=np.float32) * (k + 1) for k in range(3)
+        },
     }
 
 
@@ -76,8 +80,20 @@ EXAMPLES = [
     # one image example (a backbone per example is the costly part); spatial mode is
     # exercised on features below and against lpips in tests/reference/test_lpips_metric.py
     Example("LPIPS", LPIPS(net="alex", capacity=40), _images, IMAGES, rtol=1e-4, atol=1e-6),
-    Example("LPIPSFromFeatures", StackedLPIPSFromFeatures(capacity=40), _features, FEATURES,
-            rtol=1e-5, atol=1e-6),
-    Example("LPIPSFromFeatures_spatial", StackedLPIPSFromFeatures(spatial=True, image_size=(8, 10)),
-            _features, FEATURES, rtol=1e-5, atol=1e-6),
+    Example(
+        "LPIPSFromFeatures",
+        StackedLPIPSFromFeatures(capacity=40),
+        _features,
+        FEATURES,
+        rtol=1e-5,
+        atol=1e-6,
+    ),
+    Example(
+        "LPIPSFromFeatures_spatial",
+        StackedLPIPSFromFeatures(spatial=True, image_size=(8, 10)),
+        _features,
+        FEATURES,
+        rtol=1e-5,
+        atol=1e-6,
+    ),
 ]
