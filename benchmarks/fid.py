@@ -52,7 +52,7 @@ def _torch():
             sys.modules.setdefault(name, types.ModuleType(name))
         import torch
         import torchmetrics.image.fid as tm_fid
-    except Exception as err:  # pragma: no cover - optional peer
+    except (ImportError, RuntimeError) as err:  # pragma: no cover - optional peer
         print(f"(torchmetrics unavailable: {err})")
         return None, None
     return torch, tm_fid
@@ -72,7 +72,9 @@ def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
 
     def scipy_fid():
         covmean = scipy.linalg.sqrtm(s1 @ s2)
-        return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean).real)
+        return float(
+            ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean).real
+        )
 
     f32_args = [jnp.asarray(v, jnp.float32) for v in (mu1, s1, mu2, s2)]
     ours32 = jax.jit(frechet_distance)
@@ -84,7 +86,9 @@ def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
         return float(frechet_distance(mu1, s1, mu2, s2, precision="float64"))
 
     reference = scipy_fid()
-    rows = [("scipy sqrtm (pytorch-fid)", _median_time(scipy_fid, sqrtm_repeats, warmup=0), reference)]
+    rows = [
+        ("scipy sqrtm (pytorch-fid)", _median_time(scipy_fid, sqrtm_repeats, warmup=0), reference)
+    ]
     torch, tm_fid = _torch()
     if tm_fid is not None:
         t_args = [torch.from_numpy(v) for v in (mu1, s1, mu2, s2)]
@@ -99,7 +103,9 @@ def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
     print(f"FID compute from {D}-d statistics (N=5000 per side; FID = {reference:.6f})")
     for name, seconds, value in rows:
         rel = abs(value - reference) / abs(reference)
-        print(f"  {name:38s} {seconds * 1e3:10.1f} ms   x{seconds / ours_time:7.1f} vs metrix f32   rel.err {rel:.2e}")
+        print(
+            f"  {name:38s} {seconds * 1e3:10.1f} ms   x{seconds / ours_time:7.1f} vs metrix f32   rel.err {rel:.2e}"
+        )
 
 
 def bench_accumulate(rng, basis, repeats: int, num_rows: int, batch: int = 1000) -> None:
@@ -140,13 +146,17 @@ def bench_accumulate(rng, basis, repeats: int, num_rows: int, batch: int = 1000)
     ours_time = rows[0][1]
     print(f"Accumulating {num_rows} x {D} features in batches of {batch}")
     for name, seconds in rows:
-        print(f"  {name:38s} {seconds:8.2f} s   {num_rows / seconds:10.0f} rows/s   x{seconds / ours_time:5.2f} vs metrix")
+        print(
+            f"  {name:38s} {seconds:8.2f} s   {num_rows / seconds:10.0f} rows/s   x{seconds / ours_time:5.2f} vs metrix"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sqrtm-repeats", type=int, default=1, help="scipy sqrtm is slow; default 1")
+    parser.add_argument(
+        "--sqrtm-repeats", type=int, default=1, help="scipy sqrtm is slow; default 1"
+    )
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--skip-compute", action="store_true")
     parser.add_argument("--skip-accumulate", action="store_true")

@@ -52,16 +52,16 @@ from metrix.states import MeanCovState
 __all__ = [
     "FID",
     "KID",
+    "DensityCoverage",
     "InceptionScore",
     "PrecisionRecall",
-    "DensityCoverage",
     "ReferenceStats",
+    "density_coverage",
     "frechet_distance",
+    "inception_score",
     "kid_subset_indices",
     "polynomial_mmd",
-    "inception_score",
     "precision_recall",
-    "density_coverage",
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -207,7 +207,12 @@ def frechet_distance(
         return jax.pure_callback(
             lambda *a: np.float32(_frechet_distance_f64_host(*a)),
             jax.ShapeDtypeStruct((), jnp.float32),
-            mu1, sigma1, mu2, sigma2, _rank(num_samples1, d, jnp), _rank(num_samples2, d, jnp),
+            mu1,
+            sigma1,
+            mu2,
+            sigma2,
+            _rank(num_samples1, d, jnp),
+            _rank(num_samples2, d, jnp),
         )
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     r1, r2 = _rank(num_samples1, d, jnp), _rank(num_samples2, d, jnp)
@@ -218,7 +223,9 @@ def frechet_distance(
 def _frechet_distance_f32(mu1, sigma1, mu2, sigma2, rank1, rank2):
     diff = mu1 - mu2
     tr_covmean = _trace_sqrt_product_f32(sigma1, sigma2, rank1, rank2)
-    value = jnp.dot(diff, diff, precision=_HIGHEST) + (jnp.trace(sigma1) + jnp.trace(sigma2) - 2 * tr_covmean)
+    value = jnp.dot(diff, diff, precision=_HIGHEST) + (
+        jnp.trace(sigma1) + jnp.trace(sigma2) - 2 * tr_covmean
+    )
     return jnp.maximum(value, 0.0)  # negative round-off clamps to 0
 
 
@@ -231,13 +238,15 @@ class ReferenceStats:
     reference statistics.
     """
 
-    __slots__ = ("mu", "sigma", "_digest")
+    __slots__ = ("_digest", "mu", "sigma")
 
     def __init__(self, mu, sigma):
         mu = np.array(mu, dtype=np.float64)
         sigma = np.array(sigma, dtype=np.float64)
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-            raise ValueError(f"ReferenceStats needs mu (d,) and sigma (d, d), got {mu.shape} and {sigma.shape}")
+            raise ValueError(
+                f"ReferenceStats needs mu (d,) and sigma (d, d), got {mu.shape} and {sigma.shape}"
+            )
         mu.setflags(write=False)
         sigma.setflags(write=False)
         object.__setattr__(self, "mu", mu)
@@ -258,7 +267,9 @@ class ReferenceStats:
         with np.load(os.fspath(path)) as data:
             missing = [k for k in ("mu", "sigma") if k not in data.files]
             if missing:
-                raise KeyError(f"{path}: FID statistics need keys 'mu' and 'sigma'; found {data.files}")
+                raise KeyError(
+                    f"{path}: FID statistics need keys 'mu' and 'sigma'; found {data.files}"
+                )
             return cls(data["mu"], data["sigma"])
 
     def save(self, path: str | os.PathLike) -> str:
@@ -324,13 +335,17 @@ class FID(Metric):
     def with_real_stats(cls, mu, sigma, **config) -> FID:
         """An FID whose real side is fixed to ``N(mu, sigma)`` (``num_features`` from ``mu``)."""
         stats = ReferenceStats(mu, sigma)
-        return cls(real_stats=stats, num_features=config.pop("num_features", stats.num_features), **config)
+        return cls(
+            real_stats=stats, num_features=config.pop("num_features", stats.num_features), **config
+        )
 
     @classmethod
     def with_real_stats_file(cls, path: str | os.PathLike, **config) -> FID:
         """An FID whose real side is read from an ``.npz`` with keys ``mu`` and ``sigma``."""
         stats = ReferenceStats.load(path)
-        return cls(real_stats=stats, num_features=config.pop("num_features", stats.num_features), **config)
+        return cls(
+            real_stats=stats, num_features=config.pop("num_features", stats.num_features), **config
+        )
 
     class State(State):
         real: MeanCovState = nested_field(MeanCovState)
@@ -366,7 +381,13 @@ class FID(Metric):
             n_real = None if fixed is not None else numerics.df_value(self.real.count)
             n_gen = numerics.df_value(self.generated.count)
             value = frechet_distance(
-                mu1, sigma1, mu2, sigma2, precision=precision, num_samples1=n_real, num_samples2=n_gen
+                mu1,
+                sigma1,
+                mu2,
+                sigma2,
+                precision=precision,
+                num_samples1=n_real,
+                num_samples2=n_gen,
             )
             # A covariance needs 2 rows (ddof = 1); fewer on a side gives NaN, never a number.
             enough = n_gen >= 2
@@ -378,15 +399,18 @@ class FID(Metric):
         self,
         real: Shaped[Array, "nr ..."] | None = None,
         generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, "nr"] | None = None,
-        generated_mask: Shaped[Array, "ng"] | None = None,
-        mask: Shaped[Array, "n"] | None = None,
+        real_mask: Shaped[Array, nr] | None = None,
+        generated_mask: Shaped[Array, ng] | None = None,
+        mask: Shaped[Array, n] | None = None,
         params: Any = None,
     ) -> State:
         if real is not None and self.real_stats is not None:
             raise ValueError("FID: the real side is fixed by real_stats; pass only generated=")
         sides = {}
-        for side, x, side_mask in (("real", real, real_mask), ("generated", generated, generated_mask)):
+        for side, x, side_mask in (
+            ("real", real, real_mask),
+            ("generated", generated, generated_mask),
+        ):
             if x is None:
                 sides[side] = MeanCovState.empty(self)
                 continue
@@ -417,7 +441,10 @@ class PairedFeatures(State):
     @classmethod
     def from_inputs(cls, metric, real, generated, real_mask, generated_mask, mask, params):
         sides = {}
-        for side, x, side_mask in (("real", real, real_mask), ("generated", generated, generated_mask)):
+        for side, x, side_mask in (
+            ("real", real, real_mask),
+            ("generated", generated, generated_mask),
+        ):
             if x is None:
                 sides[side] = FeatureBuffer.empty(metric)
                 continue
@@ -478,7 +505,9 @@ def polynomial_mmd(x, y, *, degree: int = 3, gamma: float | None = None, coef: f
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def kid_subset_indices(seed: int, count_real, count_generated, capacity: int, num_subsets: int, subset_size: int):
+def kid_subset_indices(
+    seed: int, count_real, count_generated, capacity: int, num_subsets: int, subset_size: int
+):
     """Row indices ``(num_subsets, subset_size)`` per side of KID's random subsets.
 
     Each subset is drawn uniformly *without replacement* from the first ``count`` rows
@@ -499,9 +528,23 @@ def kid_subset_indices(seed: int, count_real, count_generated, capacity: int, nu
 @functools.partial(
     jax.jit, static_argnames=("seed", "num_subsets", "subset_size", "degree", "gamma", "coef")
 )
-def _kid_scores(real, count_real, generated, count_generated, *, seed, num_subsets, subset_size, degree, gamma, coef):
+def _kid_scores(
+    real,
+    count_real,
+    generated,
+    count_generated,
+    *,
+    seed,
+    num_subsets,
+    subset_size,
+    degree,
+    gamma,
+    coef,
+):
     """MMD^2 of each random subset, one subset at a time (``lax.map`` bounds the memory)."""
-    idx_r, idx_g = kid_subset_indices(seed, count_real, count_generated, real.shape[0], num_subsets, subset_size)
+    idx_r, idx_g = kid_subset_indices(
+        seed, count_real, count_generated, real.shape[0], num_subsets, subset_size
+    )
 
     def one(indices):
         i, j = indices
@@ -548,9 +591,16 @@ class KID(Metric):
             m = self.parent
             ok = self._check_counts(m.subset_size, f"KID with subset_size={m.subset_size}")
             scores = _kid_scores(
-                self.real.features, self.real.count, self.generated.features, self.generated.count,
-                seed=m.seed, num_subsets=m.num_subsets, subset_size=min(m.subset_size, m.capacity),
-                degree=m.degree, gamma=m.gamma, coef=m.coef,
+                self.real.features,
+                self.real.count,
+                self.generated.features,
+                self.generated.count,
+                seed=m.seed,
+                num_subsets=m.num_subsets,
+                subset_size=min(m.subset_size, m.capacity),
+                degree=m.degree,
+                gamma=m.gamma,
+                coef=m.coef,
             )
             return self._finish({"mean": jnp.mean(scores), "std": jnp.std(scores)}, ok)
 
@@ -558,12 +608,14 @@ class KID(Metric):
         self,
         real: Shaped[Array, "nr ..."] | None = None,
         generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, "nr"] | None = None,
-        generated_mask: Shaped[Array, "ng"] | None = None,
-        mask: Shaped[Array, "n"] | None = None,
+        real_mask: Shaped[Array, nr] | None = None,
+        generated_mask: Shaped[Array, ng] | None = None,
+        mask: Shaped[Array, n] | None = None,
         params: Any = None,
     ) -> State:
-        return self.State.from_inputs(self, real, generated, real_mask, generated_mask, mask, params)
+        return self.State.from_inputs(
+            self, real, generated, real_mask, generated_mask, mask, params
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -590,10 +642,14 @@ def inception_score(log_probs, *, splits: int = 10, count=None):
     probs = jnp.exp(log_probs)
     probs = jnp.where((rows < n)[:, None], probs, 0)
     sizes = (starts[1:] - starts[:-1]).astype(jnp.float32)
-    marginal = jax.ops.segment_sum(probs, split_id, num_segments=splits + 1)[:splits] / sizes[:, None]
+    marginal = (
+        jax.ops.segment_sum(probs, split_id, num_segments=splits + 1)[:splits] / sizes[:, None]
+    )
     log_marginal = jnp.log(marginal)
     # p log p is 0 where p = 0 (also keeps -inf log-probabilities of zero probabilities out).
-    terms = jnp.where(probs > 0, probs * (log_probs - log_marginal[jnp.minimum(split_id, splits - 1)]), 0)
+    terms = jnp.where(
+        probs > 0, probs * (log_probs - log_marginal[jnp.minimum(split_id, splits - 1)]), 0
+    )
     kl = jnp.sum(terms, axis=1)
     mean_kl = jax.ops.segment_sum(kl, split_id, num_segments=splits + 1)[:splits] / sizes
     scores = jnp.exp(mean_kl)
@@ -637,7 +693,7 @@ class InceptionScore(Metric):
         self,
         probs: Float[Array, "n c"] | None = None,
         logits: Float[Array, "n c"] | None = None,
-        mask: Shaped[Array, "n"] | None = None,
+        mask: Shaped[Array, n] | None = None,
     ) -> State:
         if (probs is None) == (logits is None):
             raise TypeError("InceptionScore.get_state() needs exactly one of probs= or logits=")
@@ -650,7 +706,9 @@ class InceptionScore(Metric):
             log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         else:
             log_probs = jnp.log(probs.astype(jnp.float32))
-        return self.State.from_rows(capacity=self.capacity, mask=mask, parent=self, log_probs=log_probs)
+        return self.State.from_rows(
+            capacity=self.capacity, mask=mask, parent=self, log_probs=log_probs
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -678,7 +736,9 @@ def _knn_radii(x, valid, k: int, centre):
 
 
 def _manifold_terms(real, real_valid, gen, gen_valid, k: int):
-    centre = jnp.sum(jnp.where(real_valid[:, None], real, 0), axis=0) / jnp.maximum(jnp.sum(real_valid), 1)
+    centre = jnp.sum(jnp.where(real_valid[:, None], real, 0), axis=0) / jnp.maximum(
+        jnp.sum(real_valid), 1
+    )
     real_radii = _knn_radii(real, real_valid, k, centre)
     gen_radii = _knn_radii(gen, gen_valid, k, centre)
     d_rg = _pairwise_distances(real, gen, centre)
@@ -757,8 +817,11 @@ class PrecisionRecall(Metric):
             k = self.parent.k
             ok = self._check_counts(k + 1, f"k-NN radii with k={k}")
             values = precision_recall(
-                self.real.features, self.generated.features, k=k,
-                real_valid=self.real.valid_mask(), generated_valid=self.generated.valid_mask(),
+                self.real.features,
+                self.generated.features,
+                k=k,
+                real_valid=self.real.valid_mask(),
+                generated_valid=self.generated.valid_mask(),
             )
             return self._finish(values, ok)
 
@@ -766,12 +829,14 @@ class PrecisionRecall(Metric):
         self,
         real: Shaped[Array, "nr ..."] | None = None,
         generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, "nr"] | None = None,
-        generated_mask: Shaped[Array, "ng"] | None = None,
-        mask: Shaped[Array, "n"] | None = None,
+        real_mask: Shaped[Array, nr] | None = None,
+        generated_mask: Shaped[Array, ng] | None = None,
+        mask: Shaped[Array, n] | None = None,
         params: Any = None,
     ) -> State:
-        return self.State.from_inputs(self, real, generated, real_mask, generated_mask, mask, params)
+        return self.State.from_inputs(
+            self, real, generated, real_mask, generated_mask, mask, params
+        )
 
 
 class DensityCoverage(Metric):
@@ -797,8 +862,11 @@ class DensityCoverage(Metric):
             k = self.parent.k
             ok = self._check_counts(k + 1, f"k-NN radii with k={k}")
             values = density_coverage(
-                self.real.features, self.generated.features, k=k,
-                real_valid=self.real.valid_mask(), generated_valid=self.generated.valid_mask(),
+                self.real.features,
+                self.generated.features,
+                k=k,
+                real_valid=self.real.valid_mask(),
+                generated_valid=self.generated.valid_mask(),
             )
             return self._finish(values, ok)
 
@@ -806,9 +874,11 @@ class DensityCoverage(Metric):
         self,
         real: Shaped[Array, "nr ..."] | None = None,
         generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, "nr"] | None = None,
-        generated_mask: Shaped[Array, "ng"] | None = None,
-        mask: Shaped[Array, "n"] | None = None,
+        real_mask: Shaped[Array, nr] | None = None,
+        generated_mask: Shaped[Array, ng] | None = None,
+        mask: Shaped[Array, n] | None = None,
         params: Any = None,
     ) -> State:
-        return self.State.from_inputs(self, real, generated, real_mask, generated_mask, mask, params)
+        return self.State.from_inputs(
+            self, real, generated, real_mask, generated_mask, mask, params
+        )

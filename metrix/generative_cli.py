@@ -27,7 +27,14 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npy")
 
-__all__ = ["add_fid_parser", "image_files", "read_image", "folder_batches", "folder_stats", "run_fid"]
+__all__ = [
+    "add_fid_parser",
+    "folder_batches",
+    "folder_stats",
+    "image_files",
+    "read_image",
+    "run_fid",
+]
 
 
 def add_fid_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,16 +45,28 @@ def add_fid_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH",
+        "paths",
+        nargs="+",
+        metavar="PATH",
         help="DIR_A DIR_B (each an image folder or an .npz with mu/sigma); only DIR_B with --stats-a",
     )
-    parser.add_argument("--stats-a", metavar="NPZ", help="statistics (mu, sigma) of side A instead of DIR_A")
-    parser.add_argument("--weights", metavar="FILE", help="converted FID InceptionV3 params (.safetensors/.npz)")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--save-stats-a", metavar="NPZ", help="write side A's mu/sigma to this .npz")
-    parser.add_argument("--save-stats-b", metavar="NPZ", help="write side B's mu/sigma to this .npz")
     parser.add_argument(
-        "--precision", choices=("float32", "float64"), default="float64",
+        "--stats-a", metavar="NPZ", help="statistics (mu, sigma) of side A instead of DIR_A"
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE", help="converted FID InceptionV3 params (.safetensors/.npz)"
+    )
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument(
+        "--save-stats-a", metavar="NPZ", help="write side A's mu/sigma to this .npz"
+    )
+    parser.add_argument(
+        "--save-stats-b", metavar="NPZ", help="write side B's mu/sigma to this .npz"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        default="float64",
         help="precision of the final formula (float64 runs on the host; default)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,7 +82,9 @@ def image_files(folder: str) -> list[str]:
         os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
     )
     if not files:
-        raise FileNotFoundError(f"metrix fid: no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        raise FileNotFoundError(
+            f"metrix fid: no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}"
+        )
     return files
 
 
@@ -75,7 +96,9 @@ def read_image(path: str) -> np.ndarray:
         try:
             from PIL import Image
         except ImportError as err:  # pragma: no cover - Pillow is optional
-            raise ImportError("metrix fid: reading PNG/JPEG needs Pillow; or give .npy images") from err
+            raise ImportError(
+                "metrix fid: reading PNG/JPEG needs Pillow; or give .npy images"
+            ) from err
         with Image.open(path) as im:
             image = np.asarray(im.convert("RGB"))
     if image.ndim == 2:
@@ -87,7 +110,9 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
-def folder_batches(files: list[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+def folder_batches(
+    files: list[str], batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """``(images, mask, num_images)`` batches of ``batch_size`` same-sized images.
 
     A batch ends early when the image size changes; short batches are padded with zeros
@@ -114,7 +139,7 @@ def folder_batches(files: list[str], batch_size: int) -> Iterator[tuple[np.ndarr
         yield flush()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _accumulate_step(metric):
     """One jitted merge for every folder: the metric's real side takes a batch of features."""
     import jax
@@ -126,7 +151,9 @@ def _accumulate_step(metric):
     return step
 
 
-def folder_stats(metric, params, files: list[str], batch_size: int, *, desc: str = "", progress: bool = True):
+def folder_stats(
+    metric, params, files: list[str], batch_size: int, *, desc: str = "", progress: bool = True
+):
     """:class:`~metrix.generative.ReferenceStats` (mean, covariance) of the images in ``files``.
 
     Features come from :func:`~metrix.backbones.inception.inception_features` (one compiled
@@ -162,7 +189,9 @@ def _side_stats(path_or_dir, metric, params_loader, desc, args):
     if str(path_or_dir).lower().endswith(".npz") and os.path.isfile(path_or_dir):
         return ReferenceStats.load(path_or_dir)
     files = image_files(path_or_dir)
-    return folder_stats(metric, params_loader(), files, args.batch_size, desc=desc, progress=not args.no_progress)
+    return folder_stats(
+        metric, params_loader(), files, args.batch_size, desc=desc, progress=not args.no_progress
+    )
 
 
 def run_fid(args: argparse.Namespace) -> int:
@@ -199,7 +228,9 @@ def run_fid(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"metrix fid: statistics of {stats_a.num_features} and {stats_b.num_features} features"
         )
-    value = frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma, precision=args.precision)
+    value = frechet_distance(
+        stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma, precision=args.precision
+    )
     print(f"FID: {float(value):.6f}")
     return 0
 

@@ -73,8 +73,20 @@ def test_fid_cli_end_to_end(setup, capsys, tmp_path):
     root, weights_path, images = setup
     stats_a, stats_b = tmp_path / "a.npz", tmp_path / "b.npz"
     value = _run(
-        ["fid", str(root / "a"), str(root / "b"), "--weights", weights_path, "--batch-size", "3",
-         "--save-stats-a", str(stats_a), "--save-stats-b", str(stats_b), "--no-progress"],
+        [
+            "fid",
+            str(root / "a"),
+            str(root / "b"),
+            "--weights",
+            weights_path,
+            "--batch-size",
+            "3",
+            "--save-stats-a",
+            str(stats_a),
+            "--save-stats-b",
+            str(stats_b),
+            "--no-progress",
+        ],
         capsys,
     )
     # Reference: features of each whole folder in one call, float64 statistics, scipy sqrtm.
@@ -83,22 +95,40 @@ def test_fid_cli_end_to_end(setup, capsys, tmp_path):
     for side, saved in (("a", stats_a), ("b", stats_b)):
         # batches of 3 (the last one padded), the shape the CLI compiled: no second compilation
         padded = np.concatenate([images[side], np.zeros_like(images[side][:2])])
-        feats = np.concatenate([
-            np.asarray(inception.inception_features(params, padded[i : i + 3])["2048"], np.float64)
-            for i in (0, 3)
-        ])[:4]
+        feats = np.concatenate(
+            [
+                np.asarray(
+                    inception.inception_features(params, padded[i : i + 3])["2048"], np.float64
+                )
+                for i in (0, 3)
+            ]
+        )[:4]
         mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
         with np.load(saved) as data:
             np.testing.assert_allclose(data["mu"], mu, rtol=1e-4, atol=1e-5 * np.abs(mu).max())
-            np.testing.assert_allclose(data["sigma"], sigma, rtol=1e-3, atol=1e-4 * np.abs(sigma).max())
+            np.testing.assert_allclose(
+                data["sigma"], sigma, rtol=1e-3, atol=1e-4 * np.abs(sigma).max()
+            )
         expected_stats += [mu, sigma]
     expected = _fid_scipy(*expected_stats)
     assert value > 0
     np.testing.assert_allclose(value, expected, rtol=1e-3)
 
     # Saved statistics stand in for a folder: the same value, no network run.
-    assert _run(["fid", "--stats-a", str(stats_a), str(root / "b"), "--weights", weights_path,
-                 "--batch-size", "3", "--no-progress"], capsys) == pytest.approx(value, rel=1e-5)
+    assert _run(
+        [
+            "fid",
+            "--stats-a",
+            str(stats_a),
+            str(root / "b"),
+            "--weights",
+            weights_path,
+            "--batch-size",
+            "3",
+            "--no-progress",
+        ],
+        capsys,
+    ) == pytest.approx(value, rel=1e-5)
     assert _run(["fid", str(stats_a), str(stats_b)], capsys) == pytest.approx(value, rel=1e-5)
 
 

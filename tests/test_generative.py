@@ -32,7 +32,9 @@ def test_frechet_distance_closed_form_for_rotated_diagonal_covariances():
     np.testing.assert_allclose(float(rank_known), expected, rtol=1e-6)
     # without the rank, float32 round-off of the zero eigenvalues shows up through sqrt
     np.testing.assert_allclose(float(mx.frechet_distance(mu1, s1, mu2, s2)), expected, rtol=1e-4)
-    np.testing.assert_allclose(float(mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")), expected, rtol=1e-6
+    )
     # symmetric in its two distributions
     swapped = mx.frechet_distance(mu2, s2, mu1, s1, num_samples1=10 * d, num_samples2=d - 19)
     np.testing.assert_allclose(float(swapped), expected, rtol=1e-6)
@@ -58,7 +60,10 @@ def test_fid_state_is_o_d_squared_and_needs_two_rows_per_side():
 
 def test_fid_masks_combine_and_errors_name_the_metric():
     rng = np.random.default_rng(2)
-    r, g = rng.normal(size=(9, 4)).astype(np.float32), rng.normal(size=(9, 4)).astype(np.float32) + 1
+    r, g = (
+        rng.normal(size=(9, 4)).astype(np.float32),
+        rng.normal(size=(9, 4)).astype(np.float32) + 1,
+    )
     metric = mx.FID(num_features=4)
     both = rng.random(9) > 0.3
     side = rng.random(9) > 0.2
@@ -105,7 +110,9 @@ def test_fixed_real_stats_closed_form_eager_jit_and_float64():
     for precision in ("float32", "float64"):
         metric = mx.FID.with_real_stats(mu_r, np.eye(d) * 4.0, precision=precision)
         value = metric(generated=gen.astype(np.float32))
-        expected = mx.frechet_distance(mu_r, np.eye(d) * 4.0, gen.mean(0), cov_g, precision="float64")
+        expected = mx.frechet_distance(
+            mu_r, np.eye(d) * 4.0, gen.mean(0), cov_g, precision="float64"
+        )
         np.testing.assert_allclose(float(value), float(expected), rtol=1e-5)
         jitted = jax.jit(lambda s: s.compute())(metric.get_state(generated=gen.astype(np.float32)))
         np.testing.assert_allclose(float(jitted), float(expected), rtol=1e-5)
@@ -114,9 +121,8 @@ def test_fixed_real_stats_closed_form_eager_jit_and_float64():
 
 
 def test_fid_on_images_runs_the_backbone_with_params_as_input():
-    from tests.test_fid_cli import _random_params
-
     from metrix.backbones.inception import inception_features
+    from tests.test_fid_cli import _random_params
 
     params = jax.tree.map(jnp.asarray, _random_params(seed=5))
     images = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
@@ -155,10 +161,15 @@ def test_inception_score_split_semantics_and_errors():
     metric = mx.InceptionScore(num_classes=6, splits=3, capacity=32)
     whole = metric(logits=logits)
     # splits are by global order: rows 0-9, 10-19, 20-29 whatever the batches
-    merged = metric.get_state(logits=logits[:13]).merge(metric.get_state(logits=logits[13:])).compute()
+    merged = (
+        metric.get_state(logits=logits[:13]).merge(metric.get_state(logits=logits[13:])).compute()
+    )
     np.testing.assert_allclose(float(merged["mean"]), float(whole["mean"]), rtol=1e-6)
     np.testing.assert_allclose(float(merged["std"]), float(whole["std"]), rtol=1e-5)
-    one = [mx.InceptionScore(num_classes=6, splits=1, capacity=32)(logits=logits[i : i + 10]) for i in (0, 10, 20)]
+    one = [
+        mx.InceptionScore(num_classes=6, splits=1, capacity=32)(logits=logits[i : i + 10])
+        for i in (0, 10, 20)
+    ]
     scores = np.array([float(o["mean"]) for o in one])
     np.testing.assert_allclose(float(whole["mean"]), scores.mean(), rtol=1e-5)
     np.testing.assert_allclose(float(whole["std"]), scores.std(), rtol=1e-4)

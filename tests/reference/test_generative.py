@@ -6,6 +6,8 @@ Each metric sees random data split into uneven batches and merged, with and with
 eagerly and under ``jax.jit``.
 """
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ def _features(rng, n, d, shift=0.0, scale=1.0):
 
 def _batches(x, cuts=CUTS):
     edges = [*cuts, len(x)]
-    return [x[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    return [x[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def _merged(metric, real, generated, real_keep=None, gen_keep=None, jit=False):
@@ -75,10 +77,15 @@ def test_fid_matches_scipy_over_merged_batches(jit, masked):
 def test_fid_float64_option_is_exact_on_float64_statistics():
     rng = np.random.default_rng(1)
     d = 64
-    real, gen = _features(rng, 300, d).astype(np.float64), _features(rng, 300, d, 0.05).astype(np.float64)
+    real, gen = (
+        _features(rng, 300, d).astype(np.float64),
+        _features(rng, 300, d, 0.05).astype(np.float64),
+    )
     mu1, mu2 = real.mean(0), gen.mean(0)
     s1, s2 = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)
-    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real))
+    expected = float(
+        ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    )
     value = mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")
     np.testing.assert_allclose(float(value), expected, rtol=1e-6)
     # float32 on the same statistics: limited by float32 eigh round-off relative to the traces.
@@ -98,12 +105,17 @@ def test_fid_matches_torchmetrics_compute_fid():
     fid_module = pytest.importorskip("torchmetrics.image.fid")
     rng = np.random.default_rng(2)
     d = 48
-    real, gen = _features(rng, 200, d).astype(np.float64), _features(rng, 150, d, 0.1).astype(np.float64)
+    real, gen = (
+        _features(rng, 200, d).astype(np.float64),
+        _features(rng, 150, d, 0.1).astype(np.float64),
+    )
     mu1, mu2 = real.mean(0), gen.mean(0)
     s1, s2 = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)
     t = [torch.from_numpy(v) for v in (mu1, s1, mu2, s2)]
     expected = float(fid_module._compute_fid(*t))
-    np.testing.assert_allclose(float(mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")), expected, rtol=1e-6
+    )
     np.testing.assert_allclose(float(mx.frechet_distance(mu1, s1, mu2, s2)), expected, rtol=1e-4)
 
 
@@ -132,7 +144,9 @@ def test_fid_fixed_real_stats_from_npz(tmp_path):
     path = state.real_stats().save(tmp_path / "real.npz")
     with np.load(path) as data:
         assert sorted(data.files) == ["mu", "sigma"]
-        np.testing.assert_allclose(data["sigma"], np.cov(real.astype(np.float64), rowvar=False), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            data["sigma"], np.cov(real.astype(np.float64), rowvar=False), rtol=1e-5, atol=1e-6
+        )
     fixed = mx.FID.with_real_stats_file(path)
     assert fixed.num_features == d
     np.testing.assert_allclose(float(fixed(generated=gen)), fid_scipy(real, gen), rtol=2e-5)
@@ -196,7 +210,9 @@ def test_kid_whole_set_matches_torchmetrics_poly_mmd():
     # one subset holding every row: any permutation gives the same estimate
     metric = mx.KID(num_features=d, capacity=64, num_subsets=1, subset_size=60)
     value = metric(real=real, generated=gen)
-    expected = float(kid_module.poly_mmd(torch.from_numpy(real).double(), torch.from_numpy(gen).double()))
+    expected = float(
+        kid_module.poly_mmd(torch.from_numpy(real).double(), torch.from_numpy(gen).double())
+    )
     np.testing.assert_allclose(float(value["mean"]), expected, rtol=1e-4)
     np.testing.assert_allclose(float(value["mean"]), mmd_unbiased64(real, gen), rtol=1e-4)
     assert float(value["std"]) == 0.0
@@ -213,7 +229,9 @@ def test_kid_edge_cases():
     small = mx.KID(num_features=8, capacity=8, num_subsets=2, subset_size=4)
     with pytest.raises(mx.CapacityOverflowError):
         small(real=x, generated=x)
-    assert np.isnan(float(jax.jit(lambda s: s.compute())(small.get_state(real=x, generated=x))["mean"]))
+    assert np.isnan(
+        float(jax.jit(lambda s: s.compute())(small.get_state(real=x, generated=x))["mean"])
+    )
 
 
 # ------------------------------------------------------------------------------ Inception Score
@@ -238,7 +256,9 @@ def _softmax64(logits):
     return e / e.sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("jit,masked,from_logits", [(False, False, True), (False, True, False), (True, True, True)])
+@pytest.mark.parametrize(
+    "jit,masked,from_logits", [(False, False, True), (False, True, False), (True, True, True)]
+)
 def test_inception_score_matches_published_formula(jit, masked, from_logits):
     rng = np.random.default_rng(9)
     n, c = 77, 12
@@ -287,9 +307,15 @@ def test_inception_score_edge_cases():
     assert float(value["std"]) == 0.0
     # identical predictions everywhere: IS = 1
     uniform = np.full((8, 5), 0.2, np.float32)
-    np.testing.assert_allclose(float(mx.InceptionScore(num_classes=5, splits=2, capacity=8)(probs=uniform)["mean"]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(mx.InceptionScore(num_classes=5, splits=2, capacity=8)(probs=uniform)["mean"]),
+        1.0,
+        rtol=1e-6,
+    )
     # fewer rows than splits: NaN
-    assert np.isnan(float(mx.InceptionScore(num_classes=5, splits=10, capacity=8)(probs=uniform)["mean"]))
+    assert np.isnan(
+        float(mx.InceptionScore(num_classes=5, splits=10, capacity=8)(probs=uniform)["mean"])
+    )
     with pytest.raises(mx.CapacityOverflowError):
         mx.InceptionScore(num_classes=5, splits=2, capacity=4)(probs=uniform)
 
@@ -336,14 +362,22 @@ def test_manifold_edge_cases():
     rng = np.random.default_rng(12)
     x = _features(rng, 20, 4)
     # identical sets: every generated row sits in a real ball and the reverse
-    assert float(mx.PrecisionRecall(num_features=4, capacity=32)(real=x, generated=x)["precision"]) == 1.0
-    assert float(mx.DensityCoverage(num_features=4, capacity=32)(real=x, generated=x)["coverage"]) == 1.0
+    assert (
+        float(mx.PrecisionRecall(num_features=4, capacity=32)(real=x, generated=x)["precision"])
+        == 1.0
+    )
+    assert (
+        float(mx.DensityCoverage(num_features=4, capacity=32)(real=x, generated=x)["coverage"])
+        == 1.0
+    )
     # far away generated rows: nothing inside
     far = mx.PrecisionRecall(num_features=4, capacity=32)(real=x, generated=x + 100)
     assert float(far["precision"]) == 0.0 and float(far["recall"]) == 0.0
     few = mx.DensityCoverage(num_features=4, capacity=32, k=5)
     with pytest.raises(ValueError, match="at least 6"):
         few(real=x[:5], generated=x)
-    assert np.isnan(float(jax.jit(lambda s: s.compute())(few.get_state(real=x[:5], generated=x))["density"]))
+    assert np.isnan(
+        float(jax.jit(lambda s: s.compute())(few.get_state(real=x[:5], generated=x))["density"])
+    )
     with pytest.raises(mx.CapacityOverflowError):
         mx.PrecisionRecall(num_features=4, capacity=8)(real=x, generated=x)

@@ -28,14 +28,47 @@ def _logits(rng, n):
 PAIRS = ("real", "generated")
 
 EXAMPLES = [
-    Example("FID", mx.FID(real="real", generated="generated", num_features=D), _pairs, PAIRS,
-            rtol=1e-4, atol=1e-4, min_batch=1),
-    Example("KID", mx.KID(real="real", generated="generated", num_features=D, capacity=32,
-                          num_subsets=3, subset_size=4), _pairs, PAIRS, rtol=1e-4, atol=1e-5),
-    Example("InceptionScore", mx.InceptionScore(logits="logits", num_classes=5, splits=3, capacity=32),
-            _logits, ("logits",), rtol=1e-5),
-    Example("PrecisionRecall", mx.PrecisionRecall(real="real", generated="generated", num_features=D,
-                                                  capacity=32, k=3), _pairs, PAIRS),
-    Example("DensityCoverage", mx.DensityCoverage(real="real", generated="generated", num_features=D,
-                                                  capacity=32, k=3), _pairs, PAIRS),
+    Example(
+        "FID",
+        mx.FID(real="real", generated="generated", num_features=D),
+        _pairs,
+        PAIRS,
+        rtol=1e-4,
+        atol=1e-4,
+        min_batch=1,
+    ),
+    Example(
+        "KID",
+        mx.KID(
+            real="real",
+            generated="generated",
+            num_features=D,
+            capacity=32,
+            num_subsets=3,
+            subset_size=4,
+        ),
+        _pairs,
+        PAIRS,
+        rtol=1e-4,
+        atol=1e-5,
+    ),
+    Example(
+        "InceptionScore",
+        mx.InceptionScore(logits="logits", num_classes=5, splits=3, capacity=32),
+        _logits,
+        ("logits",),
+        rtol=1e-5,
+    ),
+    Example(
+        "PrecisionRecall",
+        mx.PrecisionRecall(real="real", generated="generated", num_features=D, capacity=32, k=3),
+        _pairs,
+        PAIRS,
+    ),
+    Example(
+        "DensityCoverage",
+        mx.DensityCoverage(real="real", generated="generated", num_features=D, capacity=32, k=3),
+        _pairs,
+        PAIRS,
+    ),
 ]
