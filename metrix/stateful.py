@@ -213,6 +213,10 @@ class Stateful:
             )
         self._state = state
 
+    def set_state(self, state: State) -> None:
+        """Same as ``self.state = state`` (the spelling the nnx classes use)."""
+        self.state = state
+
     def merge(self, other: Stateful | State) -> None:
         """Merge another accumulator's state (or a state) into this one, in place."""
         other_state = other._state if isinstance(other, Stateful) else other
@@ -293,6 +297,10 @@ class _StateBackedMetric(FrozenBackboneMetric):
 
     @state.setter
     def state(self, state: State) -> None:
+        self._require().state = state
+
+    def set_state(self, state: State) -> None:
+        """Same as ``self.state = state`` (the spelling the nnx classes use)."""
         self._require().state = state
 
     def merge(self, other: _StateBackedMetric | State) -> None:

@@ -79,6 +79,9 @@ def test_stateful_state_merge_and_restore():
     restored = Stateful(mx.Std())
     restored.state = a.state  # e.g. from a checkpoint
     assert float(restored.compute()) == float(a.compute())
+    again = Stateful(mx.Std())
+    again.set_state(a.state)
+    assert float(again.compute()) == float(a.compute())
     with pytest.raises(TypeError, match="state must be"):
         restored.state = mx.Average().empty()
     # a state all-reduced elsewhere merges in as well
