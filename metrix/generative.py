@@ -308,6 +308,11 @@ class FID(Metric):
 
     ``precision``: ``"float32"`` (default, jit-able JAX) or ``"float64"`` (the final formula
     in float64 numpy on the host; the accumulated statistics are float32 either way).
+    Measured against scipy's float64 ``sqrtm`` on the same statistics (d = 2048, N = 5000
+    features per side with a decaying spectrum, FID ~ 10, traces ~ 17): float32 relative
+    error 1.2e-6, float64 option 1.6e-8. With fewer rows than dimensions the counts bound
+    the covariance ranks, so the known-zero eigenvalues do not add ``sqrt(round-off)``
+    (d = 256, N = 100: 1.4e-7 in float32).
     ``compute`` of fewer than 2 rows on a side is NaN.
     """
 
