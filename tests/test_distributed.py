@@ -284,7 +284,7 @@ def test_buffer_allreduce_keeps_device_order_and_counts_drops(capacity):
     assert numerics.df_to_python(actual.dropped) == max(len(kept) - capacity, 0)
 
 
-@pytest.mark.parametrize("length", [1, 2, 5, 8])
+@pytest.mark.parametrize("length", [1, 5])
 def test_buffer_merge_stacked_keeps_order(length):
     data = _device_rows(np.random.default_rng(3), rows=3)
     states = [_collect(jnp.asarray(s), 10) for s in np.split(data, NUM_DEVICES)[:length]]
