@@ -31,6 +31,7 @@ margin is in degrees (``margin=np.radians(28.6)``). Each class says what to set.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -487,20 +488,21 @@ def _searchsorted_rows(sorted_rows, queries, side):
     return jax.vmap(lambda row, q: jnp.searchsorted(row, q, side=side))(sorted_rows, queries)
 
 
-@jax.custom_vjp
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _triplet_hinge_sorted(d, pos, neg, margin):
     """All-triplet hinge sums per anchor over its sorted negative distances.
 
     For anchor a and positive p with ``t = d_ap + margin``, the negatives with ``d_an < t``
     are a prefix ``s[:k]`` of a's sorted negative distances, so
     ``sum_n relu(t - d_an) = k t - cumsum(s)[k]`` (``O(N^2 log N)``, ``O(N^2)`` memory).
-    Returns (sum of losses, number of triplets, number with a loss > 0). The gradient is
-    analytic: ``dL/dd_ap = k_ap`` and ``dL/dd_an = -#{p : d_an < d_ap + margin}``.
+    Returns (sum of losses, number of triplets, number with a loss > 0). The derivative is
+    analytic (a custom JVP, so forward and reverse mode both work): ``dL/dd_ap = k_ap`` and
+    ``dL/dd_an = -#{p : d_an < d_ap + margin}``.
     """
-    return _triplet_hinge_sorted_fwd(d, pos, neg, margin)[0]
+    return _triplet_hinge_sorted_values(d, pos, neg, margin)[0]
 
 
-def _triplet_hinge_sorted_fwd(d, pos, neg, margin):
+def _triplet_hinge_sorted_values(d, pos, neg, margin):
     n = d.shape[0]
     s = _sort_rows(jnp.where(neg, d, jnp.inf))
     prefix = jnp.cumsum(jnp.where(jnp.isfinite(s), s, 0.0), axis=1)
@@ -512,21 +514,21 @@ def _triplet_hinge_sorted_fwd(d, pos, neg, margin):
     total = _masked_sum(pos, sums)
     count_all = jnp.sum(jnp.where(pos, num_neg[:, None], 0.0))
     count_nonzero = jnp.sum(jnp.where(pos, k, 0), dtype=jnp.float32)
-    return (total, count_all, count_nonzero), (d, pos, neg, margin, k)
+    return (total, count_all, count_nonzero), k
 
 
-def _triplet_hinge_sorted_bwd(residuals, cotangents):
-    d, pos, neg, margin, k = residuals
-    g_total = cotangents[0]
+@_triplet_hinge_sorted.defjvp
+def _triplet_hinge_sorted_jvp(margin, primals, tangents):
+    d, pos, neg = primals
+    d_dot = tangents[0]
+    out, k = _triplet_hinge_sorted_values(d, pos, neg, margin)
     # for each (a, n): how many positives p of a have d_an < d_ap + margin
     t_sorted = _sort_rows(jnp.where(pos, d + margin, jnp.inf))
     num_pos = jnp.sum(pos, axis=1)
     active = num_pos[:, None] - _searchsorted_rows(t_sorted, d, "right")
     grad = jnp.where(pos, k, 0).astype(d.dtype) - jnp.where(neg, active, 0).astype(d.dtype)
-    return g_total * grad, None, None, None
-
-
-_triplet_hinge_sorted.defvjp(_triplet_hinge_sorted_fwd, _triplet_hinge_sorted_bwd)
+    total_dot = jnp.sum(grad * d_dot)
+    return out, (total_dot, jnp.zeros_like(out[1]), jnp.zeros_like(out[2]))
 
 
 def _triplet_chunked(d, pos, neg, margin, smooth, swap):

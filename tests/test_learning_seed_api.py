@@ -138,7 +138,6 @@ def test_proxy_losses_train_in_nnx():
     for make in (
         lambda: ProxyAnchorLoss(num_classes=4, embedding_dim=32, rngs=nnx.Rngs(3)),
         lambda: ProxyNCALoss(num_classes=4, embedding_dim=32, rngs=nnx.Rngs(3)),
-        lambda: CosFaceLoss(num_classes=4, embedding_dim=32, rngs=nnx.Rngs(3)),
     ):
         encoder = nnx.Linear(128, 32, rngs=nnx.Rngs(0))
         loss_module = make()

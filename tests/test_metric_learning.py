@@ -285,3 +285,12 @@ def test_errors():
         arcface(x, y)
     with pytest.raises(ValueError, match="shape"):
         arcface(x, y, {"weights": jnp.zeros((4, 3))})
+
+
+def test_triplet_hinge_forward_mode_matches_reverse_mode():
+    x, y = _batch(15, n=13, d=4)
+    loss = mx.TripletMarginLoss(normalize=True)
+    v = np.random.default_rng(16).normal(size=x.shape).astype(np.float32)
+    _, grad = JG(loss)(jnp.asarray(x), y)
+    _, tangent = jax.jit(lambda e, t: jax.jvp(lambda z: loss(z, y), (e,), (t,)))(jnp.asarray(x), v)
+    np.testing.assert_allclose(tangent, np.sum(np.asarray(grad) * v), rtol=1e-4)
