@@ -38,6 +38,8 @@ from metrix.checkpoint import CheckpointError, read_checkpoint_info, restore_sta
 from metrix.config import ConfigError, load_config
 from metrix.evaluate import evaluate, evaluate_scan, pad_batch
 from metrix.plotting import plot
+from metrix.stateful import Stateful
+from metrix import nnx, protocols, stateful  # noqa: E402  (submodules: metrix.nnx, ...)
 from metrix.typecheck import InputTypeError, set_typechecking, typechecking
 
 __version__ = "0.1.0"
