@@ -4,7 +4,7 @@ Name mapping: ``kd.metrics.Metric`` -> ``mx.Metric``, ``kd.metrics.AverageState`
 ``mx.AverageState``, ``kontext.Key`` / ``kd.kontext.REQUIRED`` -> ``mx.Key`` / ``mx.REQUIRED``,
 ``kd.losses.Loss`` / ``kd.losses.L2`` -> ``mx.Loss`` / ``mx.L2``, ``kd.metrics.RocAuc`` ->
 ``mx.RocAuc``; ``Float`` and ``typechecked`` come from ``kauldron.typing`` in Kauldron and
-from the small shim ``tests/seeds/kauldron_typing.py`` here. References: numpy (accuracy,
+from ``metrix.typing`` (Kauldron-style shorthands). References: numpy (accuracy,
 squared error) and scikit-learn (ROC AUC).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import metrix as mx
-from tests.seeds.kauldron_typing import Float, typechecked
+from metrix.typing import Float, typechecked
 
 # The seed's `kontext` and `kd` namespaces, as metrix provides them.
 kontext = mx
