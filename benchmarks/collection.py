@@ -46,7 +46,9 @@ def build_loops(workload: str, batches, peer_names) -> tuple[list[peers.Loop], d
         try:
             loops.append(peers.PEERS[name](workload, batches, C))
         except peers.PeerMissing as err:
-            missing[name] = str(err)
+            missing[name] = f"not installed ({err})"
+        except Exception as err:  # installed but its adapter fails here: reported, not dropped
+            missing[name] = f"failed: {type(err).__name__}: {err}".splitlines()[0][:200]
     return loops, missing
 
 
@@ -83,7 +85,7 @@ def bench_workload(workload: str, steps: int, repeats: int, peer_names) -> list[
             covered=f"{len(loop.covered)}/{10 if workload == 'ten' else 2}",
         ))
     for name, why in missing.items():
-        rows.append(common.row(f"{workload}/{name}", None, unit="s/step", note=f"not installed ({why})"))
+        rows.append(common.row(f"{workload}/{name}", None, unit="s/step", note=why))
     title = "{Accuracy, Average}" if workload == "two" else "10-metric classification collection"
     print(f"{title}: {steps} steps, B={B}, {C} classes, median of {repeats} interleaved rounds")
     print(f"  {'library':24s} {'us/step':>10s} {'x hand':>8s} {'peer/metrix':>12s} {'metrics':>8s}")

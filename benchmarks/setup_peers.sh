@@ -49,7 +49,7 @@ try_install() {  # try_install NAME IMPORT_CHECK PIP_ARGS...
 if ! "${PIP[@]}" "torch==2.13.0" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} >"$VENV/pip-torch.log" 2>&1; then
     record torch "not installed" "see $VENV/pip-torch.log"
 else
-    record torch installed "$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+    record torch installed "$("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 fi
 
 # 2. metrix and its own dependencies, then freeze them.
@@ -67,9 +67,9 @@ try_install torchmetrics "import torchmetrics" "${CONSTRAIN[@]}" torchmetrics
 try_install pytorch-metric-learning "import pytorch_metric_learning" "${CONSTRAIN[@]}" pytorch-metric-learning
 
 # Kauldron: the wheel without its dependencies, then what `import kauldron.metrics` needs.
-# (found by importing it in a fresh venv and adding each missing module in turn)
-KAULDRON_SMALL_DEPS=(etils[epath,edc,enp,epy,etree] ml_collections einops jaxtyping
-                     typeguard immutabledict lark simple_parsing tqdm)
+# (found by importing it in a fresh venv: beyond metrix's own jax/flax/numpy/typeguard/tqdm/
+# einops/jaxtyping it needs etils, ml_collections, immutabledict and lark)
+KAULDRON_SMALL_DEPS=("etils[epath,edc,enp,epy,etree]" ml_collections immutabledict lark)
 "${PIP[@]}" --no-deps kauldron >"$VENV/pip-kauldron.log" 2>&1
 "${PIP[@]}" "${CONSTRAIN[@]}" "${KAULDRON_SMALL_DEPS[@]}" >>"$VENV/pip-kauldron.log" 2>&1
 try_install kauldron "from kauldron import metrics" --no-deps kauldron
