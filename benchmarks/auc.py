@@ -87,8 +87,10 @@ def main(argv=None):
     from sklearn import metrics as skm
 
     scores, labels = make_data()
-    print(f"# ROC AUC / AP over {N:,} scores in {BATCHES} batches; {platform.processor() or platform.machine()}, "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}, repeats={args.repeats} (median)")
+    print(
+        f"# ROC AUC / AP over {N:,} scores in {BATCHES} batches; {platform.processor() or platform.machine()}, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, repeats={args.repeats} (median)"
+    )
 
     rows = []  # (name, seconds, peer name or None)
     results = {}
@@ -106,14 +108,44 @@ def main(argv=None):
             torch, tm_auc, tm_ap = tm
             ts, ty = torch.from_numpy(scores), torch.from_numpy(labels)
             tm_fn = tm_auc if kind == "auc" else tm_ap
-            rows.append((f"{kind}: torchmetrics (exact)", median_time(lambda: tm_fn(ts, ty), args.repeats), "sklearn"))
-        rows.append((f"{kind}: metrix exact compute", median_time(exact_state.compute, args.repeats), "sklearn"))
+            rows.append(
+                (
+                    f"{kind}: torchmetrics (exact)",
+                    median_time(lambda: tm_fn(ts, ty), args.repeats),
+                    "sklearn",
+                )
+            )
+        rows.append(
+            (
+                f"{kind}: metrix exact compute",
+                median_time(exact_state.compute, args.repeats),
+                "sklearn",
+            )
+        )
         jit_compute = jax.jit(lambda s: s.compute())
-        rows.append((f"{kind}: metrix exact compute (jit)", median_time(lambda: jit_compute(exact_state), args.repeats), "sklearn"))
-        rows.append((f"{kind}: metrix exact accumulate (10 batches)",
-                     median_time(lambda: accumulate(exact_metric, scores, labels).count, args.repeats), "sklearn"))
-        rows.append((f"{kind}: metrix binned-200 accumulate+compute",
-                     median_time(lambda: accumulate(binned_metric, scores, labels).compute(), args.repeats), "sklearn"))
+        rows.append(
+            (
+                f"{kind}: metrix exact compute (jit)",
+                median_time(lambda: jit_compute(exact_state), args.repeats),
+                "sklearn",
+            )
+        )
+        rows.append(
+            (
+                f"{kind}: metrix exact accumulate (10 batches)",
+                median_time(lambda: accumulate(exact_metric, scores, labels).count, args.repeats),
+                "sklearn",
+            )
+        )
+        rows.append(
+            (
+                f"{kind}: metrix binned-200 accumulate+compute",
+                median_time(
+                    lambda: accumulate(binned_metric, scores, labels).compute(), args.repeats
+                ),
+                "sklearn",
+            )
+        )
         binned_state = accumulate(binned_metric, scores, labels)
         results[kind] = {
             "sklearn": sk_fn(labels, scores),
@@ -125,11 +157,17 @@ def main(argv=None):
         }
         peers = {name: t for name, t, _ in rows if name == f"{kind}: sklearn"}
         for name, seconds, peer in [r for r in rows if r[0].startswith(kind + ":")]:
-            ratio = "" if peer is None else f"  ratio vs sklearn {seconds / peers[f'{kind}: sklearn']:.3f}"
+            ratio = (
+                ""
+                if peer is None
+                else f"  ratio vs sklearn {seconds / peers[f'{kind}: sklearn']:.3f}"
+            )
             print(f"{name:<48} {seconds * 1e3:9.2f} ms{ratio}")
         r = results[kind]
-        print(f"{kind}: values sklearn {r['sklearn']:.7f} exact {r['exact']:.7f} exact(jit) {r['exact_jit']:.7f} "
-              f"binned-200 {r['binned']:.7f} (|binned - exact| {abs(r['binned'] - r['exact']):.1e})")
+        print(
+            f"{kind}: values sklearn {r['sklearn']:.7f} exact {r['exact']:.7f} exact(jit) {r['exact_jit']:.7f} "
+            f"binned-200 {r['binned']:.7f} (|binned - exact| {abs(r['binned'] - r['exact']):.1e})"
+        )
         print(f"{kind}: state bytes exact {r['exact_bytes']:,} binned-200 {r['binned_bytes']:,}")
     return results
 

@@ -55,18 +55,26 @@ def _prepare(owner, task, num_classes, preds, labels, mask, from_logits):
         raise ValueError(f"{owner}: task must be one of {_TASKS}, got {task!r}")
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
     if not jnp.issubdtype(preds.dtype, jnp.floating):
-        raise TypeError(f"{owner}: preds must be floating probabilities or logits, got {preds.dtype}")
+        raise TypeError(
+            f"{owner}: preds must be floating probabilities or logits, got {preds.dtype}"
+        )
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"{owner}: labels must be integers or booleans, got {labels.dtype}")
     preds = preds.astype(jnp.float32)
     if task == "multiclass":
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"{owner}: multiclass needs num_classes >= 2 (static), got {num_classes!r}")
+            raise ValueError(
+                f"{owner}: multiclass needs num_classes >= 2 (static), got {num_classes!r}"
+            )
         if preds.ndim < 1 or preds.shape[-1] != num_classes:
-            raise ValueError(f"{owner}: preds must have shape (*b, num_classes={num_classes}), got {preds.shape}")
+            raise ValueError(
+                f"{owner}: preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+            )
         if labels.shape != preds.shape[:-1]:
-            raise ValueError(f"{owner}: multiclass labels must have shape {preds.shape[:-1]}, got {labels.shape}")
+            raise ValueError(
+                f"{owner}: multiclass labels must have shape {preds.shape[:-1]}, got {labels.shape}"
+            )
         if from_logits:
             probs = jax.nn.softmax(preds, axis=-1)
             bad_preds = jnp.any(jnp.isnan(preds), axis=-1)
@@ -78,9 +86,13 @@ def _prepare(owner, task, num_classes, preds, labels, mask, from_logits):
         bad_labels = (labels < 0) | (labels >= num_classes)
     else:
         if preds.shape != labels.shape:
-            raise ValueError(f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}")
+            raise ValueError(
+                f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
+            )
         if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
-            raise ValueError(f"{owner}: multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}")
+            raise ValueError(
+                f"{owner}: multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+            )
         if from_logits:
             probs = jax.nn.sigmoid(preds)
             bad_preds = jnp.isnan(preds)
@@ -118,7 +130,13 @@ def _refuse_bad_inputs(metric, n_labels, n_preds, *inputs):
 def _batch_sums(metric, preds, labels, mask):
     """One batch's sums for ``metric`` (its ``_sums``), jitted: one compiled call when eager."""
     probs, labels, keep, invalid, n_labels, n_preds = _prepare(
-        type(metric).__name__, metric.task, metric.num_classes, preds, labels, mask, metric.from_logits
+        type(metric).__name__,
+        metric.task,
+        metric.num_classes,
+        preds,
+        labels,
+        mask,
+        metric.from_logits,
     )
     sums = metric._sums(jnp.asarray(preds, jnp.float32), probs, jnp.where(keep, labels, 0), keep)
     return sums, invalid, n_labels, n_preds
@@ -145,7 +163,9 @@ class _MeanState(State):
     invalid: jax.Array = exact_sum_field()
 
     def compute(self):
-        return _refuse_invalid(type(self.parent).__name__, self.invalid, numerics.df_divide(self.total, self.count))
+        return _refuse_invalid(
+            type(self.parent).__name__, self.invalid, numerics.df_divide(self.total, self.count)
+        )
 
 
 class _ProbabilisticMetric(Metric):
@@ -158,9 +178,15 @@ class _ProbabilisticMetric(Metric):
 
     def __post_init__(self):
         if self.task not in _TASKS:
-            raise ValueError(f"{type(self).__name__}: task must be one of {_TASKS}, got {self.task!r}")
-        if self.task != "binary" and (not isinstance(self.num_classes, int) or self.num_classes < 1):
-            raise ValueError(f"{type(self).__name__}: task={self.task!r} needs num_classes= (static int)")
+            raise ValueError(
+                f"{type(self).__name__}: task must be one of {_TASKS}, got {self.task!r}"
+            )
+        if self.task != "binary" and (
+            not isinstance(self.num_classes, int) or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: task={self.task!r} needs num_classes= (static int)"
+            )
 
     def _sums(self, preds, probs, labels, keep):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -256,7 +282,9 @@ class BrierScore(_ProbabilisticMetric):
         pass
 
     def _sums(self, preds, probs, labels, keep):
-        return _mean_sums(brier_values(preds, labels, task=self.task, from_logits=self.from_logits), keep)
+        return _mean_sums(
+            brier_values(preds, labels, task=self.task, from_logits=self.from_logits), keep
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,9 +395,13 @@ class ExpectedCalibrationError(_ProbabilisticMetric):
     def __post_init__(self):
         super().__post_init__()
         if self.norm not in _NORMS:
-            raise ValueError(f"{type(self).__name__}: norm must be one of {_NORMS}, got {self.norm!r}")
+            raise ValueError(
+                f"{type(self).__name__}: norm must be one of {_NORMS}, got {self.norm!r}"
+            )
         if not isinstance(self.num_bins, int) or self.num_bins < 1:
-            raise ValueError(f"{type(self).__name__}: num_bins must be a positive int, got {self.num_bins!r}")
+            raise ValueError(
+                f"{type(self).__name__}: num_bins must be a positive int, got {self.num_bins!r}"
+            )
 
     class State(CalibrationState):
         pass
@@ -382,7 +414,11 @@ class ExpectedCalibrationError(_ProbabilisticMetric):
             values = jnp.where(keep, values, 0).reshape(-1)
             return jnp.zeros((self.num_bins,), jnp.float32).at[where].add(values, mode="drop")
 
-        return {"count": per_bin(jnp.ones_like(conf)), "confidence": per_bin(conf), "correct": per_bin(correct)}
+        return {
+            "count": per_bin(jnp.ones_like(conf)),
+            "confidence": per_bin(conf),
+            "correct": per_bin(correct),
+        }
 
 
 class ReliabilityDiagram(ExpectedCalibrationError):

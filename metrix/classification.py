@@ -180,7 +180,9 @@ def _jit_when_eager(fn, static):
 
     @functools.wraps(fn)
     def call(*args, owner, **kwargs):
-        arrays = [a for a in args if a is not None] + [v for k, v in kwargs.items() if k not in static and v is not None]
+        arrays = [a for a in args if a is not None] + [
+            v for k, v in kwargs.items() if k not in static and v is not None
+        ]
         if not _is_concrete(*arrays):
             return fn(*args, owner=owner, **kwargs)
         jax.eval_shape(functools.partial(fn, owner=owner, **kwargs), *args)
@@ -189,7 +191,17 @@ def _jit_when_eager(fn, static):
     return call
 
 
-def _confusion_and_invalid_impl(preds, labels, *, task, num_classes=None, threshold=0.5, from_logits=False, mask=None, owner="confusion_counts"):
+def _confusion_and_invalid_impl(
+    preds,
+    labels,
+    *,
+    task,
+    num_classes=None,
+    threshold=0.5,
+    from_logits=False,
+    mask=None,
+    owner="confusion_counts",
+):
     """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
     _check_task(owner, task, num_classes)
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
@@ -217,7 +229,9 @@ def _confusion_and_invalid_impl(preds, labels, *, task, num_classes=None, thresh
         n = num_classes
     else:
         if preds.shape != labels.shape:
-            raise ValueError(f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}")
+            raise ValueError(
+                f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
+            )
         if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
             raise ValueError(
                 f"{owner}: multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
@@ -249,7 +263,16 @@ _confusion_and_invalid = _jit_when_eager(
 )
 
 
-def confusion_counts(preds, labels, *, task: str, num_classes: int | None = None, threshold: float = 0.5, from_logits: bool = False, mask=None):
+def confusion_counts(
+    preds,
+    labels,
+    *,
+    task: str,
+    num_classes: int | None = None,
+    threshold: float = 0.5,
+    from_logits: bool = False,
+    mask=None,
+):
     """Confusion counts of one batch (float32; jit-safe). Rows are true classes, columns predicted.
 
     ``binary``: ``(2, 2)``; ``multiclass``: ``(C, C)``; ``multilabel``: ``(L, 2, 2)`` (one
@@ -257,8 +280,14 @@ def confusion_counts(preds, labels, *, task: str, num_classes: int | None = None
     and invalid elements (labels out of range, NaN scores) are not counted.
     """
     counts, _, _ = _confusion_and_invalid(
-        preds, labels, task=task, num_classes=num_classes, threshold=threshold,
-        from_logits=from_logits, mask=mask, owner="confusion_counts",
+        preds,
+        labels,
+        task=task,
+        num_classes=num_classes,
+        threshold=threshold,
+        from_logits=from_logits,
+        mask=mask,
+        owner="confusion_counts",
     )
     return counts
 
@@ -274,7 +303,9 @@ def _confusion_shape(m):
 def _nan_where(flag, value):
     """``value`` with its floating leaves replaced by NaN where ``flag`` (jit-safe)."""
     return jax.tree.map(
-        lambda v: jnp.where(flag, jnp.nan, v) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v,
+        lambda v: (
+            jnp.where(flag, jnp.nan, v) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v
+        ),
         value,
     )
 
@@ -308,8 +339,14 @@ class ConfusionState(State):
     def from_inputs(cls, metric, preds, labels, mask=None):
         owner = type(metric).__name__
         counts, bad_labels, bad_preds = _confusion_and_invalid(
-            preds, labels, task=metric.task, num_classes=metric.num_classes,
-            threshold=metric.threshold, from_logits=metric.from_logits, mask=mask, owner=owner,
+            preds,
+            labels,
+            task=metric.task,
+            num_classes=metric.num_classes,
+            threshold=metric.threshold,
+            from_logits=metric.from_logits,
+            mask=mask,
+            owner=owner,
         )
         if _is_concrete(preds, labels, mask):
             n_labels, n_preds = int(bad_labels), int(bad_preds)
@@ -373,7 +410,15 @@ def _score_parts(kind: str, tp, fp, fn, tn, beta: float = 1.0):
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "task", "average", "beta"))
-def score_from_confusion(matrix, kind: str, *, task: str, average: str = "macro", zero_division: float = 0.0, beta: float = 1.0):
+def score_from_confusion(
+    matrix,
+    kind: str,
+    *,
+    task: str,
+    average: str = "macro",
+    zero_division: float = 0.0,
+    beta: float = 1.0,
+):
     """Precision / recall / F-beta / specificity from a confusion matrix (jit-able).
 
     ``precision = tp/(tp+fp)``, ``recall = tp/(tp+fn)``, ``specificity = tn/(tn+fp)``,
@@ -438,7 +483,12 @@ def balanced_accuracy_from_confusion(matrix, *, task: str, average: str = "macro
         weights = support if average == "weighted" else jnp.ones_like(support)
         weights = jnp.where(jnp.isnan(per_label), 0, weights)
         total = weights.sum()
-        return jnp.where(total > 0, jnp.sum(jnp.where(weights > 0, per_label * weights, 0)) / jnp.where(total > 0, total, 1), jnp.nan)
+        return jnp.where(
+            total > 0,
+            jnp.sum(jnp.where(weights > 0, per_label * weights, 0))
+            / jnp.where(total > 0, total, 1),
+            jnp.nan,
+        )
     support = m.sum(axis=1)
     recall = jnp.diagonal(m) / jnp.where(support > 0, support, 1)
     present = support > 0
@@ -515,7 +565,9 @@ class _ConfusionMetric(Metric):
         _check_task(type(self).__name__, self.task, self.num_classes)
         average = getattr(self, "average", "macro")
         if average not in _AVERAGES:
-            raise ValueError(f"{type(self).__name__}: average must be one of {_AVERAGES}, got {average!r}")
+            raise ValueError(
+                f"{type(self).__name__}: average must be one of {_AVERAGES}, got {average!r}"
+            )
 
     class State(ConfusionState):
         pass
@@ -539,8 +591,12 @@ class _AveragedScore(_ConfusionMetric):
         def compute(self):
             m = self.parent
             value = score_from_confusion(
-                self.counts(), m._kind, task=m.task, average=m.average,
-                zero_division=m.zero_division, beta=getattr(m, "beta", 1.0),
+                self.counts(),
+                m._kind,
+                task=m.task,
+                average=m.average,
+                zero_division=m.zero_division,
+                beta=getattr(m, "beta", 1.0),
             )
             return self.checked(value)
 
@@ -595,7 +651,9 @@ class BalancedAccuracy(_ConfusionMetric):
     class State(ConfusionState):
         def compute(self):
             m = self.parent
-            return self.checked(balanced_accuracy_from_confusion(self.counts(), task=m.task, average=m.average))
+            return self.checked(
+                balanced_accuracy_from_confusion(self.counts(), task=m.task, average=m.average)
+            )
 
 
 class MatthewsCorrCoef(_ConfusionMetric):
@@ -603,7 +661,9 @@ class MatthewsCorrCoef(_ConfusionMetric):
 
     class State(ConfusionState):
         def compute(self):
-            return self.checked(matthews_corrcoef_from_confusion(self.counts(), task=self.parent.task))
+            return self.checked(
+                matthews_corrcoef_from_confusion(self.counts(), task=self.parent.task)
+            )
 
 
 class CohenKappa(_ConfusionMetric):
@@ -614,7 +674,9 @@ class CohenKappa(_ConfusionMetric):
     class State(ConfusionState):
         def compute(self):
             m = self.parent
-            return self.checked(cohen_kappa_from_confusion(self.counts(), task=m.task, weights=m.weights))
+            return self.checked(
+                cohen_kappa_from_confusion(self.counts(), task=m.task, weights=m.weights)
+            )
 
 
 class ConfusionMatrix(_ConfusionMetric):
@@ -641,9 +703,10 @@ class ConfusionMatrix(_ConfusionMetric):
             elif norm == "all":
                 den = m.sum(axis=(-2, -1), keepdims=True)
             else:
-                raise ValueError(f"ConfusionMatrix: normalize must be None, 'true', 'pred' or 'all', got {norm!r}")
+                raise ValueError(
+                    f"ConfusionMatrix: normalize must be None, 'true', 'pred' or 'all', got {norm!r}"
+                )
             return self.checked(_ratio(m, den, 0.0))
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -693,9 +756,17 @@ def binary_roc_curve(scores, labels):
     tps, fps = np.r_[0, tps], np.r_[0, fps]
     pos, neg = tps[-1], fps[-1]
     if neg == 0:
-        warnings.warn("No negative samples: the false-positive rate is NaN.", UndefinedMetricWarning, stacklevel=2)
+        warnings.warn(
+            "No negative samples: the false-positive rate is NaN.",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
     if pos == 0:
-        warnings.warn("No positive samples: the true-positive rate is NaN.", UndefinedMetricWarning, stacklevel=2)
+        warnings.warn(
+            "No positive samples: the true-positive rate is NaN.",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         fpr = fps / neg if neg else np.full(fps.shape, np.nan)
         tpr = tps / pos if pos else np.full(tps.shape, np.nan)
@@ -711,7 +782,11 @@ def binary_precision_recall_curve(scores, labels):
     tps, fps, thresholds = binary_distinct_points(scores, labels)
     precision = tps / np.maximum(tps + fps, 1)
     if tps.size == 0 or tps[-1] == 0:
-        warnings.warn("No positive samples: recall is set to 1 for all thresholds.", UndefinedMetricWarning, stacklevel=2)
+        warnings.warn(
+            "No positive samples: recall is set to 1 for all thresholds.",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
         recall = np.ones(tps.shape)
     else:
         recall = tps / tps[-1]
@@ -722,7 +797,9 @@ def _roc_auc_np(scores, labels) -> float:
     tps, fps, _ = binary_distinct_points(scores, labels)
     if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:
         warnings.warn(
-            "ROC AUC is undefined with only one class in the labels: NaN.", UndefinedMetricWarning, stacklevel=3
+            "ROC AUC is undefined with only one class in the labels: NaN.",
+            UndefinedMetricWarning,
+            stacklevel=3,
         )
         return math.nan
     tpr = np.r_[0, tps] / tps[-1]
@@ -733,7 +810,9 @@ def _roc_auc_np(scores, labels) -> float:
 def _average_precision_np(scores, labels) -> float:
     tps, fps, _ = binary_distinct_points(scores, labels)
     if tps.size == 0 or tps[-1] == 0:
-        warnings.warn("Average precision with no positive samples is 0.", UndefinedMetricWarning, stacklevel=3)
+        warnings.warn(
+            "Average precision with no positive samples is 0.", UndefinedMetricWarning, stacklevel=3
+        )
         return 0.0
     precision = tps / (tps + fps)
     recall_steps = np.diff(np.r_[0, tps]) / tps[-1]
@@ -809,6 +888,7 @@ def binary_average_precision(scores, labels, valid=None):
 
 def _binned_tp_fp(positives, negatives):
     """Counts with ``score >= t_j`` per threshold ``j`` (ascending) from bin histograms."""
+
     def at_or_above(h):
         return jnp.flip(jnp.cumsum(jnp.flip(h, -1), axis=-1), -1)[..., 1:]
 
@@ -882,23 +962,31 @@ def _score_rows(owner, task, num_classes, preds, labels, mask):
     preds, labels = preds.astype(jnp.float32), labels.astype(jnp.int32)
     if task == "binary":
         if preds.shape != labels.shape:
-            raise ValueError(f"{owner}: binary preds {preds.shape} and labels {labels.shape} must have one shape")
+            raise ValueError(
+                f"{owner}: binary preds {preds.shape} and labels {labels.shape} must have one shape"
+            )
         row_shape = labels.shape
         scores, y = preds.reshape(-1), labels.reshape(-1)
         bad = jnp.isnan(scores) | (y < 0) | (y > 1)
     else:
         if preds.ndim < 1 or preds.shape[-1] != num_classes:
-            raise ValueError(f"{owner}: preds must have shape (*b, num_classes={num_classes}), got {preds.shape}")
+            raise ValueError(
+                f"{owner}: preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+            )
         row_shape = preds.shape[:-1]
         scores = preds.reshape(-1, num_classes)
         if task == "multiclass":
             if labels.shape != row_shape:
-                raise ValueError(f"{owner}: multiclass labels must have shape {row_shape} (class indices), got {labels.shape}")
+                raise ValueError(
+                    f"{owner}: multiclass labels must have shape {row_shape} (class indices), got {labels.shape}"
+                )
             y = labels.reshape(-1)
             bad = (y < 0) | (y >= num_classes)
         else:
             if labels.shape != preds.shape:
-                raise ValueError(f"{owner}: multilabel labels must have shape {preds.shape}, got {labels.shape}")
+                raise ValueError(
+                    f"{owner}: multilabel labels must have shape {preds.shape}, got {labels.shape}"
+                )
             y = labels.reshape(-1, num_classes)
             bad = jnp.any((y < 0) | (y > 1), axis=-1)
         bad = bad | jnp.any(jnp.isnan(scores), axis=-1)
@@ -912,7 +1000,9 @@ def _refuse_bad_rows(owner, task, num_classes, n_bad, *inputs):
         n_bad = int(n_bad)
         if n_bad:
             limit = num_classes if task == "multiclass" else 2
-            raise ValueError(f"{owner}: {n_bad} example(s) with a NaN score or a label outside [0, {limit}).")
+            raise ValueError(
+                f"{owner}: {n_bad} example(s) with a NaN score or a label outside [0, {limit})."
+            )
 
 
 def _buffer_rows_impl(preds, labels, mask, *, task, num_classes, capacity, owner):
@@ -953,10 +1043,18 @@ class ScoresState(BufferState):
     def from_inputs(cls, metric, preds, labels, mask=None):
         owner = type(metric).__name__
         rows, n_bad = _buffer_rows(
-            preds, labels, mask, task=metric.task, num_classes=metric.num_classes, capacity=metric.capacity, owner=owner
+            preds,
+            labels,
+            mask,
+            task=metric.task,
+            num_classes=metric.num_classes,
+            capacity=metric.capacity,
+            owner=owner,
         )
         _refuse_bad_rows(owner, metric.task, metric.num_classes, n_bad, preds, labels, mask)
-        fields = {f: getattr(rows, f) for f in rows._data_fields + rows._static_fields if f != "parent"}
+        fields = {
+            f: getattr(rows, f) for f in rows._data_fields + rows._static_fields if f != "parent"
+        }
         return cls(parent=metric, **fields)
 
     def bad_rows(self):
@@ -1031,7 +1129,9 @@ class ScoresState(BufferState):
         return self.parent._compute_exact(self)
 
 
-def binned_counts(preds, labels, *, task: str, num_classes: int | None = None, thresholds: int = 200, mask=None):
+def binned_counts(
+    preds, labels, *, task: str, num_classes: int | None = None, thresholds: int = 200, mask=None
+):
     """Per-bin positive / negative counts of one batch: ``(K, N + 1)`` each (jit-safe).
 
     Bin ``searchsorted(grid, score, side="right")``: bin ``j`` holds scores in
@@ -1039,7 +1139,13 @@ def binned_counts(preds, labels, *, task: str, num_classes: int | None = None, t
     number of classes / labels (one-vs-rest). Bad rows are left out.
     """
     pos, neg, invalid = _binned_counts(
-        preds, labels, mask, task=task, num_classes=num_classes, thresholds=thresholds, owner="binned_counts"
+        preds,
+        labels,
+        mask,
+        task=task,
+        num_classes=num_classes,
+        thresholds=thresholds,
+        owner="binned_counts",
     )
     _refuse_bad_rows("binned_counts", task, num_classes, invalid, preds, labels, mask)
     return pos, neg
@@ -1054,18 +1160,27 @@ def _binned_counts_impl(preds, labels, mask, *, task, num_classes, thresholds, o
     elif task == "multiclass":
         y = (y[:, None] == jnp.arange(num_classes)).astype(jnp.int32)
     k = scores.shape[1]
-    bins = jnp.searchsorted(threshold_grid(thresholds), scores.reshape(-1), side="right").reshape(scores.shape)
+    bins = jnp.searchsorted(threshold_grid(thresholds), scores.reshape(-1), side="right").reshape(
+        scores.shape
+    )
     index = jnp.arange(k, dtype=jnp.int32) * (thresholds + 1) + bins
     size = k * (thresholds + 1)
 
     def histogram(selected):
         where = jnp.where(keep[:, None] & selected, index, size).reshape(-1)
-        return jnp.zeros((size,), jnp.float32).at[where].add(1.0, mode="drop").reshape(k, thresholds + 1)
+        return (
+            jnp.zeros((size,), jnp.float32)
+            .at[where]
+            .add(1.0, mode="drop")
+            .reshape(k, thresholds + 1)
+        )
 
     return histogram(y == 1), histogram(y == 0), invalid
 
 
-_binned_counts = _jit_when_eager(_binned_counts_impl, ("task", "num_classes", "thresholds", "owner"))
+_binned_counts = _jit_when_eager(
+    _binned_counts_impl, ("task", "num_classes", "thresholds", "owner")
+)
 
 
 class BinnedScoresState(State):
@@ -1079,7 +1194,13 @@ class BinnedScoresState(State):
     def from_inputs(cls, metric, preds, labels, mask=None):
         owner = type(metric).__name__
         pos, neg, invalid = _binned_counts(
-            preds, labels, mask, task=metric.task, num_classes=metric.num_classes, thresholds=metric.thresholds, owner=owner
+            preds,
+            labels,
+            mask,
+            task=metric.task,
+            num_classes=metric.num_classes,
+            thresholds=metric.thresholds,
+            owner=owner,
         )
         _refuse_bad_rows(owner, metric.task, metric.num_classes, invalid, preds, labels, mask)
         return cls(
@@ -1107,7 +1228,11 @@ class BinnedScoresState(State):
 
 def _warn_undefined(values, what):
     if _is_concrete(values) and bool(jnp.any(jnp.isnan(values))):
-        warnings.warn(f"{what} is undefined (NaN) for a class with only one label value.", UndefinedMetricWarning, stacklevel=4)
+        warnings.warn(
+            f"{what} is undefined (NaN) for a class with only one label value.",
+            UndefinedMetricWarning,
+            stacklevel=4,
+        )
 
 
 def _average_classes(values, support, average):
@@ -1142,8 +1267,12 @@ class _RankingMetric(Metric):
     def __post_init__(self):
         owner = type(self).__name__
         _check_task(owner, self.task, self.num_classes)
-        if self.thresholds is not None and (not isinstance(self.thresholds, int) or self.thresholds < 2):
-            raise ValueError(f"{owner}: thresholds must be None (exact) or an int >= 2, got {self.thresholds!r}")
+        if self.thresholds is not None and (
+            not isinstance(self.thresholds, int) or self.thresholds < 2
+        ):
+            raise ValueError(
+                f"{owner}: thresholds must be None (exact) or an int >= 2, got {self.thresholds!r}"
+            )
         if self.thresholds is None and (not isinstance(self.capacity, int) or self.capacity < 1):
             raise ValueError(f"{owner}: capacity must be a positive int, got {self.capacity!r}")
         average = getattr(self, "average", "macro")
@@ -1183,7 +1312,9 @@ class _AreaMetric(_RankingMetric):
         if _is_concrete(state.scores, state.count):
             # Eager: everything on the host copy in numpy (one sort per column).
             scores, labels = state.host_columns(micro)
-            values = np.array([self._area_exact(s, y, None) for s, y in zip(scores, labels)], np.float32)
+            values = np.array(
+                [self._area_exact(s, y, None) for s, y in zip(scores, labels)], np.float32
+            )
             support = np.array([np.sum(y) for y in labels], np.float32)
             return jnp.asarray(self._reduce(values, support, micro), jnp.float32)
         scores, labels, valid = state.columns(micro)
@@ -1301,6 +1432,7 @@ class PrecisionRecallCurve(_CurveMetric):
 
     def _curve_binned(self, positives, negatives):
         return binned_precision_recall_curve(positives, negatives)
+
 
 # Probabilistic metrics live in metrix/calibration.py; re-exported here so `metrix` has them.
 from metrix import calibration as _calibration

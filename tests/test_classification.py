@@ -107,7 +107,9 @@ def test_probabilities_must_sum_to_one():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         mx.LogLoss().get_state(np.array([1.5, 0.2], np.float32), np.array([1, 0], np.int32))
     # Logits need no normalisation.
-    assert np.isfinite(mx.LogLoss(task="multiclass", num_classes=3, from_logits=True)(unnormalised, labels))
+    assert np.isfinite(
+        mx.LogLoss(task="multiclass", num_classes=3, from_logits=True)(unnormalised, labels)
+    )
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,9 @@ def test_exact_curves_are_eager_only():
     curve = state.compute()
     assert isinstance(curve["fpr"], np.ndarray) and curve["fpr"][0] == 0 and curve["tpr"][-1] == 1
     # The binned curve is jit-able with a fixed length.
-    binned = jax.jit(lambda s, y: mx.RocCurve(thresholds=7).get_state(s, y).compute())(scores, labels)
+    binned = jax.jit(lambda s, y: mx.RocCurve(thresholds=7).get_state(s, y).compute())(
+        scores, labels
+    )
     assert binned["fpr"].shape == (8,)
 
 
@@ -202,7 +206,14 @@ def test_confusion_counts_stay_exact_past_2_to_24():
 def test_one_state_serves_every_count_metric():
     logits, _, labels = _multiclass(n=30, seed=5)
     state = mx.Precision(task="multiclass", num_classes=3).get_state(logits, labels)
-    for cls in (mx.Recall, mx.F1Score, mx.Specificity, mx.MatthewsCorrCoef, mx.CohenKappa, mx.BalancedAccuracy):
+    for cls in (
+        mx.Recall,
+        mx.F1Score,
+        mx.Specificity,
+        mx.MatthewsCorrCoef,
+        mx.CohenKappa,
+        mx.BalancedAccuracy,
+    ):
         metric = cls(task="multiclass", num_classes=3)
         shared = metric.State(parent=metric, matrix=state.matrix, invalid=state.invalid)
         np.testing.assert_allclose(shared.compute(), metric(logits, labels))
@@ -234,4 +245,6 @@ def test_binary_accuracy_with_logits_and_hard_labels():
 
 def test_accuracy_still_works():
     logits, _, labels = _multiclass()
-    np.testing.assert_allclose(mx.Accuracy()(logits=logits, labels=labels), np.mean(logits.argmax(-1) == labels))
+    np.testing.assert_allclose(
+        mx.Accuracy()(logits=logits, labels=labels), np.mean(logits.argmax(-1) == labels)
+    )

@@ -31,7 +31,9 @@ def make_data(task, seed=0):
     if task == "multiclass":
         logits = (rng.normal(size=(N, C)) * 2).astype(np.float32)
         probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-        labels = np.array([rng.choice(C, p=p / p.sum()) for p in probs.astype(np.float64)], np.int32)
+        labels = np.array(
+            [rng.choice(C, p=p / p.sum()) for p in probs.astype(np.float64)], np.int32
+        )
         return logits, probs, labels, mask
     shape = (N,) if task == "binary" else (N, L)
     logits = (rng.normal(size=shape) * 2).astype(np.float32)
@@ -70,7 +72,9 @@ def test_log_loss_and_brier_match_sklearn(task, jit, masked, from_logits):
         (mx.LogLoss, skm.log_loss, dict(rtol=2e-5, atol=1e-6)),
         (mx.BrierScore, skm.brier_score_loss, dict(rtol=1e-5, atol=1e-6)),
     ):
-        state = accumulate(_metric(cls, task, from_logits=from_logits), jit, preds=preds, labels=labels, mask=mask)
+        state = accumulate(
+            _metric(cls, task, from_logits=from_logits), jit, preds=preds, labels=labels, mask=mask
+        )
         _check(values({0: state}, jit)[0], _sk(fn, task, labels[keep], probs[keep]), **tol)
 
 
@@ -131,6 +135,8 @@ def test_edge_cases_documented():
         assert np.isnan(float(cls().empty().compute()))
     labels = np.array([0, 1, 1, 0], np.int32)
     probs = labels.astype(np.float32)
-    np.testing.assert_allclose(float(mx.LogLoss()(probs, labels)), skm.log_loss(labels, probs), atol=1e-6)
+    np.testing.assert_allclose(
+        float(mx.LogLoss()(probs, labels)), skm.log_loss(labels, probs), atol=1e-6
+    )
     assert float(mx.BrierScore()(probs, labels)) == 0.0
     assert float(mx.ExpectedCalibrationError()(probs, labels)) == 0.0

@@ -48,8 +48,11 @@ def values(states, jit):
 
 def as_metric(state, metric):
     """The same accumulated counts read by another metric (one shared state class family)."""
-    return metric.State(parent=metric, **{n: getattr(state, n) for n in state._data_fields},
-                        **{n: getattr(state, n) for n in state._static_fields if n != "parent"})
+    return metric.State(
+        parent=metric,
+        **{n: getattr(state, n) for n in state._data_fields},
+        **{n: getattr(state, n) for n in state._static_fields if n != "parent"},
+    )
 
 
 def make_data(task, seed=0):
@@ -116,16 +119,25 @@ SK_SCORES = {
 def _metric(cls, task, **config):
     if cls is mx.FBetaScore:
         config.setdefault("beta", 0.5)
-    return cls(preds="preds", labels="labels", mask="mask", task=task, num_classes=_num(task), **config)
+    return cls(
+        preds="preds", labels="labels", mask="mask", task=task, num_classes=_num(task), **config
+    )
 
 
 # Per task: eager without a mask, jitted with a mask (plus binary eager masked): the mask and
 # jit code paths are independent, and each extra case costs compile time.
-CASES = [(t, False, False) for t in TASKS] + [(t, True, True) for t in TASKS] + [("binary", False, True)]
+CASES = (
+    [(t, False, False) for t in TASKS]
+    + [(t, True, True) for t in TASKS]
+    + [("binary", False, True)]
+)
 
 
-@pytest.fixture(scope="module", params=CASES,
-                ids=lambda p: f"{p[0]}-{'jit' if p[1] else 'eager'}-{'masked' if p[2] else 'all'}")
+@pytest.fixture(
+    scope="module",
+    params=CASES,
+    ids=lambda p: f"{p[0]}-{'jit' if p[1] else 'eager'}-{'masked' if p[2] else 'all'}",
+)
 def case(request):
     """Data of one (task, jit, mask) case and its merged confusion state (shared by all metrics)."""
     task, jit, masked = request.param
@@ -138,7 +150,9 @@ def case(request):
 def _check(got, wants, **tol):
     for key, want in wants.items():
         for value in got[key]:
-            np.testing.assert_allclose(value, want, err_msg=str(key), **(tol or dict(rtol=1e-5, atol=1e-6)))
+            np.testing.assert_allclose(
+                value, want, err_msg=str(key), **(tol or dict(rtol=1e-5, atol=1e-6))
+            )
 
 
 @pytest.mark.parametrize("cls", list(SK_SCORES))
@@ -148,12 +162,20 @@ def test_precision_recall_fbeta_match_sklearn(case, cls):
     states, wants = {}, {}
     for average in _averages(task):
         for zero_division in (0.0, 1.0, np.nan):
-            metric = _metric(cls, task, average="macro" if task == "binary" else average, zero_division=zero_division)
+            metric = _metric(
+                cls,
+                task,
+                average="macro" if task == "binary" else average,
+                zero_division=zero_division,
+            )
             states[(average, zero_division)] = as_metric(state, metric)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 wants[(average, zero_division)] = SK_SCORES[cls](
-                    y, p, average=_sk_average(task, average), zero_division=zero_division,
+                    y,
+                    p,
+                    average=_sk_average(task, average),
+                    zero_division=zero_division,
                     labels=_sk_labels(task, average),
                 )
     _check(values(states, jit), wants)
@@ -174,7 +196,9 @@ def test_specificity_matches_torchmetrics(case):
         else:
             want = tmc.multilabel_specificity(p, y, num_labels=L, average=average)
         wants[average] = want.numpy()
-        states[average] = as_metric(state, _metric(mx.Specificity, task, average="macro" if task == "binary" else average))
+        states[average] = as_metric(
+            state, _metric(mx.Specificity, task, average="macro" if task == "binary" else average)
+        )
     _check(values(states, jit), wants)
 
 
@@ -207,7 +231,9 @@ def test_mcc_kappa_confusion_matrix_match_sklearn(case):
     wants = {"mcc": skm.matthews_corrcoef(flat_y, flat_p)}
     for weights in (None, "linear", "quadratic"):
         states[("kappa", weights)] = as_metric(state, _metric(mx.CohenKappa, task, weights=weights))
-        wants[("kappa", weights)] = skm.cohen_kappa_score(flat_y, flat_p, weights=weights, labels=classes)
+        wants[("kappa", weights)] = skm.cohen_kappa_score(
+            flat_y, flat_p, weights=weights, labels=classes
+        )
     if task == "multilabel":
         states["cm"] = as_metric(state, _metric(mx.ConfusionMatrix, task))
         wants["cm"] = skm.multilabel_confusion_matrix(y, p)
@@ -216,8 +242,12 @@ def test_mcc_kappa_confusion_matrix_match_sklearn(case):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 want = skm.confusion_matrix(y, p, labels=classes, normalize=normalize)
-            wants[("cm", normalize)] = np.nan_to_num(want)  # sklearn 1.9 leaves 0/0 as NaN; metrix 0
-            states[("cm", normalize)] = as_metric(state, _metric(mx.ConfusionMatrix, task, normalize=normalize))
+            wants[("cm", normalize)] = np.nan_to_num(
+                want
+            )  # sklearn 1.9 leaves 0/0 as NaN; metrix 0
+            states[("cm", normalize)] = as_metric(
+                state, _metric(mx.ConfusionMatrix, task, normalize=normalize)
+            )
     got = values(states, jit)
     _check(got, wants)
     for key, value in got.items():
@@ -229,11 +259,22 @@ def test_each_metric_accumulates_its_own_state():
     """Every confusion metric's own get_state (eager and jit) gives the shared counts."""
     preds, labels, mask, hard = make_data("multiclass")
     reference = skm.confusion_matrix(labels[mask], hard[mask], labels=range(C))
-    for cls in (mx.Precision, mx.Recall, mx.F1Score, mx.FBetaScore, mx.Specificity, mx.BalancedAccuracy,
-                mx.MatthewsCorrCoef, mx.CohenKappa, mx.ConfusionMatrix):
+    for cls in (
+        mx.Precision,
+        mx.Recall,
+        mx.F1Score,
+        mx.FBetaScore,
+        mx.Specificity,
+        mx.BalancedAccuracy,
+        mx.MatthewsCorrCoef,
+        mx.CohenKappa,
+        mx.ConfusionMatrix,
+    ):
         metric = _metric(cls, "multiclass")
         for jit in (False, True) if cls in (mx.Precision, mx.CohenKappa) else (False,):
-            state = accumulate(metric, jit, splits=(0, 50, 61, N), preds=preds, labels=labels, mask=mask)
+            state = accumulate(
+                metric, jit, splits=(0, 50, 61, N), preds=preds, labels=labels, mask=mask
+            )
             assert type(state) is metric.State
             np.testing.assert_array_equal(state.counts_host(), reference)
 
@@ -243,7 +284,9 @@ def test_each_metric_accumulates_its_own_state():
 def test_binary_accuracy_matches_sklearn(jit, from_logits):
     probs, labels, mask, hard = make_data("binary")
     preds = np.log(probs / (1 - probs)) if from_logits else probs
-    metric = mx.BinaryAccuracy(preds="p", labels="y", mask="m", from_logits=from_logits, threshold=0.3)
+    metric = mx.BinaryAccuracy(
+        preds="p", labels="y", mask="m", from_logits=from_logits, threshold=0.3
+    )
     state = accumulate(metric, jit, preds=preds, labels=labels, mask=mask)
     want = skm.accuracy_score(labels[mask], probs[mask] > 0.3)
     _check(values({"acc": state}, jit), {"acc": want}, rtol=1e-6)
@@ -254,9 +297,15 @@ def test_one_class_only_documented_results():
     labels = np.ones(10, np.int32)
     preds = np.full(10, 0.9, np.float32)
     cfg = dict(task="binary")
-    assert float(mx.Precision(**cfg)(preds, labels)) == skm.precision_score(labels, preds > 0.5) == 1.0
+    assert (
+        float(mx.Precision(**cfg)(preds, labels)) == skm.precision_score(labels, preds > 0.5) == 1.0
+    )
     assert float(mx.Specificity(**cfg)(preds, labels)) == 0.0  # 0/0 -> zero_division
-    assert float(mx.MatthewsCorrCoef(**cfg)(preds, labels)) == skm.matthews_corrcoef(labels, preds > 0.5) == 0.0
+    assert (
+        float(mx.MatthewsCorrCoef(**cfg)(preds, labels))
+        == skm.matthews_corrcoef(labels, preds > 0.5)
+        == 0.0
+    )
     assert float(mx.BalancedAccuracy(**cfg)(preds, labels)) == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -265,7 +314,11 @@ def test_one_class_only_documented_results():
     # Multiclass with one class present: macro is over present classes only (sklearn).
     scores = np.tile(np.eye(3, dtype=np.float32)[1], (6, 1))
     y = np.ones(6, np.int32)
-    assert float(mx.F1Score(task="multiclass", num_classes=3)(scores, y)) == skm.f1_score(y, y, average="macro") == 1.0
+    assert (
+        float(mx.F1Score(task="multiclass", num_classes=3)(scores, y))
+        == skm.f1_score(y, y, average="macro")
+        == 1.0
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,16 +361,33 @@ def test_areas_match_sklearn(case, thresholds):
     if thresholds is not None:  # binned equals exact when scores lie on the grid
         grid = np.asarray(mx.threshold_grid(thresholds))
         scores = grid[np.searchsorted(grid, scores.clip(0, 1))]
-    metric = mx.RocAuc(preds="s", labels="y", mask="m", task=task, num_classes=_num(task), capacity=256, thresholds=thresholds)
+    metric = mx.RocAuc(
+        preds="s",
+        labels="y",
+        mask="m",
+        task=task,
+        num_classes=_num(task),
+        capacity=256,
+        thresholds=thresholds,
+    )
     state = accumulate(metric, jit, preds=scores, labels=labels, mask=mask)
     y, s = _select(mask, labels, scores)
     states, wants = {}, {}
-    for cls, fn in [(mx.RocAuc, skm.roc_auc_score), (mx.AveragePrecision, skm.average_precision_score)]:
+    for cls, fn in [
+        (mx.RocAuc, skm.roc_auc_score),
+        (mx.AveragePrecision, skm.average_precision_score),
+    ]:
         for average in _averages(task):
             average = "macro" if average == "binary" else average
             wants[(cls.__name__, average)] = _sk_area(fn, task, y, s, average)
             # RocAuc and AveragePrecision share their state classes: re-read the same rows.
-            other = cls(task=task, num_classes=_num(task), capacity=256, thresholds=thresholds, average=average)
+            other = cls(
+                task=task,
+                num_classes=_num(task),
+                capacity=256,
+                thresholds=thresholds,
+                average=average,
+            )
             states[(cls.__name__, average)] = state.replace(parent=other)
     _check(values(states, jit), wants, rtol=2e-5, atol=2e-6)
 
@@ -330,12 +400,17 @@ def test_areas_with_a_single_class_label_follow_sklearn():
     state = base.get_state(scores, labels)
     jit_state = jax.jit(base.get_state)(scores, labels)
     states, wants = {}, {}
-    for cls, fn in [(mx.RocAuc, skm.roc_auc_score), (mx.AveragePrecision, skm.average_precision_score)]:
+    for cls, fn in [
+        (mx.RocAuc, skm.roc_auc_score),
+        (mx.AveragePrecision, skm.average_precision_score),
+    ]:
         for average in ("none", "macro", "weighted", "micro"):
             metric = cls(task="multilabel", num_classes=L, average=average, capacity=256)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                wants[(cls.__name__, average)] = fn(labels, scores, average=None if average == "none" else average)
+                wants[(cls.__name__, average)] = fn(
+                    labels, scores, average=None if average == "none" else average
+                )
             states[(cls.__name__, average)] = state.replace(parent=metric)
             states[(cls.__name__, average, "jit")] = jit_state.replace(parent=metric)
             wants[(cls.__name__, average, "jit")] = wants[(cls.__name__, average)]
@@ -355,7 +430,9 @@ def test_roc_auc_one_class_is_nan_with_a_warning():
         assert np.isnan(mx.RocAuc(capacity=16)(scores, labels))
     with pytest.warns(mx.UndefinedMetricWarning):
         assert np.isnan(mx.RocAuc(thresholds=10)(scores, labels))
-    assert np.isnan(jax.jit(lambda s, y: mx.RocAuc(capacity=16).get_state(s, y).compute())(scores, labels))
+    assert np.isnan(
+        jax.jit(lambda s, y: mx.RocAuc(capacity=16).get_state(s, y).compute())(scores, labels)
+    )
     with pytest.warns(mx.UndefinedMetricWarning):
         assert float(mx.AveragePrecision(capacity=16)(scores, 0 * labels)) == 0.0
 
@@ -363,10 +440,22 @@ def test_roc_auc_one_class_is_nan_with_a_warning():
 @pytest.mark.parametrize("task", TASKS)
 def test_exact_curves_match_sklearn(task):
     scores, labels, mask = ranking_data(task)
-    roc = accumulate(mx.RocCurve(preds="s", labels="y", mask="m", task=task, num_classes=_num(task), capacity=256),
-                     preds=scores, labels=labels, mask=mask).compute()
-    pr = accumulate(mx.PrecisionRecallCurve(preds="s", labels="y", mask="m", task=task, num_classes=_num(task), capacity=256),
-                    preds=scores, labels=labels, mask=mask).compute()
+    roc = accumulate(
+        mx.RocCurve(
+            preds="s", labels="y", mask="m", task=task, num_classes=_num(task), capacity=256
+        ),
+        preds=scores,
+        labels=labels,
+        mask=mask,
+    ).compute()
+    pr = accumulate(
+        mx.PrecisionRecallCurve(
+            preds="s", labels="y", mask="m", task=task, num_classes=_num(task), capacity=256
+        ),
+        preds=scores,
+        labels=labels,
+        mask=mask,
+    ).compute()
     y, s = _select(mask, labels, scores)
     if task == "binary":
         columns = [(y, s)]
@@ -376,9 +465,15 @@ def test_exact_curves_match_sklearn(task):
         y = np.eye(C, dtype=np.int32)[y] if task == "multiclass" else y
         columns = [(y[:, k], s[:, k]) for k in range(s.shape[1])]
     for k, (yk, sk) in enumerate(columns):
-        for got, want in zip((roc["fpr"][k], roc["tpr"][k], roc["thresholds"][k]), skm.roc_curve(yk, sk, drop_intermediate=False)):
+        for got, want in zip(
+            (roc["fpr"][k], roc["tpr"][k], roc["thresholds"][k]),
+            skm.roc_curve(yk, sk, drop_intermediate=False),
+        ):
             np.testing.assert_allclose(got, want, rtol=1e-6)
-        for got, want in zip((pr["precision"][k], pr["recall"][k], pr["thresholds"][k]), skm.precision_recall_curve(yk, sk)):
+        for got, want in zip(
+            (pr["precision"][k], pr["recall"][k], pr["thresholds"][k]),
+            skm.precision_recall_curve(yk, sk),
+        ):
             np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
@@ -393,7 +488,12 @@ def test_binned_curves_equal_sklearn_on_grid(jit):
     pr_metric = mx.PrecisionRecallCurve(preds="s", labels="y", thresholds=11)
     roc = values({0: accumulate(roc_metric, jit, preds=scores, labels=labels)}, jit)[0][-1]
     pr = values({0: accumulate(pr_metric, jit, preds=scores, labels=labels)}, jit)[0][-1]
-    assert roc["fpr"].shape == (12,) and pr["precision"].shape == (12,) and pr["thresholds"].shape == (11,)
+    assert (
+        roc["fpr"].shape == (12,)
+        and pr["precision"].shape == (12,)
+        and pr["thresholds"].shape == (11,)
+    )
+
     def covered(want_x, want_y, got_x, got_y):
         got = np.stack([np.asarray(got_x, np.float64), np.asarray(got_y, np.float64)], -1)
         for point in zip(want_x, want_y):
@@ -420,5 +520,7 @@ def test_binned_error_is_small():
     assert abs(float(mx.RocAuc(thresholds=200)(scores, labels)) - exact) < 1e-4
     assert abs(float(mx.AveragePrecision(thresholds=200)(scores, labels)) - exact_ap) < 5e-3
     narrow = (0.5 + 0.004 * rng.uniform(size=n) + 0.001 * labels).astype(np.float32)
-    error = abs(float(mx.RocAuc(thresholds=200)(narrow, labels)) - skm.roc_auc_score(labels, narrow))
+    error = abs(
+        float(mx.RocAuc(thresholds=200)(narrow, labels)) - skm.roc_auc_score(labels, narrow)
+    )
     assert 0.01 < error < 0.2

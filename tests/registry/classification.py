@@ -24,7 +24,10 @@ def _binary(rng, n):
 def _multiclass(rng, n):
     logits = rng.normal(size=(n, C))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    return {"preds": probs.astype(np.float32), "labels": _present(rng.integers(0, C, size=(n,)).astype(np.int32), [0, 1, 2])}
+    return {
+        "preds": probs.astype(np.float32),
+        "labels": _present(rng.integers(0, C, size=(n,)).astype(np.int32), [0, 1, 2]),
+    }
 
 
 def _multilabel(rng, n):
@@ -38,15 +41,26 @@ _INPUTS = {"binary": _binary, "multiclass": _multiclass, "multilabel": _multilab
 
 
 def _example(name, cls, task, **config):
-    metric = cls(preds="preds", labels="labels", mask="mask", task=task,
-                 num_classes=None if task == "binary" else C, **config)
+    metric = cls(
+        preds="preds",
+        labels="labels",
+        mask="mask",
+        task=task,
+        num_classes=None if task == "binary" else C,
+        **config,
+    )
     return Example(f"{name}_{task}", metric, _INPUTS[task], ("preds", "labels"))
 
 
 # Every public metric at least once, tasks spread over them (each example costs compile time
 # in the generic tests); the reference tests cover every task x metric x average.
 EXAMPLES = [
-    Example("BinaryAccuracy", mx.BinaryAccuracy(preds="preds", labels="labels", mask="mask"), _binary, ("preds", "labels")),
+    Example(
+        "BinaryAccuracy",
+        mx.BinaryAccuracy(preds="preds", labels="labels", mask="mask"),
+        _binary,
+        ("preds", "labels"),
+    ),
     _example("Precision", mx.Precision, "binary"),
     _example("Precision", mx.Precision, "multilabel", average="weighted"),
     _example("Recall", mx.Recall, "multiclass", average="micro"),
@@ -60,7 +74,9 @@ EXAMPLES = [
     _example("RocAuc", mx.RocAuc, "binary", capacity=64),
     _example("RocAuc", mx.RocAuc, "multiclass", capacity=64),
     _example("RocAucBinned", mx.RocAuc, "multilabel", thresholds=50),
-    _example("AveragePrecision", mx.AveragePrecision, "multiclass", capacity=64, average="weighted"),
+    _example(
+        "AveragePrecision", mx.AveragePrecision, "multiclass", capacity=64, average="weighted"
+    ),
     _example("AveragePrecisionBinned", mx.AveragePrecision, "binary", thresholds=50),
     # Exact curves have data-dependent lengths: host arrays, computed eagerly.
     _example("RocCurve", mx.RocCurve, "binary", capacity=64),
@@ -71,6 +87,12 @@ EXAMPLES = [
     _example("LogLoss", mx.LogLoss, "multiclass"),
     _example("BrierScore", mx.BrierScore, "multiclass"),
     _example("ExpectedCalibrationError", mx.ExpectedCalibrationError, "multiclass", num_bins=5),
-    _example("ExpectedCalibrationError", mx.ExpectedCalibrationError, "multilabel", num_bins=5, norm="max"),
+    _example(
+        "ExpectedCalibrationError",
+        mx.ExpectedCalibrationError,
+        "multilabel",
+        num_bins=5,
+        norm="max",
+    ),
     _example("ReliabilityDiagram", mx.ReliabilityDiagram, "binary", num_bins=5),
 ]
