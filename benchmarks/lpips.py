@@ -131,9 +131,9 @@ def main(argv=None) -> dict:
         r = bench_case(torch, lpips, net, size, batch, args.repeats)
         results[f"{net}{size}"] = r
         peers = [k for k in r if k.startswith("lpips")]
-        line = f"{net:5s} {size:3d}x{size:<3d} batch {batch:2d}: metrix {r['metrix']:8.1f}/s"
+        line = f"{net:5s} {size:3d}x{size:<3d} batch {batch:2d}: metrix {r['metrix']:8.2f}/s"
         for peer in peers:
-            line += f" | {peer} {r[peer]:8.1f}/s (metrix x{r['metrix'] / r[peer]:.2f})"
+            line += f" | {peer} {r[peer]:8.2f}/s (metrix x{r['metrix'] / r[peer]:.2f})"
         line += f" | compile {r['compile_s']:.1f}s | max|diff| {r['max_abs_diff']:.1e}"
         print(line, flush=True)
     return results
