@@ -11,6 +11,7 @@ from metrix.generative import *  # noqa: F401,F403
 from metrix.image import *  # noqa: F401,F403
 from metrix.losses import *  # noqa: F401,F403
 from metrix.metric_learning import *  # noqa: F401,F403
+from metrix.perceptual import *  # noqa: F401,F403
 from metrix.ranking import *  # noqa: F401,F403
 from metrix.regression import *  # noqa: F401,F403
 from metrix.segmentation import *  # noqa: F401,F403
