@@ -28,7 +28,7 @@ import types
 
 import numpy as np
 
-WORDS = (
+_WORD_LIST = (
     "the a of to and in is was for on that with as by at from this it be are which an or "
     "have has not but were they their one all been more can would also new time other "
     "people year first some into two when may over city music river game school market "
@@ -36,7 +36,8 @@ WORDS = (
     "large early later music film light street garden morning evening children teacher "
     "computer language science energy report meeting station train weather mountain "
     "naïve café façade jalapeño 東京 Zürich"
-).split()
+)
+WORDS = _WORD_LIST.split()
 
 
 def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         f"idf={args.idf}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
         f"median of {args.repeats} after a warm-up"
     )
-    print(f"  {'metrix BERTScore.score':44s} {ours_med:8.3f} s  {args.pairs / ours_med:8.1f} pairs/s")
+    print(
+        f"  {'metrix BERTScore.score':44s} {ours_med:8.3f} s  {args.pairs / ours_med:8.1f} pairs/s"
+    )
     for name, times in results:
         med = statistics.median(times)
         print(

@@ -43,12 +43,12 @@ from metrix.state import BufferState, State, concat_field, exact_sum_field, nest
 
 __all__ = [
     "BERTScore",
-    "BERTScoreIdf",
-    "BERTScoreSums",
-    "BERTScorePairs",
     "BERTScoreBufferState",
+    "BERTScoreIdf",
     "BERTScoreIdfState",
+    "BERTScorePairs",
     "BERTScoreResult",
+    "BERTScoreSums",
     "load_bert_encoder",
 ]
 
@@ -126,7 +126,9 @@ class BERTScoreIdf(Metric):
         reference_mask: Shaped[Array, "b *k l"] | None = None,
         mask: Shaped[Array, "b"] | None = None,
     ) -> BERTScoreIdfState:
-        return _jitted_state(self, dict(reference_ids=reference_ids, reference_mask=reference_mask, mask=mask))
+        return _jitted_state(
+            self, {"reference_ids": reference_ids, "reference_mask": reference_mask, "mask": mask}
+        )
 
     def _state(self, reference_ids, reference_mask, mask) -> BERTScoreIdfState:
         ids = reference_ids.reshape(-1, reference_ids.shape[-1])
@@ -368,8 +370,10 @@ class BERTScore(Metric):
         idf: Float[Array, "v"] | None = None,
         mask: Shaped[Array, "b"] | None = None,
     ) -> State:
-        if idf is not None and (candidate_ids is None or reference_ids is None) and (
-            candidate_weights is None or reference_weights is None
+        if (
+            idf is not None
+            and (candidate_ids is None or reference_ids is None)
+            and (candidate_weights is None or reference_weights is None)
         ):
             raise TypeError(
                 "BERTScore.get_state(): an idf table needs candidate_ids= and reference_ids= "
@@ -380,18 +384,18 @@ class BERTScore(Metric):
                 "BERTScore: reference_embeddings must be (B, Lr, D) or (B, K, Lr, D), got "
                 f"shape {reference_embeddings.shape}"
             )
-        inputs = dict(
-            candidate_embeddings=candidate_embeddings,
-            reference_embeddings=reference_embeddings,
-            candidate_mask=candidate_mask,
-            reference_mask=reference_mask,
-            candidate_weights=candidate_weights,
-            reference_weights=reference_weights,
-            candidate_ids=candidate_ids,
-            reference_ids=reference_ids,
-            idf=idf,
-            mask=mask,
-        )
+        inputs = {
+            "candidate_embeddings": candidate_embeddings,
+            "reference_embeddings": reference_embeddings,
+            "candidate_mask": candidate_mask,
+            "reference_mask": reference_mask,
+            "candidate_weights": candidate_weights,
+            "reference_weights": reference_weights,
+            "candidate_ids": candidate_ids,
+            "reference_ids": reference_ids,
+            "idf": idf,
+            "mask": mask,
+        }
         return _jitted_state(self, inputs)
 
     def _state(

@@ -46,7 +46,10 @@ def test_closed_form_scores_and_weights():
     np.testing.assert_allclose(_values(metric(CAND, REF)), [P, R, F], rtol=1e-6)
     # weights: only e1 on the candidate side (P = 1), only e1 on the reference side (R = 1)
     state = metric.get_state(
-        CAND, REF, candidate_weights=np.array([[0.0, 1.0]]), reference_weights=np.array([[2.0, 0.0, 0.0]])
+        CAND,
+        REF,
+        candidate_weights=np.array([[0.0, 1.0]]),
+        reference_weights=np.array([[2.0, 0.0, 0.0]]),
     )
     np.testing.assert_allclose(_values(state), [1.0, 1.0, 1.0], rtol=1e-6)
     # ids + idf table give the same weights as looking them up by hand
@@ -68,7 +71,10 @@ def test_padding_and_masked_pairs_change_nothing():
     padded_c = np.concatenate([CAND, np.full((1, 2, 3), np.nan, np.float32)], axis=1)
     padded_r = np.concatenate([REF, -np.ones((1, 1, 3), np.float32)], axis=1)
     state = metric.get_state(
-        padded_c, padded_r, candidate_mask=np.array([[1, 1, 0, 0]]), reference_mask=np.array([[1, 1, 1, 0]])
+        padded_c,
+        padded_r,
+        candidate_mask=np.array([[1, 1, 0, 0]]),
+        reference_mask=np.array([[1, 1, 1, 0]]),
     )
     np.testing.assert_allclose(_values(state), [P, R, F], rtol=1e-6)
     # a second, masked-out pair full of NaN changes nothing
@@ -84,12 +90,18 @@ def test_empty_text_scores_zero():
     assert metric.resolved_num_special_tokens() == 2
     cand = np.array([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]], np.float32)
     ref = np.array([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]], np.float32)
-    inputs = dict(candidate_ids=np.array([[101, 102, 0]]), reference_ids=np.array([[101, 7, 102]]))
+    inputs = {
+        "candidate_ids": np.array([[101, 102, 0]]),
+        "reference_ids": np.array([[101, 7, 102]]),
+    }
     state = metric.get_state(cand, ref, candidate_mask=np.array([[1, 1, 0]]), **inputs)
     np.testing.assert_array_equal(_values(state), [0.0, 0.0, 0.0])
     # the same pair the other way round: an empty reference
     state = metric.get_state(
-        ref, cand, reference_mask=np.array([[1, 1, 0]]), candidate_ids=inputs["reference_ids"],
+        ref,
+        cand,
+        reference_mask=np.array([[1, 1, 0]]),
+        candidate_ids=inputs["reference_ids"],
         reference_ids=inputs["candidate_ids"],
     )
     np.testing.assert_array_equal(_values(state), [0.0, 0.0, 0.0])
@@ -132,7 +144,9 @@ def test_baseline_rescaling_and_per_pair_buffer(tmp_path):
     expected = [(x - bb) / (1 - bb) for x, bb in zip((P, R, F), b)]
     np.testing.assert_allclose(_values(state), expected, rtol=1e-6)
     per_pair = state.compute()["per_pair"]
-    np.testing.assert_allclose(np.asarray(per_pair["f1"]), [expected[2], expected[2], np.nan], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(per_pair["f1"]), [expected[2], expected[2], np.nan], rtol=1e-6
+    )
     np.testing.assert_allclose(state.pair_scores()["precision"], [expected[0]] * 2, rtol=1e-6)
     # the same baseline read from a bert-score file (row num_layers)
     path = tmp_path / "baseline.tsv"
@@ -175,7 +189,9 @@ def test_idf_closed_form_and_merge():
     expected[[5, 6]] = math.log(3.0 / 2.0)
     expected[[1, 2]] = 0.0
     np.testing.assert_allclose(np.asarray(state.compute()), expected, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(idf_metric.empty().merge(state).compute()), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(idf_metric.empty().merge(state).compute()), expected, rtol=1e-6
+    )
     # (B, K, L) references: an all-padding reference is not a document
     multi = np.stack([ids[:2], ids[1:]])  # (2, 2, 5)
     multi_mask = np.stack([mask[:2], np.stack([mask[1], np.zeros(5, int)])])
@@ -224,7 +240,9 @@ def test_text_call_and_cli(model_dir, tmp_path, capsys):
     metric = BERTScore(model_dir=model_dir, num_layers=2)
     result = metric.score(CLI_CANDS, CLI_REFS, idf=True)
     means = metric(CLI_CANDS, CLI_REFS, idf=True)  # __call__ on strings: the means
-    np.testing.assert_allclose(_values(means), [result.precision.mean(), result.recall.mean(), result.f1.mean()], rtol=1e-6)
+    np.testing.assert_allclose(
+        _values(means), [result.precision.mean(), result.recall.mean(), result.f1.mean()], rtol=1e-6
+    )
     assert result.f1[1] == 0.0  # the empty candidate
 
     cands, refs = tmp_path / "c.txt", tmp_path / "r.txt"
@@ -237,7 +255,9 @@ def test_text_call_and_cli(model_dir, tmp_path, capsys):
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(out["per_pair"]["f1"], result.f1, rtol=1e-6)
-    np.testing.assert_allclose([out["precision"], out["recall"], out["f1"]], _values(means), rtol=1e-6)
+    np.testing.assert_allclose(
+        [out["precision"], out["recall"], out["f1"]], _values(means), rtol=1e-6
+    )
     args = parser.parse_args([*argv, "--num-layers", "2", "--idf", "--per-pair"])
     assert args.func(args) == 0
     text = capsys.readouterr().out
@@ -261,6 +281,7 @@ def test_cli_in_a_fresh_process(model_dir, tmp_path):
     argv = ["bertscore", "--cands", str(cands), "--refs", str(refs), "--model", model_dir]
     done = subprocess.run(
         [sys.executable, "-c", code, *argv, "--num-layers", "1", "--json"],
+        check=False,
         capture_output=True,
         text=True,
         timeout=300,
@@ -268,5 +289,7 @@ def test_cli_in_a_fresh_process(model_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    expected = BERTScore(model_dir=model_dir, num_layers=1).score(["A dog runs."], ["A dog is running."])
+    expected = BERTScore(model_dir=model_dir, num_layers=1).score(
+        ["A dog runs."], ["A dog is running."]
+    )
     np.testing.assert_allclose(out["f1"], expected.f1[0], rtol=1e-5)

@@ -137,7 +137,9 @@ def test_text_batches_merge_to_bert_score(metric, expected, idf):
     _assert_means(state.compute(), expected[idf])
     pairs = state.pair_scores()
     _assert_scores([pairs[k] for k in ("precision", "recall", "f1")], expected[idf])
-    per_batch = [np.concatenate([getattr(r, k) for r in results]) for k in ("precision", "recall", "f1")]
+    per_batch = [
+        np.concatenate([getattr(r, k) for r in results]) for k in ("precision", "recall", "f1")
+    ]
     _assert_scores(per_batch, expected[idf])
 
 
@@ -179,7 +181,9 @@ def test_embeddings_merged_eager_and_jit_equal_bert_score(metric, expected, enco
             merged = states[0].merge(states[1]).merge(states[2])
             _assert_means(merged.compute(), expected[idf], keep=keep)
             pairs = merged.pair_scores()
-            _assert_scores([pairs[k] for k in ("precision", "recall", "f1")], expected[idf], rows=keep)
+            _assert_scores(
+                [pairs[k] for k in ("precision", "recall", "f1")], expected[idf], rows=keep
+            )
     without_mask = metric.get_state(**inputs, **table).compute()
     _assert_means(without_mask, expected[idf])
 
@@ -192,14 +196,28 @@ def multi_ref(bert_score, model_dir, tmp_path_factory):
     cands = CANDIDATES[:8]
     refs = [[REFERENCES[i], REFERENCES[(i + 3) % 8], CANDIDATES[i]][: 1 + i % 3] for i in range(8)]
     source = (
-        pathlib.Path(bert_score.__file__).parent / "rescale_baseline" / "en" / "bert-base-uncased.tsv"
+        pathlib.Path(bert_score.__file__).parent
+        / "rescale_baseline"
+        / "en"
+        / "bert-base-uncased.tsv"
     )
     baseline_path = tmp_path_factory.mktemp("baseline") / "baseline.tsv"
     baseline_path.write_text(source.read_text())
-    common = dict(model_type=model_dir, num_layers=NUM_LAYERS, idf=True, nthreads=0, batch_size=BATCH)
+    common = {
+        "model_type": model_dir,
+        "num_layers": NUM_LAYERS,
+        "idf": True,
+        "nthreads": 0,
+        "batch_size": BATCH,
+    }
     raw = bert_score.score(cands, refs, **common)
     rescaled = bert_score.score(
-        cands, refs, **common, lang="en", rescale_with_baseline=True, baseline_path=str(baseline_path)
+        cands,
+        refs,
+        **common,
+        lang="en",
+        rescale_with_baseline=True,
+        baseline_path=str(baseline_path),
     )
     as_numpy = lambda scores: tuple(s.numpy() for s in scores)
     return cands, refs, str(baseline_path), as_numpy(raw), as_numpy(rescaled)
@@ -220,7 +238,9 @@ def test_multi_reference_text_with_baseline_equals_bert_score(model_dir, multi_r
     _assert_means(result.state.compute(), rescaled)  # rescaling is affine: mean of rescaled
 
     given = with_file.resolved_baseline()
-    with_values = BERTScore(model_dir=model_dir, num_layers=NUM_LAYERS, batch_size=BATCH, baseline=given)
+    with_values = BERTScore(
+        model_dir=model_dir, num_layers=NUM_LAYERS, batch_size=BATCH, baseline=given
+    )
     _assert_scores(with_values.score(cands, refs, idf=True)[:3], rescaled)
 
 
@@ -246,15 +266,15 @@ def test_multi_reference_embeddings_equal_bert_score(metric, multi_ref):
                 r_mask_flat[start + k],
             )
         start += len(group)
-    inputs = dict(
-        candidate_embeddings=c_emb,
-        candidate_ids=c_ids,
-        candidate_mask=c_mask,
-        reference_embeddings=r_emb,
-        reference_ids=r_ids,
-        reference_mask=r_mask,
-        idf=table,
-    )
+    inputs = {
+        "candidate_embeddings": c_emb,
+        "candidate_ids": c_ids,
+        "candidate_mask": c_mask,
+        "reference_embeddings": r_emb,
+        "reference_ids": r_ids,
+        "reference_mask": r_mask,
+        "idf": table,
+    }
     multi = BERTScore(model_dir=metric.model_dir, num_layers=NUM_LAYERS, capacity=16)
     for get_state in (lambda kw: multi.get_state(**kw), jax.jit(lambda kw: multi.get_state(**kw))):
         cut = {k: (v[:3] if k != "idf" else v) for k, v in inputs.items()}
