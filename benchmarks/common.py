@@ -108,6 +108,68 @@ def rows_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**MISSED**"
+
+
+def _ratio_lines(text: str, pattern: str) -> list[tuple[str, float]]:
+    import re
+
+    return [(" ".join(m.group(1).split()), float(m.group(2))) for m in re.finditer(pattern, text, re.M)]
+
+
+def targets(sections: list[dict]) -> list[str]:
+    """The issue's targets, each with the figure this run measured and met / MISSED; a target
+    whose benchmark did not run (or printed nothing to judge) says so."""
+    by_name = {s["name"]: s for s in sections}
+    out = ["| target | measured | verdict |", "|---|---|---|"]
+
+    def add(target, measured, ok):
+        out.append(f"| {target} | {measured} | {'not measured' if ok is None else _verdict(ok)} |")
+
+    rows = by_name.get("overhead", {}).get("rows") or []
+    ratio = next((r.get("ratio") for r in rows if isinstance(r, dict) and r.get("name") == "metrix"), None)
+    add("overhead: metrix per step <= 1.05x hand-written jnp", "—" if ratio is None else f"x{ratio:.3f}",
+        None if ratio is None else ratio <= 1.05)
+    rows = by_name.get("collection", {}).get("rows") or []
+    for workload, title in (("two", "{Accuracy, Average}"), ("ten", "10-metric collection")):
+        mine = [r for r in rows if r["name"].startswith(f"{workload}/")]
+        ours = next((r for r in mine if r["name"] == f"{workload}/metrix"), None)
+        add(f"{title}: metrix per step <= 1.05x hand-written jnp",
+            "—" if ours is None else f"x{ours['ratio_to_hand']:.3f}",
+            None if ours is None else ours["ratio_to_hand"] <= 1.05)
+        measured = [r for r in mine[2:] if r["value"] is not None]
+        slowest = min(measured, key=lambda r: r["metrix_speedup"], default=None)
+        add(f"{title}: metrix ahead of every peer",
+            "—" if slowest is None else f"closest {slowest['name'].split('/', 1)[1]}: peer/metrix x{slowest['metrix_speedup']:.2f}",
+            None if slowest is None else slowest["metrix_speedup"] > 1)
+    text = by_name.get("fid", {}).get("text", "")
+    fid = dict(_ratio_lines(text, r"^\s+(.+?)\s+[\d.]+ ms\s+x\s*([\d.]+) vs metrix f32"))
+    for peer, key, want in (("scipy sqrtm", "scipy", 30), ("torchmetrics", "torchmetrics", 2)):
+        got = next((v for k, v in fid.items() if k.startswith(key)), None)
+        add(f"FID compute >= {want}x {peer}", "—" if got is None else f"x{got:.1f}", None if got is None else got >= want)
+    text = by_name.get("metric_learning", {}).get("text", "")
+    ml = _ratio_lines(text, r"^(\w+\s+\d+)\s.*\s([\d.]+)x\s*$")
+    worst = min(ml, key=lambda kv: kv[1], default=None)
+    add("metric learning >= 2x pytorch-metric-learning", "—" if worst is None else f"slowest case {worst[0]}: x{worst[1]:.1f}",
+        None if worst is None else worst[1] >= 2)
+    results = by_name.get("lpips", {}).get("rows")
+    speedups = []
+    if isinstance(results, dict):
+        for case, r in results.items():
+            speedups += [(f"{case} vs {k}", r["metrix"] / v) for k, v in r.items()
+                         if k.startswith("lpips") and isinstance(v, float) and v > 0]
+    worst = min(speedups, key=lambda kv: kv[1], default=None)
+    add("LPIPS >= 1x the lpips package", "—" if worst is None else f"slowest {worst[0]}: x{worst[1]:.2f}",
+        None if worst is None else worst[1] >= 1)
+    text = by_name.get("bertscore", {}).get("text", "")
+    bs = _ratio_lines(text, r"^\s+(bert_score\.\S+).*?speed-up x([\d.]+)")
+    worst = min(bs, key=lambda kv: kv[1], default=None)
+    add("BERTScore >= 1x bert-score",
+        "—" if worst is None else f"{worst[0]}: x{worst[1]:.2f}", None if worst is None else worst[1] >= 1)
+    return out
+
+
 def write_results(sections: list[dict], path: Path | None = None) -> Path:
     """Write RESULTS.md. Each section: ``{"name", "text", "seconds", "ok", "rows"}`` where
     ``rows`` is what the module's ``main`` returned (a list of rows, or anything else / None)."""
@@ -130,7 +192,7 @@ def write_results(sections: list[dict], path: Path | None = None) -> Path:
         "|---|---|",
     ]
     lines += [f"| {package} | {status} |" for package, status in peer_status().items()]
-    lines.append("")
+    lines += ["", "## Targets", ""] + targets(sections) + [""]
     for section in sections:
         status = "" if section.get("ok", True) else " (FAILED: see the traceback)"
         lines += [f"## {section['name']}{status}", "", f"run time {section.get('seconds', 0):.0f} s", ""]
