@@ -66,7 +66,7 @@ def run_one(name: str, argv: list[str]) -> dict:
         except SystemExit as exit_:  # argparse errors, or a module saying why it cannot run
             ok = exit_.code in (None, 0)
             print(f"exited: {exit_.code}")
-        except Exception:  # a broken benchmark is reported, the others still run
+        except Exception:  # noqa: BLE001 - a broken benchmark is reported, the others still run
             ok = False
             traceback.print_exc(file=buffer)
     text = buffer.getvalue()

@@ -47,7 +47,7 @@ def build_loops(workload: str, batches, peer_names) -> tuple[list[peers.Loop], d
             loops.append(peers.PEERS[name](workload, batches, C))
         except peers.PeerMissing as err:
             missing[name] = f"not installed ({err})"
-        except Exception as err:  # installed but its adapter fails here: reported, not dropped
+        except Exception as err:  # noqa: BLE001 - installed but its adapter fails here: reported, not dropped
             missing[name] = f"failed: {type(err).__name__}: {err}".splitlines()[0][:200]
     return loops, missing
 

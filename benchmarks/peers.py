@@ -19,7 +19,7 @@ A peer whose package is missing raises ``PeerMissing``; the benchmark lists it a
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -141,7 +141,7 @@ def metrix_metrics(workload: str, num_classes: int) -> dict:
         "loss": mx.Average(values="preds.loss"),
     }
     if workload == "ten":
-        scores = dict(preds=logits, labels=labels, num_classes=num_classes)
+        scores = {"preds": logits, "labels": labels, "num_classes": num_classes}
         metrics.update(
             top5=mx.Accuracy(logits=logits, labels=labels, top_k=5),
             precision=mx.Precision(**scores, average="macro"),
@@ -189,7 +189,7 @@ def nnx_loop(workload: str, batches, num_classes: int) -> Loop:
     cross-entropy we compute by hand) log loss; the rest of the ten it does not offer."""
     nnx = _import("flax.nnx")
     ten = workload == "ten"
-    parts = dict(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss"))
+    parts = {"accuracy": nnx.metrics.Accuracy(), "loss": nnx.metrics.Average("loss")}
     if ten:
         parts["log_loss"] = nnx.metrics.Average("nll")
     metrics = nnx.MultiMetric(**parts)
@@ -281,7 +281,9 @@ def kauldron_loop(workload: str, batches, num_classes: int) -> Loop:
     """Kauldron ``kd.metrics``: Accuracy, and averages through its ``AverageState`` (the 1.4
     wheel exports no ``Average`` metric, so a four-line one is declared here the way its own
     Accuracy is); of the ten: accuracy, loss and (Average of hand cross-entropy) log loss.
-    Its other classification metrics (RocAuc, Precision1) are not jit-able per step."""
+    Its other classification metrics (RocAuc, Precision1) are not jit-able per step. Its
+    ``compute()`` compiles a small ``lax.cond`` afresh on every call (about 0.1 s here); that is
+    part of its time, amortised over ``--steps``."""
     kd_metrics = _import("kauldron.metrics")
     flax_struct = _import("flax.struct")
     ten = workload == "ten"
@@ -306,9 +308,9 @@ def kauldron_loop(workload: str, batches, num_classes: int) -> Loop:
 
     def states_of(logits, labels, loss):
         args = {
-            "accuracy": dict(logits=logits, labels=labels[:, None]),  # kd wants labels (..., 1)
-            "loss": dict(values=loss[:, None]),
-            "log_loss": dict(values=_cross_entropy(logits, labels)[:, None]),
+            "accuracy": {"logits": logits, "labels": labels[:, None]},  # kd wants labels (..., 1)
+            "loss": {"values": loss[:, None]},
+            "log_loss": {"values": _cross_entropy(logits, labels)[:, None]},
         }
         return {k: m.get_state(**args[k]) for k, m in metrics.items()}
 

