@@ -17,6 +17,7 @@ from metrix.regression import *  # noqa: F401,F403
 from metrix.segmentation import *  # noqa: F401,F403
 from metrix.summaries import *  # noqa: F401,F403
 from metrix.text import *  # noqa: F401,F403
+from metrix.text_similarity import *  # noqa: F401,F403
 from metrix.keys import REQUIRED, ContextKeyError, Key
 from metrix.metric import Metric
 from metrix.state import (
