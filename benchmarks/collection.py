@@ -14,7 +14,7 @@ Timing: one warm-up run per loop (compiles), then ``--repeats`` rounds in which 
 once, in an order rotated each round (interleaved, so a burst of load on a shared machine hits
 all of them alike); medians of the rounds, and the ratio of every loop to hand-written jnp and
 of metrix to every peer. Peers that are not importable are listed as "not installed".
-Run: ``python -m benchmarks.collection [--steps 500 --repeats 5]``.
+Run: ``python -m benchmarks.collection [--steps 300 --repeats 5]``.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def bench_compile(repeats: int) -> list[dict]:
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.collection", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peers", nargs="*", default=list(peers.PEERS), choices=list(peers.PEERS),
                         help="peers to compare (default: all; missing ones are listed as not installed)")
