@@ -97,7 +97,7 @@ def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
             return float(tm_fid._compute_fid(*t_args))
 
         rows.append(("torchmetrics _compute_fid (eigvals)", _median_time(tm, repeats), tm()))
-    rows.append(("metrix float32 (jit, eigh)", _median_time(ours_f32, repeats), ours_f32()))
+    rows.append(("metrix float32 (jit, eigh + svd)", _median_time(ours_f32, repeats), ours_f32()))
     rows.append(("metrix float64 (host numpy eigh)", _median_time(ours_f64, repeats), ours_f64()))
     ours_time = rows[-2][1]
     print(f"FID compute from {D}-d statistics (N=5000 per side; FID = {reference:.6f})")
