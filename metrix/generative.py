@@ -36,7 +36,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -799,14 +800,10 @@ def density_coverage(real, generated, *, k: int = 5, real_valid=None, generated_
     }
 
 
-class PrecisionRecall(Metric):
-    """Improved precision and recall (Kynkäänniemi et al. 2019), ``k``-NN manifolds (k = 3).
+class _NearestNeighbourMetric(Metric):
+    """Shared inputs and state of the k-NN manifold metrics: two feature buffers.
 
-    Value ``{"precision", "recall"}`` from :func:`precision_recall` over all buffered rows.
-    State: two :class:`FeatureBuffer` of ``capacity`` rows (default 10,000); ``compute``
-    forms ``capacity x capacity`` distance matrices (~400 MB each at 10,000). Each side
-    needs more than ``k`` rows (``ValueError`` eagerly, NaN under ``jit``). Inputs as
-    :class:`FID`.
+    Subclasses set ``k`` and ``_measure(real, generated, k=, real_valid=, generated_valid=)``.
     """
 
     real: Key | None = None
@@ -820,11 +817,13 @@ class PrecisionRecall(Metric):
     k: int = 3
     tap: str = "2048"
 
+    _measure: ClassVar[Callable[..., Any]]
+
     class State(PairedFeatures):
         def compute(self):
             k = self.parent.k
             ok = self._check_counts(k + 1, f"k-NN radii with k={k}")
-            values = precision_recall(
+            values = type(self.parent)._measure(
                 self.real.features,
                 self.generated.features,
                 k=k,
@@ -847,46 +846,32 @@ class PrecisionRecall(Metric):
         )
 
 
-class DensityCoverage(Metric):
+class PrecisionRecall(_NearestNeighbourMetric):
+    """Improved precision and recall (Kynkäänniemi et al. 2019), ``k``-NN manifolds (k = 3).
+
+    Value ``{"precision", "recall"}`` from :func:`precision_recall` over all buffered rows.
+    State: two :class:`FeatureBuffer` of ``capacity`` rows (default 10,000); ``compute``
+    forms ``capacity x capacity`` distance matrices (~400 MB each at 10,000). Each side
+    needs more than ``k`` rows (``ValueError`` eagerly, NaN under ``jit``). Inputs as
+    :class:`FID`.
+    """
+
+    k: int = 3
+    _measure = staticmethod(precision_recall)
+
+    class State(_NearestNeighbourMetric.State):
+        pass
+
+
+class DensityCoverage(_NearestNeighbourMetric):
     """Density and coverage (Naeem et al. 2020), ``k``-NN balls around real rows (k = 5).
 
     Value ``{"density", "coverage"}`` from :func:`density_coverage`. State, memory and
     inputs as :class:`PrecisionRecall`.
     """
 
-    real: Key | None = None
-    generated: Key | None = None
-    real_mask: Key | None = None
-    generated_mask: Key | None = None
-    mask: Key | None = None
-    params: Key | None = None
-    num_features: int = 2048
-    capacity: int = 10_000
     k: int = 5
-    tap: str = "2048"
+    _measure = staticmethod(density_coverage)
 
-    class State(PairedFeatures):
-        def compute(self):
-            k = self.parent.k
-            ok = self._check_counts(k + 1, f"k-NN radii with k={k}")
-            values = density_coverage(
-                self.real.features,
-                self.generated.features,
-                k=k,
-                real_valid=self.real.valid_mask(),
-                generated_valid=self.generated.valid_mask(),
-            )
-            return self._finish(values, ok)
-
-    def get_state(
-        self,
-        real: Shaped[Array, "nr ..."] | None = None,
-        generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, nr] | None = None,
-        generated_mask: Shaped[Array, ng] | None = None,
-        mask: Shaped[Array, n] | None = None,
-        params: Any = None,
-    ) -> State:
-        return self.State.from_inputs(
-            self, real, generated, real_mask, generated_mask, mask, params
-        )
+    class State(_NearestNeighbourMetric.State):
+        pass
