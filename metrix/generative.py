@@ -562,7 +562,41 @@ def _kid_scores(
     return jax.lax.map(one, (idx_r, idx_g))
 
 
-class KID(Metric):
+class _PairedFeatureMetric(Metric):
+    """Inputs shared by the buffer-based generative metrics (KID, PrecisionRecall, ...).
+
+    Features ``(N, d)`` or NHWC images (then the InceptionV3 ``tap`` runs with ``params``)
+    for each side, per-side masks and a ``mask`` for both; rows go to two
+    :class:`FeatureBuffer` of ``capacity`` rows. Subclasses define ``State.compute``.
+    """
+
+    real: Key | None = None
+    generated: Key | None = None
+    real_mask: Key | None = None
+    generated_mask: Key | None = None
+    mask: Key | None = None
+    params: Key | None = None
+    num_features: int = 2048
+    capacity: int = 10_000
+
+    class State(PairedFeatures):
+        pass
+
+    def get_state(
+        self,
+        real: Shaped[Array, "nr ..."] | None = None,
+        generated: Shaped[Array, "ng ..."] | None = None,
+        real_mask: Shaped[Array, nr] | None = None,
+        generated_mask: Shaped[Array, ng] | None = None,
+        mask: Shaped[Array, n] | None = None,
+        params: Any = None,
+    ) -> State:
+        return self.State.from_inputs(
+            self, real, generated, real_mask, generated_mask, mask, params
+        )
+
+
+class KID(_PairedFeatureMetric):
     """Kernel Inception Distance: unbiased polynomial-kernel MMD^2 averaged over random subsets.
 
     For each of ``num_subsets`` subsets, ``subset_size`` real and ``subset_size`` generated
@@ -579,14 +613,6 @@ class KID(Metric):
     side raises ``ValueError`` eagerly (NaN under ``jit``). Inputs as :class:`FID`.
     """
 
-    real: Key | None = None
-    generated: Key | None = None
-    real_mask: Key | None = None
-    generated_mask: Key | None = None
-    mask: Key | None = None
-    params: Key | None = None
-    num_features: int = 2048
-    capacity: int = 10_000
     num_subsets: int = 100
     subset_size: int = 1000
     degree: int = 3
@@ -613,18 +639,6 @@ class KID(Metric):
             )
             return self._finish({"mean": jnp.mean(scores), "std": jnp.std(scores)}, ok)
 
-    def get_state(
-        self,
-        real: Shaped[Array, "nr ..."] | None = None,
-        generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, nr] | None = None,
-        generated_mask: Shaped[Array, ng] | None = None,
-        mask: Shaped[Array, n] | None = None,
-        params: Any = None,
-    ) -> State:
-        return self.State.from_inputs(
-            self, real, generated, real_mask, generated_mask, mask, params
-        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -800,20 +814,12 @@ def density_coverage(real, generated, *, k: int = 5, real_valid=None, generated_
     }
 
 
-class _NearestNeighbourMetric(Metric):
+class _NearestNeighbourMetric(_PairedFeatureMetric):
     """Shared inputs and state of the k-NN manifold metrics: two feature buffers.
 
     Subclasses set ``k`` and ``_measure(real, generated, k=, real_valid=, generated_valid=)``.
     """
 
-    real: Key | None = None
-    generated: Key | None = None
-    real_mask: Key | None = None
-    generated_mask: Key | None = None
-    mask: Key | None = None
-    params: Key | None = None
-    num_features: int = 2048
-    capacity: int = 10_000
     k: int = 3
     tap: str = "2048"
 
@@ -832,18 +838,6 @@ class _NearestNeighbourMetric(Metric):
             )
             return self._finish(values, ok)
 
-    def get_state(
-        self,
-        real: Shaped[Array, "nr ..."] | None = None,
-        generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, nr] | None = None,
-        generated_mask: Shaped[Array, ng] | None = None,
-        mask: Shaped[Array, n] | None = None,
-        params: Any = None,
-    ) -> State:
-        return self.State.from_inputs(
-            self, real, generated, real_mask, generated_mask, mask, params
-        )
 
 
 class PrecisionRecall(_NearestNeighbourMetric):
