@@ -410,9 +410,13 @@ def contrastive_terms(
     n = embeddings.shape[0]
     keep = _keep(n, mask)
     if indices is None:
-        d = pairwise_distances(embeddings, distance=distance, normalize=normalize)
-        pos, neg = pair_masks(labels, keep)
-        d_pos = d_neg = d
+        # masked rows are zeroed: a NaN there must not reach the gradient's matmul
+        x = jnp.where(keep[:, None], _prepare(embeddings, distance, normalize), 0.0)
+        sums = _contrastive_all_pairs(
+            x, jnp.asarray(labels), keep, float(pos_margin), float(neg_margin), distance,
+            reduction == "mean_nonzero",
+        )
+        return sums[:2], sums[2:]
     else:
         valid = _mined_valid(indices, keep)
         d_pos = _row_distances(embeddings, indices.anchors, indices.positives, distance, normalize)
@@ -425,6 +429,82 @@ def contrastive_terms(
     return totals, counts
 
 
+def _symmetric_distance_tangent(x, x_dot, distance):
+    """``D_dot`` up to symmetry: ``sum(W * D_dot) == sum(W * T)`` for every symmetric ``W``.
+
+    ``D = pairwise_distances(x)`` is symmetric, so only the symmetric part of its tangent
+    matters against a symmetric weight: with ``M = x_dot x^T`` (one matmul, whose transpose
+    ``W x`` is the gradient's only matmul; the form ``x x_dot^T`` would transpose to the
+    slower ``W^T x``), ``T = -2 M`` for cosine and ``2 (s_i - 2 M)`` with
+    ``s_i = 2 x_i . x_dot_i`` for the squared distance (its chain to ``d = sqrt(sq)`` is
+    the caller's ``1 / (2 d)``).
+    """
+    if distance == "cosine":
+        return -2.0 * jnp.matmul(x_dot, x.T, precision=_HIGHEST)
+    s = 2.0 * jnp.sum(x * x_dot, axis=1)
+    # 2 s_i - 4 M_ij as one product [x_dot, -s/2] [x, 1]^T: the gradient's matmul then
+    # also yields the row sums of the weight (no separate N x N reduction)
+    u = jnp.concatenate([x_dot, -0.5 * s[:, None]], axis=1)
+    v = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)
+    return -4.0 * jnp.matmul(u, v.T, precision=_HIGHEST)
+
+
+def _distance_slope(d, distance):
+    """``dd/dsq`` (``1 / (2 d)``, 0 at ``d = 0``: the safe root) or 1 (squared, cosine).
+
+    For the squared distance 0 marks a clipped (or diagonal) entry, whose derivative is 0.
+    """
+    if distance == "euclidean":
+        return jnp.where(d > 0, 0.5 / jnp.where(d > 0, d, 1.0), 0.0)
+    if distance == "squared_euclidean":
+        return jnp.where(d > 0, 1.0, 0.0)
+    return jnp.ones_like(d)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
+def _contrastive_all_pairs(x, labels, keep, pos_margin, neg_margin, distance, count_nonzero):
+    """``(pos_sum, neg_sum, pos_count, neg_count)`` over all ordered pairs of a batch.
+
+    One program: a matmul for the distances, one pass over the ``N x N`` pairs for the
+    hinge sums, and an analytic derivative (custom JVP, so forward and reverse mode
+    work) whose reverse mode is a single ``N x N`` pass and a single matmul: the pair
+    masks and the distances are symmetric, so ``dL/dx = -2 W^T x``-style terms need one
+    product, not the two autodiff forms for ``x x^T``. ``x`` is prepared (normalised)
+    and zero in masked rows.
+    """
+    return _contrastive_all_pairs_values(x, labels, keep, pos_margin, neg_margin, distance, count_nonzero)[0]
+
+
+def _contrastive_all_pairs_values(x, labels, keep, pos_margin, neg_margin, distance, count_nonzero):
+    d = pairwise_distances(x, distance=distance)
+    pos, neg = pair_masks(labels, keep)
+    pos_active = pos & (d > pos_margin)  # relu(d - m_pos) > 0
+    neg_active = neg & (d < neg_margin)  # relu(m_neg - d) > 0
+    sums = (
+        jnp.sum(jnp.where(pos_active, d - pos_margin, 0.0)),
+        jnp.sum(jnp.where(neg_active, neg_margin - d, 0.0)),
+        jnp.sum(pos_active if count_nonzero else pos, dtype=jnp.float32),
+        jnp.sum(neg_active if count_nonzero else neg, dtype=jnp.float32),
+    )
+    return jnp.stack(sums), (d, pos_active, neg_active)
+
+
+@_contrastive_all_pairs.defjvp
+def _contrastive_all_pairs_jvp(pos_margin, neg_margin, distance, count_nonzero, primals, tangents):
+    x, labels, keep = primals
+    out, (d, pos_active, neg_active) = _contrastive_all_pairs_values(
+        x, labels, keep, pos_margin, neg_margin, distance, count_nonzero
+    )
+    slope = _distance_slope(d, distance)
+    # d(loss)/d(D): +1 on active positive pairs, -1 on active negative ones (symmetric)
+    weight_pos = jnp.where(pos_active, slope, 0.0)
+    weight_neg = jnp.where(neg_active, -slope, 0.0)
+    t = _symmetric_distance_tangent(x, tangents[0], distance)
+    zero = jnp.zeros((), out.dtype)
+    out_dot = jnp.stack([jnp.sum(weight_pos * t), jnp.sum(weight_neg * t), zero, zero])
+    return out, out_dot
+
+
 class ContrastiveLoss(MetricLearningLoss):
     """Contrastive loss: ``reduce(relu(d_ap - pos_margin)) + reduce(relu(neg_margin - d_an))``.
 
@@ -432,6 +512,9 @@ class ContrastiveLoss(MetricLearningLoss):
     ``margin`` (the negative margin). The two parts are reduced separately and added, as in
     pytorch-metric-learning. PML's defaults: ``ContrastiveLoss(margin=1.0, pos_margin=0.0,
     normalize=True, reduction="mean_nonzero")``. Accepts ``indices`` from a miner.
+
+    Cost (all pairs): one ``N x N x d`` matmul for the distances and one for the gradient
+    (an analytic derivative using the symmetry of the pair masks), ``O(N^2)`` memory.
     """
 
     embeddings: Key = REQUIRED

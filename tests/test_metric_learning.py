@@ -118,6 +118,72 @@ def test_contrastive_loss_brute_force_and_merged_state_pools_pairs():
     np.testing.assert_allclose(state.compute(), np.mean(pos_all) + np.mean(neg_all), rtol=1e-5)
 
 
+def _np_contrastive_value_and_grad(x, y, pos_margin, neg_margin):
+    """Euclidean contrastive loss ("mean" over pairs) and its closed-form gradient."""
+    x = x.astype(np.float64)
+    d = _np_dist(x)
+    grad = np.zeros_like(x)
+    parts = {True: [0.0, 0], False: [0.0, 0]}  # same label -> (sum, count)
+    pairs = [(i, j) for i, j in itertools.product(range(len(y)), repeat=2) if i != j]
+    for same in (True, False):
+        parts[same][1] = sum(1 for i, j in pairs if (y[i] == y[j]) == same)
+    for i, j in pairs:
+        same = y[i] == y[j]
+        hinge = d[i, j] - pos_margin if same else neg_margin - d[i, j]
+        if hinge > 0:
+            parts[same][0] += hinge
+            unit = (x[i] - x[j]) / d[i, j]  # d(d_ij)/dx_i
+            sign = 1.0 if same else -1.0
+            grad[i] += sign * unit / parts[same][1]
+            grad[j] -= sign * unit / parts[same][1]
+    return parts[True][0] / parts[True][1] + parts[False][0] / parts[False][1], grad
+
+
+def test_contrastive_gradient_matches_closed_form():
+    x, y = _batch(17, n=12, d=4, classes=3)
+    value, grad = JG(mx.ContrastiveLoss(margin=2.5, pos_margin=0.8))(jnp.asarray(x), y)
+    expected_value, expected_grad = _np_contrastive_value_and_grad(x, y, 0.8, 2.5)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine"])
+def test_contrastive_forward_mode_matches_reverse_mode(distance):
+    x, y = _batch(18, n=11, d=4)
+    loss = mx.ContrastiveLoss(margin=1.2, pos_margin=0.3, distance=distance, reduction="mean_nonzero")
+    v = np.random.default_rng(19).normal(size=x.shape).astype(np.float32)
+    _, grad = JG(loss)(jnp.asarray(x), y)
+    _, tangent = jax.jit(lambda e, t: jax.jvp(lambda z: loss(z, y), (e,), (t,)))(jnp.asarray(x), v)
+    np.testing.assert_allclose(tangent, np.sum(np.asarray(grad) * v), rtol=1e-4)
+
+
+def test_contrastive_gradient_of_masked_nan_rows_is_the_filtered_gradient():
+    x, y = _batch(20, n=12)
+    keep = np.arange(12) % 4 != 2
+    x_bad = x.copy()
+    x_bad[~keep] = np.nan
+    loss = mx.ContrastiveLoss(margin=2.0)
+    _, grad = jax.jit(jax.value_and_grad(lambda e: loss(e, y, mask=keep)))(jnp.asarray(x_bad))
+    _, grad_kept = jax.jit(jax.value_and_grad(lambda e: loss(e, y[keep])))(jnp.asarray(x[keep]))
+    np.testing.assert_array_equal(np.asarray(grad)[~keep], 0.0)
+    np.testing.assert_allclose(np.asarray(grad)[keep], grad_kept, rtol=1e-5, atol=1e-7)
+
+
+def test_contrastive_value_and_grad_costs_two_matmuls():
+    """Distances by one product, the gradient by one more (no autodiff x x^T transposes)."""
+    n, d = 128, 256  # wide rows: the matmuls dominate the count (autodiff's form: 3.3 products)
+    loss = mx.ContrastiveLoss(normalize=True, reduction="mean_nonzero")
+    compiled = jax.jit(jax.value_and_grad(lambda e, l: loss(e, l))).lower(
+        jax.ShapeDtypeStruct((n, d), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.int32)
+    ).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if not cost or "flops" not in cost:
+        pytest.skip("no cost analysis on this backend")
+    matmul_flops = 2 * n * n * d
+    assert cost["flops"] < 2.6 * matmul_flops, cost["flops"] / matmul_flops
+
+
 def test_ntxent_simclr_closed_form():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(8, 4)).astype(np.float32)

@@ -103,6 +103,18 @@ def _pair_cases():
             ),
         ),
         (
+            "contrastive_squared",
+            mx.ContrastiveLoss(margin=1.5, pos_margin=0.3, distance="squared_euclidean", normalize=True,
+                               reduction="mean_nonzero"),
+            lambda: pml_losses.ContrastiveLoss(pos_margin=0.3, neg_margin=1.5, distance=_lp(power=2)),
+        ),
+        (
+            # PML's cosine is a similarity s = 1 - d: relu(d - m_pos) = relu((1 - m_pos) - s)
+            "contrastive_cosine",
+            mx.ContrastiveLoss(margin=0.8, pos_margin=0.1, distance="cosine", reduction="mean_nonzero"),
+            lambda: pml_losses.ContrastiveLoss(pos_margin=0.9, neg_margin=0.2, distance=_cosine()),
+        ),
+        (
             "triplet_pml_default",
             mx.TripletMarginLoss(margin=0.05, normalize=True, reduction="mean_nonzero"),
             lambda: pml_losses.TripletMarginLoss(margin=0.05),
@@ -146,6 +158,12 @@ def _lp(**kw):
     from pytorch_metric_learning.distances import LpDistance
 
     return LpDistance(**kw)
+
+
+def _cosine():
+    from pytorch_metric_learning.distances import CosineSimilarity
+
+    return CosineSimilarity()
 
 
 PAIR_CASES = _pair_cases()
