@@ -21,6 +21,8 @@ from metrix.text_similarity import *  # noqa: F401,F403
 from metrix.keys import REQUIRED, ContextKeyError, Key
 from metrix.metric import Metric
 from metrix.state import (
+    AutoState,
+    AutoStateOutput,
     BufferState,
     CapacityOverflowError,
     MergeError,
@@ -32,6 +34,7 @@ from metrix.state import (
     nested_field,
     static_field,
     sum_field,
+    truncate_field,
 )
 from metrix.states import *  # noqa: F401,F403
 from metrix.statistics import *  # noqa: F401,F403

@@ -1254,15 +1254,22 @@ class _RankingMetric(Metric):
     ``thresholds=None``: exact, every row kept in a buffer of ``capacity`` rows (overflow
     is an error at compute). ``thresholds=N``: binned on ``linspace(0, 1, N)``; scores are
     expected in [0, 1] (probabilities): scores below 0 / above 1 fall in the end bins.
+
+    Keys: ``preds`` (also accepted as ``logits``), ``labels`` (also ``targets``), ``mask``.
     """
 
     preds: Key = REQUIRED
     labels: Key = REQUIRED
     mask: Key | None = None
+    # Kauldron's names: its RocAuc reads ``logits``/``labels``, its docs ``preds``/``targets``.
+    logits: Key | None = None
+    targets: Key | None = None
     task: str = "binary"
     num_classes: int | None = None
     thresholds: int | None = None
     capacity: int = 65536
+
+    key_aliases = {"logits": "preds", "targets": "labels"}
 
     def __post_init__(self):
         owner = type(self).__name__

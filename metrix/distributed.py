@@ -123,7 +123,11 @@ def _merge_stacked_state(state: State) -> State:
         merged = {
             name: _merge_stacked_field(state.field_kind(name), getattr(state, name), length)
             for name in state._data_fields
+            if name not in state._state_aware_fields
         }
+        for name in state._state_aware_fields:  # truncate: rows in stacking order, cut to num
+            kind = state.field_kind(name)
+            merged[name] = kind.fold_stacked(getattr(state, name), kind.num_rows(state))
         return state.replace(**merged)
     # Buffers and custom merges (Chan moments, "last"): a tree of the state's own merge.
     return _pairwise_fold(state, _vmapped_merge, length)
@@ -228,9 +232,15 @@ def _exact_fold(value, axis_name):
 @register_allreduce(State)
 def _allreduce_fields(state: State, axis_name) -> State:
     """States whose fields merge independently: one collective per field (see _allreduce_field)."""
-    return state.replace(
-        **{n: _allreduce_field(state.field_kind(n), getattr(state, n), axis_name) for n in state._data_fields}
-    )
+    merged = {
+        n: _allreduce_field(state.field_kind(n), getattr(state, n), axis_name)
+        for n in state._data_fields
+        if n not in state._state_aware_fields
+    }
+    for name in state._state_aware_fields:  # truncate: rows in device order, cut to num
+        kind = state.field_kind(name)
+        merged[name] = kind.fold_stacked(_gather(getattr(state, name), axis_name), kind.num_rows(state))
+    return state.replace(**merged)
 
 
 @register_allreduce(BufferState)

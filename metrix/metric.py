@@ -49,6 +49,7 @@ def _wrap_input_method(cls, method_name: str, fn):
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
+        kwargs = _rename_aliases(type(self), method_name, kwargs)
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as err:
@@ -74,6 +75,10 @@ class Metric(Frozen):
     """Base of every metric, loss and summary (see the module docstring)."""
 
     State: ClassVar[type[State]] = State
+    # Other names accepted for an input (alias key field -> get_state argument), e.g.
+    # Kauldron's ``targets`` for ``labels``. An alias is an optional ``Key`` field; setting it
+    # together with the key it stands for is an error.
+    key_aliases: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -103,7 +108,7 @@ class Metric(Frozen):
         params = cls.input_parameters()
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return
-        unknown = [k for k in cls.key_fields() if k not in params]
+        unknown = [k for k in cls.key_fields() if cls.key_aliases.get(k, k) not in params]
         if unknown:
             raise TypeError(
                 f"{cls.__qualname__}: key field(s) {unknown} are not inputs of get_state "
@@ -115,8 +120,11 @@ class Metric(Frozen):
         name = type(self).__name__
         params = self.input_parameters()
         inputs: dict[str, Any] = {}
+        aliased = self._aliased_inputs()
         for key in self.key_fields():
             path = getattr(self, key)
+            if path is keys_lib.REQUIRED and key in aliased:
+                continue  # set through its alias
             if path is keys_lib.REQUIRED:
                 raise keys_lib.ContextKeyError(
                     f"{name}.{key} is a required key but was not set: pass e.g. "
@@ -126,7 +134,9 @@ class Metric(Frozen):
                 continue  # optional input: get_state's default applies
             if not isinstance(path, str):
                 raise keys_lib.ContextKeyError(f"{name}.{key} must be a path string, got {path!r}")
-            inputs[key] = keys_lib.resolve(context, path, owner=name, key_name=key)
+            inputs[self.key_aliases.get(key, key)] = keys_lib.resolve(
+                context, path, owner=name, key_name=key
+            )
         missing = [
             p for p, spec in params.items()
             if spec.default is inspect.Parameter.empty
@@ -139,6 +149,21 @@ class Metric(Frozen):
                 "read from a context."
             )
         return inputs
+
+    def _aliased_inputs(self) -> set[str]:
+        """Inputs set through an alias key; refuses an input set under both names."""
+        aliased = set()
+        for alias, target in self.key_aliases.items():
+            if getattr(self, alias, None) is None:
+                continue
+            if getattr(self, target, None) not in (None, keys_lib.REQUIRED):
+                raise ValueError(
+                    f"{type(self).__name__}: `{alias}` is another name for `{target}`; set one "
+                    f"of them, not both (got {target}={getattr(self, target)!r}, "
+                    f"{alias}={getattr(self, alias)!r})."
+                )
+            aliased.add(target)
+        return aliased
 
     def get_state_from_context(self, context: Any) -> State:
         """``get_state`` with every input read from ``context`` through the keys."""
@@ -155,6 +180,23 @@ class Metric(Frozen):
     def __call__(self, *args, **kwargs):
         """One-shot value: ``get_state(*args, **kwargs).compute()``."""
         return self.get_state(*args, **kwargs).compute()
+
+
+def _rename_aliases(cls, method_name: str, kwargs: dict) -> dict:
+    """Keyword inputs passed under an alias name go to the argument they stand for."""
+    aliases = getattr(cls, "key_aliases", None)
+    if not aliases or not any(k in aliases for k in kwargs):
+        return kwargs
+    renamed = {}
+    for key, value in kwargs.items():
+        target = aliases.get(key, key)
+        if target in renamed or (target != key and target in kwargs):
+            raise TypeError(
+                f"{cls.__name__}.{method_name}(): `{key}` is another name for `{target}`; "
+                "pass one of them, not both"
+            )
+        renamed[target] = value
+    return renamed
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import types
 from typing import Any, ClassVar, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from typing_extensions import dataclass_transform
 
 from metrix import numerics
@@ -193,6 +195,75 @@ class NestedKind(FieldKind):
         return x.empty_like()
 
 
+@dataclasses.dataclass(frozen=True)
+class TruncateKind(FieldKind):
+    """Rows concatenated along ``axis`` and cut to the first ``num`` (Kauldron's truncate).
+
+    ``num`` is read from the state through the attribute path ``num_field`` (for example
+    ``"parent.num_images"``), so it is static configuration. A value with no elements is the
+    identity, whatever its shape: ``empty()`` knows the row shape only if ``shape`` (the
+    shape of one row) is declared. Shapes grow until ``num`` rows are kept, then stay fixed,
+    so a jitted merge traces at most a few times.
+    """
+
+    name: str = "truncate"
+    num_field: str = ""
+    axis: int = 0
+
+    def num_rows(self, state) -> int:
+        try:
+            num = operator.attrgetter(self.num_field)(state)
+        except AttributeError as err:
+            raise AttributeError(
+                f"{type(state).__qualname__}: truncate_field(num_field={self.num_field!r}) "
+                f"cannot be read from the state ({err}); set the state's parent metric or "
+                "the static field it names."
+            ) from None
+        if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num < 0:
+            raise TypeError(
+                f"{type(state).__qualname__}: num_field {self.num_field!r} must be a "
+                f"non-negative int, got {num!r}"
+            )
+        return int(num)
+
+    def truncate(self, value, num: int):
+        if value.ndim == 0 or value.shape[self.axis] <= num:
+            return value
+        return lax.slice_in_dim(value, 0, num, axis=self.axis)
+
+    def merge_in(self, state, a, b):
+        num = self.num_rows(state)
+        if jnp.size(a) == 0:
+            return self.truncate(b, num)
+        if jnp.size(b) == 0 or a.shape[self.axis] >= num:
+            return self.truncate(a, num)
+        return self.truncate(jnp.concatenate([a, b], axis=self.axis), num)
+
+    def fold_stacked(self, stacked, num: int):
+        """Merge values stacked on a new leading axis, in order (rows of 0, then 1, ...)."""
+        if stacked.size == 0:
+            return stacked[0]
+        axis = self.axis % (stacked.ndim - 1)
+        rows = jnp.moveaxis(stacked, 0, axis)  # (..., stack, rows, ...)
+        shape = rows.shape[:axis] + (rows.shape[axis] * rows.shape[axis + 1],) + rows.shape[axis + 2 :]
+        return self.truncate(rows.reshape(shape), num)
+
+    def identity_like(self, x):
+        return lax.slice_in_dim(x, 0, 0, axis=self.axis)
+
+    def identity(self, shape, dtype):
+        if shape is None:
+            return jnp.zeros((0,), jnp.float32)
+        shape = list(shape)
+        shape.insert(self.axis if self.axis >= 0 else len(shape) + 1 + self.axis, 0)
+        return jnp.zeros(tuple(shape), dtype)
+
+    def resolved_shape_dtype(self, parent, state_cls, field_name):
+        if self.shape is None:
+            return None, jnp.dtype(jnp.float32)
+        return super().resolved_shape_dtype(parent, state_cls, field_name)
+
+
 def _field(kind: FieldKind, default=dataclasses.MISSING, **kwargs) -> Any:
     return dataclasses.field(default=default, metadata={_META: kind}, **kwargs)
 
@@ -225,6 +296,18 @@ def concat_field(*, item_shape: Any = (), dtype: Any = jnp.float32) -> Any:
 def nested_field(state_cls: type[State] | None = None) -> Any:
     """A State inside a State; merges by the inner state's rules."""
     return _field(NestedKind(state_cls=state_cls))
+
+
+def truncate_field(*, num_field: str, axis: int = 0, item_shape: Any = None, dtype: Any = jnp.float32) -> Any:
+    """Rows kept up to the first ``num`` across merges; ``num`` read from ``num_field``.
+
+    ``num_field`` is an attribute path from the state, e.g. ``"parent.num_images"`` (a field
+    of the metric) or the name of a static field. ``item_shape`` (one row's shape, optional)
+    lets ``empty()`` build an identity of the final shape.
+    """
+    if not isinstance(num_field, str) or not num_field:
+        raise TypeError(f"truncate_field needs num_field, an attribute path string; got {num_field!r}")
+    return _field(TruncateKind(shape=item_shape, dtype=dtype, num_field=num_field, axis=axis))
 
 
 def static_field(default: Any = dataclasses.MISSING) -> Any:
@@ -261,6 +344,38 @@ def drop_frozen_methods(cls) -> None:
             delattr(cls, name)
 
 
+def _register_pytree(cls, data: tuple[str, ...], static: tuple[str, ...]) -> None:
+    """Register ``cls`` as a pytree: data fields are children, static fields the treedef.
+
+    Same structure and key paths (``.field``) as ``jax.tree_util.register_dataclass``, with
+    a cheaper rebuild: every jitted call unflattens its output states, and the frozen
+    dataclass ``__init__`` (one ``object.__setattr__`` per field) costs more than filling a
+    fresh instance's ``__dict__`` directly, which the generated ``unflatten`` does (field
+    names are identifiers, checked by ``dataclasses``; the code is built from them alone).
+    """
+    keys = tuple(jax.tree_util.GetAttrKey(name) for name in data)
+    source = "\n".join(
+        [
+            "def flatten(obj):",
+            f"    return ({''.join(f'obj.{n}, ' for n in data)}), ({''.join(f'obj.{n}, ' for n in static)})",
+            "def flatten_with_keys(obj):",
+            f"    return ({''.join(f'(keys[{i}], obj.{n}), ' for i, n in enumerate(data))}), "
+            f"({''.join(f'obj.{n}, ' for n in static)})",
+            "def unflatten(static_values, children):",
+            "    obj = new(cls)",
+            "    fields = obj.__dict__",
+            *(f"    fields[{n!r}] = static_values[{i}]" for i, n in enumerate(static)),
+            *(f"    fields[{n!r}] = children[{i}]" for i, n in enumerate(data)),
+            "    return obj",
+        ]
+    )
+    namespace = {"new": object.__new__, "cls": cls, "keys": keys}
+    exec(compile(source, f"<metrix pytree {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
+    jax.tree_util.register_pytree_with_keys(
+        cls, namespace["flatten_with_keys"], namespace["unflatten"], namespace["flatten"]
+    )
+
+
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
 class State(Frozen):
     """Base of all states: an immutable, mergeable pytree.
@@ -276,6 +391,8 @@ class State(Frozen):
 
     _data_fields: ClassVar[tuple[str, ...]] = ()
     _static_fields: ClassVar[tuple[str, ...]] = ("parent",)
+    _state_aware_fields: ClassVar[tuple[str, ...]] = ()
+    _undeclared_fields_are_static: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -286,19 +403,25 @@ class State(Frozen):
         data, static = [], []
         for f in dataclasses.fields(cls):
             kind = f.metadata.get(_META)
-            if kind == "static":
+            if kind == "static" or (kind is None and f.metadata.get("pytree_node", True) is False):
                 static.append(f.name)
             elif isinstance(kind, FieldKind):
                 data.append(f.name)
+            elif cls._undeclared_fields_are_static:
+                static.append(f.name)
             else:
                 raise TypeError(
                     f"{cls.__qualname__}.{f.name}: every State field must be declared with a "
                     "metrix field (sum_field, exact_sum_field, min_field, max_field, concat_field, "
-                    "nested_field or static_field) so merge knows what to do with it."
+                    "truncate_field, nested_field or static_field) so merge knows what to do with it."
                 )
         cls._data_fields = tuple(data)
         cls._static_fields = tuple(static)
-        jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(static))
+        cls._state_aware_fields = tuple(n for n in data if isinstance(cls.field_kind(n), TruncateKind))
+        _register_pytree(cls, cls._data_fields, cls._static_fields)
+        # Already a pytree dataclass: `@flax.struct.dataclass` (Kauldron-style user code) must
+        # leave it as it is instead of registering the class a second time.
+        cls._flax_dataclass = True
 
     # -- introspection ------------------------------------------------------------------
     @classmethod
@@ -328,10 +451,14 @@ class State(Frozen):
         """Combine with another state of the same metric (associative; ``empty()`` is its identity)."""
         self._check_mergeable(other)
         merged = {}
+        base = self._with_parent(other)
         for name in self._data_fields:
             kind = self.field_kind(name)
-            merged[name] = kind.merge(getattr(self, name), getattr(other, name))
-        return self._with_parent(other).replace(**merged)
+            if name in self._state_aware_fields:
+                merged[name] = kind.merge_in(base, getattr(self, name), getattr(other, name))
+            else:
+                merged[name] = kind.merge(getattr(self, name), getattr(other, name))
+        return base.replace(**merged)
 
     def _with_parent(self: _Self, other: State) -> _Self:
         return self if self.parent is not None else self.replace(parent=other.parent)
@@ -372,6 +499,55 @@ class State(Frozen):
 # The base itself is a dataclass (so subclasses inherit ``parent``) but not a pytree.
 dataclasses.dataclass(frozen=True, kw_only=True, eq=False)(State)
 drop_frozen_methods(State)
+
+
+class AutoStateOutput(dict):
+    """What :meth:`AutoState.compute` returns: a dict of the field values, also readable as
+    attributes (``out.images``); a pytree, so it can leave ``jit``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"AutoStateOutput has no field {name!r}; it has {sorted(self)}") from None
+
+
+jax.tree_util.register_pytree_with_keys(
+    AutoStateOutput,
+    lambda out: ([(jax.tree_util.DictKey(k), v) for k, v in out.items()], tuple(out)),
+    lambda keys, values: AutoStateOutput(zip(keys, values)),
+)
+
+
+class AutoState(State):
+    """Kauldron's ``AutoState``: a state defined by its fields alone.
+
+    Fields declared with the field functions merge by their kind (``sum_field``,
+    ``min_field``, ``max_field``, ``truncate_field``, ``nested_field``, ...); any other field
+    (plain annotation, ``static_field``, ``flax.struct.field(pytree_node=False)``) is static
+    configuration, checked equal on merge. ``compute()`` returns an :class:`AutoStateOutput`
+    of the finalized data fields (truncated fields cut to their ``num``, nested states
+    computed). ``@flax.struct.dataclass`` on a subclass is accepted and changes nothing.
+    """
+
+    _undeclared_fields_are_static: ClassVar[bool] = True
+
+    def finalize(self):
+        """The state with every truncate field cut to its ``num`` rows."""
+        return self.replace(
+            **{
+                n: self.field_kind(n).truncate(getattr(self, n), self.field_kind(n).num_rows(self))
+                for n in self._state_aware_fields
+            }
+        )
+
+    def compute(self) -> AutoStateOutput:
+        final = self.finalize()
+        out = AutoStateOutput()
+        for name in self._data_fields:
+            value = getattr(final, name)
+            out[name] = value.compute() if isinstance(value, State) else value
+        return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -536,6 +712,8 @@ def tree_merge_all(states):
 
 __all__ = [
     "State",
+    "AutoState",
+    "AutoStateOutput",
     "BufferState",
     "MergeError",
     "CapacityOverflowError",
@@ -545,6 +723,7 @@ __all__ = [
     "min_field",
     "max_field",
     "concat_field",
+    "truncate_field",
     "nested_field",
     "static_field",
 ]

@@ -216,3 +216,34 @@ def test_metric_without_static_shape_points_to_empty_like():
         Coll(values="v").empty()
     real = Coll(values="v").get_state(jnp.ones((2, 3)))
     assert real.empty_like().values.shape == (4, 3)
+
+
+# -- key aliases (Kauldron's names for the same input) ------------------------------------
+
+
+def test_key_alias_reads_the_aliased_input_from_context_and_kwargs():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=40).astype(np.float32)
+    labels = (rng.random(40) < 0.5).astype(np.int32)
+    expected = sklearn_metrics.roc_auc_score(labels, scores)
+    context = {"preds": {"logits": scores}, "batch": {"label": labels}}
+    for metric in (
+        mx.RocAuc(preds="preds.logits", targets="batch.label"),
+        mx.RocAuc(logits="preds.logits", labels="batch.label"),
+        mx.RocAuc(logits="preds.logits", targets="batch.label"),
+    ):
+        assert float(metric.get_state_from_context(context).compute()) == pytest.approx(expected, rel=1e-6)
+    assert float(mx.RocAuc()(logits=scores, targets=labels)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_key_alias_and_its_target_together_are_refused():
+    scores = np.zeros(4, np.float32)
+    labels = np.array([0, 1, 0, 1])
+    context = {"s": scores, "y": labels}
+    with pytest.raises(ValueError, match="`targets` is another name for `labels`"):
+        mx.RocAuc(preds="s", labels="y", targets="y").get_state_from_context(context)
+    with pytest.raises(TypeError, match="another name for `labels`"):
+        mx.RocAuc()(preds=scores, labels=labels, targets=labels)
+    with pytest.raises(mx.ContextKeyError, match="RocAuc.labels is a required key"):
+        mx.RocAuc(preds="s").get_state_from_context(context)

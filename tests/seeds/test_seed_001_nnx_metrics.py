@@ -4,11 +4,12 @@ The independent references are flax's own ``nnx.metrics`` classes fed the same i
 hand computation (numpy argmax / mean / std).
 
 About the Accuracy doc values (0.6, then 0.7): the logits come from
-``jax.random.normal(jax.random.key(0), (5, 2))``, whose values depend on JAX's PRNG
-implementation. With jax 0.10's defaults they give other predictions, and flax's own
-``nnx.metrics.Accuracy`` then reports 1.0 and 0.6 on the seed's labels, not 0.6 and 0.7. So
-the random-logit examples are checked against flax and numpy on identical inputs, and the
-doc values themselves are reproduced with explicit logits whose argmax gives them.
+``jax.random.normal(jax.random.key(0), (5, 2))``, whose values depend on JAX's PRNG stream.
+The docs were written before JAX 0.5 made ``jax_threefry_partitionable=True`` the default;
+with today's default the same call gives other logits, and flax's own
+``nnx.metrics.Accuracy`` reports 1.0 and 0.6. Under ``jax.threefry_partitionable(False)``
+(the stream the docs saw) the examples print exactly the doc's 0.6 and 0.7: those tests run
+the examples verbatim there; the others check the default stream against flax and numpy.
 """
 
 from __future__ import annotations
@@ -89,6 +90,41 @@ def test_accuracy_doc_with_random_logits_matches_flax_and_numpy():
     assert float(c1) == pytest.approx(correct1.mean())
     assert float(c2) == pytest.approx(np.concatenate([correct1, correct2]).mean())
     assert np.isnan(c0) and np.isnan(c3)
+
+
+def _doc_logits():
+    """The doc's random logits, drawn from the PRNG stream the docs were written with."""
+    with jax.threefry_partitionable(False):
+        return jax.random.normal(jax.random.key(0), (5, 2)), jax.random.normal(jax.random.key(1), (5, 2))
+
+
+def test_accuracy_doc_verbatim_gives_the_doc_values():
+    logits, logits2 = _doc_logits()
+    # --- seed example ---
+    labels = jnp.array([1, 1, 0, 1, 0])
+    labels2 = jnp.array([0, 1, 1, 1, 1])
+    metrics = nnx.Accuracy()
+    assert np.isnan(metrics.compute())  # Array(nan, dtype=float32)
+    metrics.update(logits=logits, labels=labels)
+    assert float(metrics.compute()) == pytest.approx(0.6)  # Array(0.6, dtype=float32)
+    metrics.update(logits=logits2, labels=labels2)
+    assert float(metrics.compute()) == pytest.approx(0.7)  # Array(0.7, dtype=float32)
+    metrics.reset()
+    assert np.isnan(metrics.compute())  # Array(nan, dtype=float32)
+    # --- the same inputs by hand ---
+    correct = np.concatenate(
+        [np.argmax(logits, -1) == np.asarray(labels), np.argmax(logits2, -1) == np.asarray(labels2)]
+    )
+    assert correct[:5].mean() == pytest.approx(0.6) and correct.mean() == pytest.approx(0.7)
+
+
+def test_multimetric_doc_verbatim_gives_the_doc_values():
+    logits, logits2 = _doc_logits()
+    _, values = _multimetric_run(
+        logits, jnp.array([1, 1, 0, 1, 0]), logits2, jnp.array([0, 1, 1, 1, 1]), _MetrixAsNnx
+    )
+    assert float(values[1]["accuracy"]) == pytest.approx(0.6) and float(values[1]["loss"]) == 2.5
+    assert float(values[2]["accuracy"]) == pytest.approx(0.7) and float(values[2]["loss"]) == 2.0
 
 
 def test_accuracy_doc_values_with_explicit_logits():

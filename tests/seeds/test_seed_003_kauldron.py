@@ -10,6 +10,7 @@ squared error) and scikit-learn (ROC AUC).
 
 import dataclasses
 
+import flax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -64,9 +65,9 @@ def test_config_usage_with_keys():
     # --- seed: Kauldron usage (cfg.metrics with keys) ---
     metrics = {
         "reconstruction": kd.losses.L2(preds="preds.image", targets="batch.image"),
-        "roc_auc": kd.metrics.RocAuc(preds="preds.logits", labels="batch.label"),
+        "roc_auc": kd.metrics.RocAuc(preds="preds.logits", targets="batch.label"),
     }
-    # --- end (the seed's RocAuc names its label key `targets`; metrix's is `labels`) ---
+    # --- end ---
     image = RNG.normal(size=(4, 3, 3)).astype(np.float32)
     target = RNG.normal(size=(4, 3, 3)).astype(np.float32)
     scores = RNG.normal(size=(16,)).astype(np.float32)
@@ -161,3 +162,60 @@ def test_custom_l2_loss():
         {"preds": {"x": preds}, "batch": {"y": targets}, "mask": mask}
     ).compute()
     assert float(value) == pytest.approx(0.5 * squared[mask].mean(), rel=1e-6)
+
+
+# --- seed: "Summary" (AutoState with truncate fields; the seed elides the keys and
+# get_state with `...`, filled in here the obvious way) ---
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class ShowImages(kd.metrics.Metric):
+    num_images: int = 5
+
+    @flax.struct.dataclass
+    class State(kd.metrics.AutoState):
+        """Collects the first num_images images and boxes."""
+
+        # When the states are aggregated (e.g. across multiple batches, only keep
+        # the first `num_images` images).
+        images: Float["n h w c"] = kd.metrics.truncate_field(num_field="parent.num_images")
+        boxes: Float["n k 4"] = kd.metrics.truncate_field(num_field="parent.num_images")
+
+    # (elided in the seed)
+    images: kontext.Key = kd.kontext.REQUIRED
+    boxes: kontext.Key = kd.kontext.REQUIRED
+
+    def get_state(self, images, boxes):
+        return self.State(images=images, boxes=boxes)
+
+
+def test_show_images_auto_state_keeps_the_first_images_across_batches():
+    import jax
+
+    rng = np.random.default_rng(4)
+    images = rng.random((11, 4, 4, 3)).astype(np.float32)
+    boxes = rng.random((11, 2, 4)).astype(np.float32)
+    metric = ShowImages(images="batch.image", boxes="preds.boxes", num_images=5)
+    batches = [(0, 2), (2, 3), (3, 7), (7, 11)]  # the 5th image arrives in the third batch
+
+    def state_of(lo, hi):
+        return metric.get_state_from_context(
+            {"batch": {"image": images[lo:hi]}, "preds": {"boxes": boxes[lo:hi]}}
+        )
+
+    merge = jax.jit(lambda a, b: a.merge(b))
+    for merge_fn in (lambda a, b: a.merge(b), merge):
+        state = state_of(*batches[0])
+        for lo, hi in batches[1:]:
+            state = merge_fn(state, state_of(lo, hi))
+        out = state.compute()
+        np.testing.assert_array_equal(np.asarray(out.images), images[:5])
+        np.testing.assert_array_equal(np.asarray(out["boxes"]), boxes[:5])
+    # One batch larger than num_images is cut at compute (as Kauldron's finalize does).
+    out = state_of(0, 11).compute()
+    np.testing.assert_array_equal(np.asarray(out.images), images[:5])
+    # The empty state is the identity, and merges of different configs are refused.
+    first = metric.empty().merge(state_of(0, 3)).compute()
+    np.testing.assert_array_equal(np.asarray(first.images), images[:3])
+    with pytest.raises(mx.MergeError):
+        state_of(0, 2).merge(ShowImages(images="i", boxes="b", num_images=2).get_state(images[:2], boxes[:2]))
