@@ -139,11 +139,17 @@ def targets(sections: list[dict]) -> list[str]:
     rows = by_name.get("collection", {}).get("rows") or []
     for workload, title in (("two", "{Accuracy, Average}"), ("ten", "10-metric collection")):
         mine = [r for r in rows if r["name"].startswith(f"{workload}/")]
-        ours = next((r for r in mine if r["name"] == f"{workload}/metrix"), None)
-        add(f"{title}: metrix per step <= 1.05x hand-written jnp",
-            "—" if ours is None else f"x{ours['ratio_to_hand']:.3f}",
-            None if ours is None else ours["ratio_to_hand"] <= 1.05)
-        measured = [r for r in mine[2:] if r["value"] is not None]
+        for variant in ("metrix", "metrix Collection"):
+            ours = next((r for r in mine if r["name"] == f"{workload}/{variant}"), None)
+            if ours is None and variant != "metrix":
+                continue
+            add(f"{title}: {variant} per step <= 1.05x hand-written jnp",
+                "—" if ours is None else f"x{ours['ratio_to_hand']:.3f}",
+                None if ours is None else ours["ratio_to_hand"] <= 1.05)
+        measured = [
+            r for r in mine
+            if r["value"] is not None and not r["name"].split("/", 1)[1].startswith(("metrix", "hand-written"))
+        ]
         slowest = min(measured, key=lambda r: r["metrix_speedup"], default=None)
         add(f"{title}: metrix ahead of every peer",
             "—" if slowest is None else f"closest {slowest['name'].split('/', 1)[1]}: peer/metrix x{slowest['metrix_speedup']:.2f}",

@@ -181,6 +181,32 @@ def metrix_loop(workload: str, batches, num_classes: int) -> Loop:
     return Loop("metrix", run, TEN if workload == "ten" else TWO)
 
 
+def metrix_collection_step(metrics):
+    """The same step with ``mx.Collection``: metrics reading one confusion matrix share it."""
+    import metrix as mx
+
+    collection = mx.Collection(metrics=metrics)
+
+    def step(state, logits, labels, loss):
+        context = {"preds": {"logits": logits, "loss": loss}, "batch": {"label": labels}}
+        return state.merge(collection.get_state_from_context(context))
+
+    return collection, step
+
+
+def metrix_collection_loop(workload: str, batches, num_classes: int) -> Loop:
+    collection, step = metrix_collection_step(metrix_metrics(workload, num_classes))
+    step = jax.jit(step)
+
+    def run():
+        state = collection.empty()
+        for batch in batches:
+            state = step(state, *batch)
+        return _scalars(jax.block_until_ready(state).compute())
+
+    return Loop("metrix Collection", run, TEN if workload == "ten" else TWO)
+
+
 # --------------------------------------------------------------------------- flax nnx
 
 

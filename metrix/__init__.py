@@ -6,6 +6,7 @@ state pytree; states ``merge`` across batches, devices and hosts; ``compute()`` 
 
 # Domains: each module lists its public metrics, states and functions in __all__.
 from metrix.classification import *  # noqa: F401,F403
+from metrix.collection import Collection
 from metrix.distributed import *  # noqa: F401,F403
 from metrix.generative import *  # noqa: F401,F403
 from metrix.image import *  # noqa: F401,F403

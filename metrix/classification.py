@@ -580,6 +580,11 @@ class _ConfusionMetric(Metric):
     ) -> ConfusionState:
         return self.State.from_inputs(self, preds, labels, mask)
 
+    def state_sharing_key(self):
+        # Every count-based score reads one confusion matrix: in a Collection, precision,
+        # recall, F1, MCC, kappa, ... on the same inputs share it.
+        return (ConfusionState, self.task, self.num_classes, self.threshold, self.from_logits)
+
 
 class _AveragedScore(_ConfusionMetric):
     average: str = "macro"

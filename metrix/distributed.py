@@ -108,7 +108,7 @@ def _merge_stacked_field(kind, value, length: int):
     if isinstance(kind, ExactSumKind):
         return _pairwise_fold(value, numerics.df_add, length)
     if isinstance(kind, NestedKind):
-        return _merge_stacked_state(value)
+        return tuple(map(_merge_stacked_state, value)) if isinstance(value, tuple) else _merge_stacked_state(value)
     return _pairwise_fold(value, jax.vmap(kind.merge), length)
 
 
@@ -219,6 +219,8 @@ def _allreduce_field(kind, value, axis_name):
     if isinstance(kind, ExactSumKind):
         return _exact_fold(value, axis_name)
     if isinstance(kind, NestedKind):
+        if isinstance(value, tuple):
+            return tuple(_allreduce_state(v, axis_name) for v in value)
         return _allreduce_state(value, axis_name)
     gathered = _gather(value, axis_name)
     return _pairwise_fold(gathered, jax.vmap(kind.merge), gathered.shape[0])

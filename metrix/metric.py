@@ -177,6 +177,21 @@ class Metric(Frozen):
         """The identity of merge, with the shapes and dtypes of a real state."""
         return self.State.empty(parent=self)
 
+    # -- sharing one state between metrics (see metrix.collection) -------------------------
+    def state_sharing_key(self) -> Any:
+        """What the state depends on besides the inputs, or ``None`` (never shared).
+
+        Metrics whose keys are equal and that read the same inputs build identical states
+        (up to ``parent``), so :class:`metrix.Collection` builds, carries and merges one.
+        """
+        return None
+
+    def adopt_state(self, state: State) -> State:
+        """A state built by a metric with the same sharing key, as this metric's own."""
+        fields = {n: getattr(state, n) for n in (*state._data_fields, *state._static_fields)}
+        fields["parent"] = self
+        return self.State(**fields)
+
     def __call__(self, *args, **kwargs):
         """One-shot value: ``get_state(*args, **kwargs).compute()``."""
         return self.get_state(*args, **kwargs).compute()

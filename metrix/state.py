@@ -183,15 +183,19 @@ class ConcatKind(FieldKind):
 
 @dataclasses.dataclass(frozen=True)
 class NestedKind(FieldKind):
-    """A State inside a State: merges with the inner state's own rules."""
+    """A State (or a tuple of States) inside a State: merges with the inner states' own rules."""
 
     name: str = "nested"
     state_cls: Any = None
 
     def merge(self, a, b):
+        if isinstance(a, tuple):
+            return tuple(x.merge(y) for x, y in zip(a, b, strict=True))
         return a.merge(b)
 
     def identity_like(self, x):
+        if isinstance(x, tuple):
+            return tuple(s.empty_like() for s in x)
         return x.empty_like()
 
 

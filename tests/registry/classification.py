@@ -96,3 +96,23 @@ EXAMPLES = [
     ),
     _example("ReliabilityDiagram", mx.ReliabilityDiagram, "binary", num_bins=5),
 ]
+
+# A Collection: Precision / Recall / MCC share one confusion state, Accuracy keeps its own.
+# (Its inputs are context entries; members read no mask, so the example has none.)
+_scores = {"preds": "preds", "labels": "labels", "task": "multiclass", "num_classes": C}
+EXAMPLES.append(
+    Example(
+        "Collection_multiclass",
+        mx.Collection(
+            metrics={
+                "accuracy": mx.Accuracy(logits="preds", labels="labels"),
+                "precision": mx.Precision(**_scores),
+                "recall": mx.Recall(**_scores, average="weighted"),
+                "mcc": mx.MatthewsCorrCoef(**_scores),
+            }
+        ),
+        _multiclass,
+        ("preds", "labels"),
+        mask_input=None,
+    )
+)
