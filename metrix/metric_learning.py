@@ -20,6 +20,8 @@ use a safe square root (zero gradient at zero distance).
 **Memory.** All-triplet losses never form an ``N^3`` tensor: the plain hinge sums each
 anchor's losses analytically over its sorted negative distances (``O(N^2 log N)``), and
 ``smooth_loss`` / ``swap`` loop over chunks of anchors with rematerialised gradients.
+``TripletMarginMiner`` finds each pair's negatives by binary search in sorted rows and
+needs ``O(N^2 + capacity)`` memory.
 
 **Reproducing pytorch-metric-learning (PML).** PML's defaults differ from the seed API's:
 its ``LpDistance`` L2-normalises embeddings (pass ``normalize=True``), its triplet and
@@ -265,16 +267,56 @@ class SemiHardMiner(_Miner):
         return MinedIndices(anchors, positives, candidate.reshape(-1), valid)
 
 
+def _argsort_rows(x):
+    """``(sorted rows, stable order)`` of float32 rows, sorted through int32 keys (as
+    :func:`_sort_rows`, faster than a float sort on CPU); ties keep index order."""
+    keys = jax.lax.bitcast_convert_type(x, jnp.int32)
+    flip = jnp.int32(0x7FFFFFFF)
+    keys = jnp.where(keys < 0, keys ^ flip, keys)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, 1)
+    keys, order = jax.lax.sort((keys, iota), dimension=1, is_stable=True, num_keys=1)
+    return jax.lax.bitcast_convert_type(jnp.where(keys < 0, keys ^ flip, keys), jnp.float32), order
+
+
+def _count_margin_prefix(sorted_rows, d_ap, bound):
+    """``#{j : sorted_rows[a, j] - d_ap[a, p] <= bound}`` for every ``(a, p)``.
+
+    A binary search on the predicate itself (not on ``d_ap + bound``), so a triplet's
+    margin ``d_an - d_ap`` is rounded exactly as pytorch-metric-learning rounds it; the
+    predicate is monotone along a sorted row because rounding is.
+    """
+    n_cols = sorted_rows.shape[1]
+
+    def per_row(row, queries):
+        lo = jnp.zeros(queries.shape, jnp.int32)
+        hi = jnp.full(queries.shape, n_cols, jnp.int32)
+
+        def step(_, bounds):
+            lo, hi = bounds
+            mid = (lo + hi) // 2
+            ok = (mid < hi) & (row[jnp.minimum(mid, n_cols - 1)] - queries <= bound)
+            return jnp.where(ok, mid + 1, lo), jnp.where(ok, hi, mid)
+
+        return jax.lax.fori_loop(0, n_cols.bit_length(), step, (lo, hi))[0]
+
+    return jax.vmap(per_row)(sorted_rows, d_ap)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TripletMarginMiner(_Miner):
     """Triplets by their margin ``m_t = d(a, n) - d(a, p)`` (pytorch-metric-learning's rule).
 
     ``type_of_triplets``: ``"all"`` ``m_t <= margin`` (violating the margin), ``"hard"``
     ``m_t <= 0``, ``"semihard"`` ``0 < m_t <= margin``, ``"easy"`` ``m_t > margin``.
-    Slots enumerate the triplets ``(a, p, n)`` in lexicographic order, packed to the front;
-    ``capacity`` bounds the slots (``None``: ``N^3``, every possible triplet). Mining forms
-    an ``N^3`` boolean mask (1 GiB at N = 1024): for large batches prefer BatchHardMiner or
-    the all-triplet losses, which stay ``O(N^2)``.
+    Slots hold the triplets packed to the front, grouped by ``(a, p)`` in lexicographic
+    order and, within a pair, by increasing ``d(a, n)`` (hardest negative first; ties by
+    index). ``capacity`` bounds the slots (``None``: ``N^3``, every possible triplet,
+    which only small batches afford); when it truncates, the leading pairs keep theirs.
+
+    Memory ``O(N^2 + capacity)``, work ``O(N^2 log N + capacity log N)``: for an
+    ``(a, p)`` pair the selected negatives are a contiguous run of the anchor's sorted
+    negative distances, found by binary search, and each slot finds its pair by a binary
+    search in the cumulative counts. No ``N^3`` tensor; ``N^3`` must stay below ``2^31``.
     """
 
     margin: float = 0.2
@@ -289,24 +331,41 @@ class TripletMarginMiner(_Miner):
                 f"'easy', got {self.type_of_triplets!r}"
             )
 
+    def _negative_runs(self, d_ap, sorted_neg, num_neg):
+        """Per ``(a, p)``: ``[start, stop)`` in a's sorted negatives of the selected ones."""
+        def below(bound):  # how many negatives have m_t <= bound
+            return jnp.minimum(_count_margin_prefix(sorted_neg, d_ap, bound), num_neg[:, None])
+
+        none, every = jnp.zeros_like(d_ap, jnp.int32), jnp.broadcast_to(num_neg[:, None], d_ap.shape)
+        if self.type_of_triplets == "all":
+            return none, below(self.margin)
+        if self.type_of_triplets == "hard":  # m_t <= margin and m_t <= 0
+            return none, below(min(self.margin, 0.0))
+        if self.type_of_triplets == "semihard":  # 0 < m_t <= margin
+            start = below(0.0)
+            return start, jnp.maximum(below(self.margin), start)
+        return below(self.margin), every  # easy: m_t > margin
+
     def mine(self, embeddings, labels, mask=None) -> MinedIndices:
+        n = jnp.shape(embeddings)[0]
+        if n**3 >= 2**31:
+            raise ValueError(f"TripletMarginMiner: batch of {n} has N^3 >= 2^31 triplets (int32 slots)")
         d, pos, neg = self._distances(embeddings, labels, mask)
-        n = d.shape[0]
-        margin_t = d[:, None, :] - d[:, :, None]  # [a, p, n] = d(a, n) - d(a, p)
-        if self.type_of_triplets == "easy":
-            keep = margin_t > self.margin
-        else:
-            keep = margin_t <= self.margin
-            if self.type_of_triplets == "hard":
-                keep &= margin_t <= 0
-            elif self.type_of_triplets == "semihard":
-                keep &= margin_t > 0
-        keep &= pos[:, :, None] & neg[:, None, :]
         size = n**3 if self.capacity is None else self.capacity
-        (flat,) = jnp.nonzero(keep.reshape(-1), size=size, fill_value=0)
-        valid = jnp.arange(size) < jnp.sum(keep)
-        flat = flat.astype(jnp.int32)
-        return MinedIndices(flat // (n * n), (flat // n) % n, flat % n, valid)
+        sorted_neg, order = _argsort_rows(jnp.where(neg, d, jnp.inf))
+        num_neg = jnp.sum(neg, axis=1, dtype=jnp.int32)
+        start, stop = self._negative_runs(d, sorted_neg, num_neg)
+        counts = jnp.where(pos, stop - start, 0).reshape(-1)
+        ends = jnp.cumsum(counts)  # slots of pair q are [ends[q] - counts[q], ends[q])
+        slots = jnp.arange(size, dtype=jnp.int32)
+        pair = jnp.minimum(jnp.searchsorted(ends, slots, side="right"), n * n - 1).astype(jnp.int32)
+        rank = slots - (ends[pair] - counts[pair])
+        anchors, positives = pair // n, pair % n
+        column = jnp.minimum(start.reshape(-1)[pair] + rank, n - 1)
+        negatives = order[anchors, column]
+        valid = slots < ends[-1]
+        zero = jnp.zeros_like(slots)
+        return MinedIndices(*(jnp.where(valid, i, zero) for i in (anchors, positives, negatives)), valid)
 
 
 # ---------------------------------------------------------------------------------------

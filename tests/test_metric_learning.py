@@ -281,13 +281,59 @@ def test_miners_respect_masks_and_jit():
         assert np.all(triplets[:, 0] != triplets[:, 1])
 
 
-def test_triplet_margin_miner_capacity_packs_in_order():
+def _np_margin_triplets(x, y, keep, margin, kind):
+    """Brute force: every triplet with its margin test, in the miner's slot order."""
+    d = _np_dist(x)
+    out = []
+    for a, p in itertools.product(range(len(y)), repeat=2):
+        if a == p or y[a] != y[p] or not (keep[a] and keep[p]):
+            continue
+        negatives = sorted((d[a, q], q) for q in range(len(y)) if y[q] != y[a] and keep[q])
+        for _, q in negatives:
+            m = d[a, q] - d[a, p]
+            if {"all": m <= margin, "hard": m <= min(margin, 0), "semihard": 0 < m <= margin,
+                    "easy": m > margin}[kind]:
+                out.append((a, p, q))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["all", "hard", "semihard", "easy"])
+def test_triplet_margin_miner_slots_match_brute_force_order(kind):
+    x, y = _batch(21, n=14, d=3, classes=3)
+    keep = np.arange(14) % 5 != 3
+    mined = jax.jit(mx.TripletMarginMiner(margin=0.4, type_of_triplets=kind).mine)(x, y, keep)
+    expected = _np_margin_triplets(x, y, keep, 0.4, kind)
+    assert [tuple(t) for t in mined.to_numpy().tolist()] == expected
+    assert len(mined) == 14**3
+    assert not np.any(np.asarray(mined.valid)[len(expected):])
+
+
+def test_triplet_margin_miner_capacity_keeps_the_leading_slots():
     x, y = _batch(11, n=8)
-    full = mx.TripletMarginMiner(margin=1e9).mine(x, y).to_numpy()
-    few = mx.TripletMarginMiner(margin=1e9, capacity=5).mine(x, y)
-    assert len(few) == 5
-    np.testing.assert_array_equal(few.to_numpy(), full[:5])
-    assert full.tolist() == sorted(full.tolist())
+    full = jax.jit(mx.TripletMarginMiner(margin=1e9).mine)(x, y).to_numpy()
+    assert len(full) == len(_triplets(y))
+    for capacity in (5, len(full) + 7):
+        few = jax.jit(mx.TripletMarginMiner(margin=1e9, capacity=capacity).mine)(x, y)
+        assert len(few) == capacity
+        np.testing.assert_array_equal(few.to_numpy(), full[:capacity])
+    # an empty mining (no positive pair): nothing valid, indices 0
+    none = jax.jit(mx.TripletMarginMiner(capacity=5, margin=1e9).mine)(x, np.arange(8, dtype=np.int32))
+    assert not np.any(np.asarray(none.valid)) and np.all(np.asarray(none.anchors) == 0)
+
+
+def test_triplet_margin_miner_at_1024_never_forms_n_cubed():
+    miner = mx.TripletMarginMiner(margin=0.2, capacity=1 << 20)
+    x = jax.ShapeDtypeStruct((1024, 128), jnp.float32)
+    y = jax.ShapeDtypeStruct((1024,), jnp.int32)
+    analysis = jax.jit(miner.mine).lower(x, y).compile().memory_analysis()
+    if analysis is None:
+        pytest.skip("no memory analysis on this backend")
+    assert analysis.temp_size_in_bytes < 1 << 28, analysis.temp_size_in_bytes  # N^3 bools: 1 GiB
+
+
+def test_triplet_margin_miner_refuses_int32_overflowing_batches():
+    with pytest.raises(ValueError, match="2\\^31"):
+        mx.TripletMarginMiner(capacity=8).mine(jnp.zeros((1300, 2)), jnp.zeros((1300,), jnp.int32))
 
 
 # ---------------------------------------------------------------------------------------
