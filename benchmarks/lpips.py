@@ -2,21 +2,30 @@
 
 Cases: LPIPS-alex and LPIPS-vgg at 64x64 and 256x256. Both sides use the same weights: the
 lpips model is built with a random trunk (``pnet_rand=True``, no download) and the shipped
-calibration, and its state dict is converted for metrix. Compared in one run on this CPU:
+calibration, and its state dict is converted for metrix. Timed in one process, interleaved
+(metrix, peer, metrix, peer, ...) so load on the machine hits every contender alike:
 
-- ``metrix``: ``jax.jit(metric.get_state)`` on one batch (default XLA threads), weights passed
-  as inputs; the first call's time (compile + one run) is reported apart as ``compile``;
+- ``metrix``: ``metric.get_state(a, b, **weights)`` as users call it: one compiled program per
+  shape (both image batches as one 2N batch, weights passed as inputs, compiled with
+  ``lpips_core.LPIPS_CPU_COMPILER_OPTIONS``); inputs are on the device already, the state
+  stays there (no host transfer). The first call (compile + one run) is reported as ``compile``;
+- ``metrix in jit``: ``jax.jit(metric.get_state)``, i.e. LPIPS inlined into a user's own
+  program, compiled with XLA's default CPU options;
 - ``lpips (torch, N threads)``: ``model(a, b)`` under ``torch.no_grad()`` with torch's default
-  thread count, and with ``torch.set_num_threads(1)``.
+  thread count, and with ``torch.set_num_threads(1)`` (robust to load: torch's multi-threaded
+  runs collapse when other processes hold the cores).
 
-Prints the median over ``--repeats`` timed runs after a warm-up, and metrix's speed ratio to
-each peer (> 1: metrix is faster). A sanity check prints the largest distance difference.
-The vgg 256x256 compile alone takes ~35 s. Run: ``python -m benchmarks.lpips [--repeats 5]``.
+Prints pairs/s (median over ``--repeats`` timed rounds after a warm-up), metrix's ratio to
+each torch peer (> 1: metrix is faster; the targets are ``metrix / lpips (torch, default
+threads) >= 1``), the CPU seconds per pair (process time, less sensitive to load than wall
+time), the load average, and the largest distance difference as a sanity check.
+Run: ``python -m benchmarks.lpips [--repeats 7] [--cases alex64,vgg256]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -60,14 +69,19 @@ def _lpips_model(torch, lpips, net):
         torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file = saved
 
 
-def _median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _interleaved(runs: dict, repeats: int) -> dict:
+    """Median wall and process (CPU) seconds per run, timed round-robin after one warm-up each."""
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    wall = {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            run()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in runs}
 
 
 def bench_case(torch, lpips, net: str, size: int, batch: int, repeats: int) -> dict:
@@ -83,27 +97,44 @@ def bench_case(torch, lpips, net: str, size: int, batch: int, repeats: int) -> d
         "backbone_params": jax.device_put(convert_torchvision_state_dict(net, model.state_dict())),
         "calibration": jax.device_put(lpips_core.load_calibration(net)),
     }
-    step = jax.jit(metric.get_state)
+    in_user_jit = jax.jit(metric.get_state)
 
     def run_metrix():
-        return jax.block_until_ready(step(a_nhwc, b_nhwc, **weights))
+        return jax.block_until_ready(metric.get_state(a_nhwc, b_nhwc, **weights))
+
+    def run_metrix_jit():
+        return jax.block_until_ready(in_user_jit(a_nhwc, b_nhwc, **weights))
 
     t0 = time.perf_counter()
     state = run_metrix()
     compile_s = time.perf_counter() - t0
-    out = {"compile_s": compile_s, "metrix": batch / _median_seconds(run_metrix, repeats)}
+    run_metrix_jit()  # compiled here, not in the timed rounds
+
+    default_threads = torch.get_num_threads()
 
     def run_torch():
         with torch.no_grad():
             return model(a, b)
 
-    default_threads = torch.get_num_threads()
-    out[f"lpips (torch, {default_threads} threads)"] = batch / _median_seconds(run_torch, repeats)
-    torch.set_num_threads(1)
-    try:
-        out["lpips (torch, 1 thread)"] = batch / _median_seconds(run_torch, repeats)
-    finally:
-        torch.set_num_threads(default_threads)
+    def run_torch_1():
+        torch.set_num_threads(1)
+        try:
+            return run_torch()
+        finally:
+            torch.set_num_threads(default_threads)
+
+    runs = {
+        "metrix": run_metrix,
+        "metrix in jit": run_metrix_jit,
+        f"lpips (torch, {default_threads} threads)": run_torch,
+        "lpips (torch, 1 thread)": run_torch_1,
+    }
+    load = os.getloadavg()[0]
+    timed = _interleaved(runs, repeats)
+    out = {"compile_s": compile_s, "load": (load + os.getloadavg()[0]) / 2}
+    for name, (wall_s, cpu_s) in timed.items():
+        out[name] = batch / wall_s
+        out[f"{name} cpu s/pair"] = cpu_s / batch
     reference = run_torch().numpy().reshape(-1)
     out["max_abs_diff"] = float(np.abs(np.asarray(state.compute()["per_image"]) - reference).max())
     return out
@@ -111,7 +142,7 @@ def bench_case(torch, lpips, net: str, size: int, batch: int, repeats: int) -> d
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="LPIPS pairs/s: metrix vs the lpips package (CPU)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
         "--cases",
         default=",".join(f"{n}{s}" for n, s, _ in CASES),
@@ -130,12 +161,20 @@ def main(argv=None) -> dict:
             continue
         r = bench_case(torch, lpips, net, size, batch, args.repeats)
         results[f"{net}{size}"] = r
-        peers = [k for k in r if k.startswith("lpips")]
+        peers = [k for k in r if k.startswith("lpips") and not k.endswith("pair")]
         line = f"{net:5s} {size:3d}x{size:<3d} batch {batch:2d}: metrix {r['metrix']:8.2f}/s"
         for peer in peers:
             line += f" | {peer} {r[peer]:8.2f}/s (metrix x{r['metrix'] / r[peer]:.2f})"
-        line += f" | compile {r['compile_s']:.1f}s | max|diff| {r['max_abs_diff']:.1e}"
+        line += f" | metrix in jit {r['metrix in jit']:8.2f}/s"
         print(line, flush=True)
+        cpu = " | ".join(
+            f"{k[: -len(' cpu s/pair')]} {1e3 * v:.2f}" for k, v in r.items() if k.endswith("pair")
+        )
+        print(
+            f"      CPU ms/pair: {cpu} | compile {r['compile_s']:.1f}s | "
+            f"max|diff| {r['max_abs_diff']:.1e} | load {r['load']:.1f}",
+            flush=True,
+        )
     return results
 
 

@@ -22,6 +22,15 @@ lpips does at inference, so the shipped weights (which contain exact zeros) are 
 bit for bit. When training them, call :func:`project_nonnegative` after every optimizer
 step (projected gradient descent), which is what lpips' trainer does with ``clamp(min=0)``.
 A softplus parametrisation was not chosen: it cannot represent the shipped zeros.
+
+**Speed on CPU.** :func:`compiled_lpips_distance` is ``lpips_distance`` as one compiled
+program per input shape. On CPU it compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS`, which
+hand the backbone's convolutions to XLA's own (Eigen) kernels instead of YNNPACK: on the
+LPIPS trunks that takes 10-30% less CPU time for VGG (``benchmarks/lpips.py``) and gives the
+same distances to ~1e-8. The options only reach programs metrix compiles itself: called
+inside your own ``jax.jit`` the function is inlined into your program and compiled with your
+options (pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS`` to your top-level ``jax.jit``
+to get the same kernels there).
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ __all__ = [
     "LPIPS_SHIFT",
     "find_lpips_calibration_file",
     "load_calibration",
+    "LPIPS_CPU_COMPILER_OPTIONS",
+    "compiled_lpips_distance",
     "lpips_distance",
     "lpips_features",
     "lpips_from_features",
@@ -292,6 +303,38 @@ def lpips_features(
     )
 
 
+# XLA:CPU (jaxlib 0.10) gives f32 convolutions to YNNPACK by default. An empty list of
+# YNNPACK fusion kinds keeps every op on XLA's own emitters, whose Eigen convolutions are
+# faster on these trunks (measured per layer and per network in benchmarks/lpips.py's notes).
+LPIPS_CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+_DISTANCE_STATIC = ("net", "spatial", "normalize")
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+    """Whether this jaxlib's CPU compiler knows the options (flag names are experimental)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=LPIPS_CPU_COMPILER_OPTIONS).lower(
+            np.float32(0)
+        ).compile()
+    except Exception:  # noqa: BLE001 - an unknown option is an INVALID_ARGUMENT runtime error
+        return False
+    return True
+
+
+def _platform(trees: Any) -> str:
+    """The platform the inputs live on (the default backend for numpy inputs)."""
+    for leaf in jax.tree_util.tree_leaves(trees):
+        if isinstance(leaf, jax.Array):
+            return next(iter(leaf.devices())).platform
+    return jax.default_backend()
+
+
+def _is_traced(trees: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
 def lpips_distance(
     backbone_params: Any,
     calibration: Mapping[str, Any] | Sequence[Any],
@@ -322,3 +365,33 @@ def lpips_distance(
         spatial=spatial,
         image_size=images_a.shape[1:3],
     )
+
+
+_distance_plain = jax.jit(lpips_distance, static_argnames=_DISTANCE_STATIC)
+_distance_cpu = jax.jit(
+    lpips_distance, static_argnames=_DISTANCE_STATIC, compiler_options=LPIPS_CPU_COMPILER_OPTIONS
+)
+
+
+def compiled_lpips_distance(
+    backbone_params: Any,
+    calibration: Mapping[str, Any] | Sequence[Any],
+    images_a: jax.Array,
+    images_b: jax.Array,
+    net: str = "alex",
+    spatial: bool = False,
+    normalize: bool = False,
+) -> jax.Array:
+    """:func:`lpips_distance` as one compiled program per shape (same arguments and result).
+
+    Called on concrete CPU arrays it compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS`;
+    under a trace (your ``jit``, ``grad``, ``vmap``) or on other platforms it is a plain
+    ``jax.jit`` that inlines into the caller (JAX accepts compiler options on top-level
+    jits only).
+    """
+    args = (backbone_params, calibration, images_a, images_b)
+    use_cpu_options = (
+        not _is_traced(args) and _platform(args) == "cpu" and _cpu_options_supported()
+    )
+    fn = _distance_cpu if use_cpu_options else _distance_plain
+    return fn(*args, net=net, spatial=spatial, normalize=normalize)

@@ -27,7 +27,11 @@ with :meth:`LPIPS.load_weights` (the calibration defaults to the lpips package's
 
     metric = mx.LPIPS(net="alex")
     weights = metric.load_weights(backbone_path="alex.safetensors")  # {"backbone_params", "calibration"}
-    state = jax.jit(metric.get_state)(img_a, img_b, **weights)
+    state = metric.get_state(img_a, img_b, **weights)  # one compiled program per shape
+
+``get_state`` called eagerly runs LPIPS as one program compiled by metrix (on CPU with
+:data:`metrix.lpips_core.LPIPS_CPU_COMPILER_OPTIONS`, the faster convolutions); inside your
+own ``jax.jit`` it is inlined and compiled with your options.
 
 **Non-negative calibration.** The weights are used as given (lpips does the same at
 inference, and its shipped weights contain exact zeros). When you train them, apply
@@ -67,8 +71,9 @@ __all__ = [
 _VERSIONS = ("0.1",)
 
 # One compiled program per input shape, also when get_state runs eagerly (op-by-op
-# dispatch through a whole backbone is ~10x slower). Under an outer jit it is inlined.
-_distance = jax.jit(lpips_core.lpips_distance, static_argnames=("net", "spatial", "normalize"))
+# dispatch through a whole backbone is ~10x slower), compiled with metrix's CPU
+# convolution settings (see lpips_core.compiled_lpips_distance). Under an outer jit it is inlined.
+_distance = lpips_core.compiled_lpips_distance
 _from_features = jax.jit(lpips_core.lpips_from_features, static_argnames=("spatial", "image_size"))
 
 

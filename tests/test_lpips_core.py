@@ -125,6 +125,35 @@ def test_normalize_option_and_jit_match_lpips():
     model.spatial = False
 
 
+@pytest.mark.parametrize("net,size", [("alex", (64, 64)), ("vgg", (32, 40))])
+def test_compiled_distance_matches_lpips_and_plain_jit(net, size):
+    """compiled_lpips_distance: CPU compiler options eagerly, a plain inlined jit under a trace."""
+    torch, _ = _lpips()
+    from metrix.backbones.lpips_nets import convert_torchvision_state_dict
+
+    model = _lpips_model(net)
+    backbone = jax.device_put(convert_torchvision_state_dict(net, model.state_dict()))
+    calibration = jax.device_put(lpips_core.load_calibration(net))
+    gen = torch.Generator().manual_seed(4)
+    a = torch.rand(3, 3, *size, generator=gen) * 2 - 1
+    b = torch.rand(3, 3, *size, generator=gen) * 2 - 1
+    with torch.no_grad():
+        expected = model(a, b).numpy().reshape(-1)
+    args = (backbone, calibration, jnp.asarray(_nhwc(a)), jnp.asarray(_nhwc(b)))
+    eager = lpips_core.compiled_lpips_distance(*args, net=net)
+    np.testing.assert_allclose(np.asarray(eager), expected, atol=ATOL, rtol=0)
+    # inside a user's jit (JAX rejects compiler options on nested jits: this must not raise)
+    traced = jax.jit(lambda *xs: lpips_core.compiled_lpips_distance(*xs, net=net))(*args)
+    plain = jax.jit(lpips_core.lpips_distance, static_argnames=("net",))(*args, net=net)
+    # the kernels differ, the maths does not: same distances to float32 rounding
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(plain), atol=0, rtol=0)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(plain), atol=1e-6, rtol=0)
+    if jax.default_backend() == "cpu" and lpips_core._cpu_options_supported():
+        # what the options are for: no convolution is handed to YNNPACK
+        hlo = lpips_core._distance_cpu.lower(*args, net=net).compile().as_text()
+        assert "ynn" not in hlo.lower()
+
+
 def test_lpips_loads_shipped_calibration_without_network():
     """pretrained=True reads weights/v0.1/NET.pth from the lpips package dir (no download)."""
     torch, lpips = _lpips()
