@@ -469,7 +469,9 @@ class BERTScore(Metric):
 
         Texts are stripped and tokenised with the folder's tokenizer, truncated at its
         ``model_max_length`` and embedded with ``num_layers`` layers (weights passed to the
-        jitted encoder as inputs), in length-sorted batches of ``batch_size`` pairs.
+        jitted encoder as inputs), each distinct text once, packed several to a row in calls
+        of ``batch_size`` rows (each text attends only to itself, so its embeddings are those
+        it gets alone); pairs are matched ``batch_size`` at a time.
         ``idf``: None/False (weights 1, [CLS]/[SEP] 0), True (idf over these references, as
         bert-score), or a table / :class:`BERTScoreIdfState` from all references (two-pass).
         Returns per-candidate scores (rescaled if a baseline is set) and the mergeable state.
@@ -537,68 +539,97 @@ def _groups(refs) -> list[list[str]]:
     return [[r] if isinstance(r, str) else list(r) for r in refs]
 
 
-@functools.partial(jax.jit, static_argnames=("num_special_tokens",))
-def _match(cand_emb, cand_ids, cand_mask, ref_emb, ref_ids, ref_mask, table, *, num_special_tokens):
+@functools.partial(jax.jit, static_argnames=("width", "num_special_tokens"))
+def _match_gathered(
+    emb, ids, cand_start, cand_len, ref_start, ref_len, table, *, width, num_special_tokens
+):
+    """P, R, F of pairs whose texts lie in the flat token buffers ``emb`` (T, D) / ``ids``
+    (T,): a text is the tokens ``start .. start + len - 1``; gathered ``width`` wide."""
+    offsets = jnp.arange(width)
+
+    def gather(start, length):
+        mask = offsets < length[:, None]
+        index = jnp.where(mask, start[:, None] + offsets, 0)  # padding reads token 0, masked
+        token_ids = ids[index]
+        return emb[index], mask, core.token_weights(table, token_ids, mask)
+
+    c_emb, c_mask, c_w = gather(cand_start, cand_len)
+    r_emb, r_mask, r_w = gather(ref_start, ref_len)
     return core.greedy_match(
-        cand_emb,
-        cand_mask,
-        ref_emb,
-        ref_mask,
-        core.token_weights(table, cand_ids, cand_mask),
-        core.token_weights(table, ref_ids, ref_mask),
-        num_special_tokens=num_special_tokens,
+        c_emb, c_mask, r_emb, r_mask, c_w, r_w, num_special_tokens=num_special_tokens
     )
 
 
-def _score_pairs(encoder, cands, refs, table, batch_size, num_special_tokens):
-    """Raw P, R, F (numpy, (N,)) of N string pairs, embedded in length-sorted batches.
+# Pairs scored per pass: the embeddings of one pass's texts are held at once (bert-score
+# holds all of them), this bounds the memory for long lists.
+_PAIRS_PER_PASS = 8192
 
-    Pairs are sorted by length so a batch pads little; widths are powers of two and the last
-    batch is padded with copies of a real pair, so few shapes are ever compiled.
-    """
-    n = len(cands)
-    cand_tokens = encoder.token_ids(cands)
-    ref_tokens = encoder.token_ids(refs)
-    lengths = np.array([max(len(c), len(r)) for c, r in zip(cand_tokens, ref_tokens)])
-    order = np.argsort(-lengths, kind="stable")
-    out = np.zeros((3, n), np.float32)
-    # A small call pads to a power of two instead of batch_size (few shapes, little waste).
-    size = min(batch_size, 1 << max(0, n - 1).bit_length())
-    pending = []
-    for start in range(0, n, size):
-        rows = order[start : start + size]
-        padded = np.concatenate([rows, np.full(size - len(rows), rows[0])])
-        c_ids, c_mask = _pad([cand_tokens[i] for i in padded], encoder)
-        r_ids, r_mask = _pad([ref_tokens[i] for i in padded], encoder)
-        c_emb = encoder.embed(encoder.params, c_ids, c_mask)
-        r_emb = encoder.embed(encoder.params, r_ids, r_mask)
-        scores = _match(
-            c_emb, c_ids, c_mask, r_emb, r_ids, r_mask, table, num_special_tokens=num_special_tokens
+
+def _score_pairs(encoder, cands, refs, table, batch_size, num_special_tokens):
+    """Raw P, R, F (numpy, (N,)) of N string pairs, ``_PAIRS_PER_PASS`` pairs at a time."""
+    out = np.zeros((3, len(cands)), np.float32)
+    for lo in range(0, len(cands), _PAIRS_PER_PASS):
+        hi = lo + _PAIRS_PER_PASS
+        out[:, lo:hi] = _score_pass(
+            encoder, cands[lo:hi], refs[lo:hi], table, batch_size, num_special_tokens
         )
-        pending.append((rows, scores))  # dispatch every batch before waiting for any
-    for rows, scores in pending:
-        out[:, rows] = np.stack([np.asarray(s) for s in scores])[:, : len(rows)]
     return out[0], out[1], out[2]
 
 
-def padded_width(length: int, max_length: int, minimum: int = 16) -> int:
-    """A batch width at most 12.5% (and 7 tokens) above ``length``: a multiple of 8 up to 64,
-    of 16 up to 128, of 32 up to 256, ... (at least ``minimum``, at most ``max_length``).
+def _score_pass(encoder, cands, refs, table, batch_size, num_special_tokens):
+    """(3, N) raw P, R, F of N pairs.
 
-    Finer than powers of two (up to ~50% padding, and the encoder's cost is linear in the
-    padded length) while still compiling only a few shapes per octave of lengths.
+    Each distinct text is tokenised and embedded once (as bert-score). Texts are packed
+    several to a row (:func:`~metrix.backbones.bert.pack_texts`: each token attends only to
+    its own text and counts positions from its own start), so the encoder spends little on
+    padding and compiles a handful of shapes. The outputs form one flat token buffer, from
+    which the greedy matching gathers each pair, ``batch_size`` pairs per call, pairs
+    sorted by length so that a call gathers little padding. Every call is dispatched before
+    any result is awaited.
     """
-    step = max(8, 1 << max(0, (length - 1).bit_length() - 3))
-    return min(max(length, max_length), max(minimum, -(-length // step) * step))
+    from metrix.backbones.bert import bucket_length, pack_texts
 
+    n = len(cands)
+    distinct = list(dict.fromkeys([*cands, *refs]))
+    tokens = encoder.token_ids(distinct)
+    lengths = np.array([len(t) for t in tokens], np.int32)
+    packed = pack_texts(tokens, encoder.pad_token_id, batch_size, encoder.model_max_length)
+    outputs = [encoder.embed_packed(encoder.params, p.ids, p.segments, p.positions) for p in packed]
+    # One flat (T, D) buffer of every call's tokens, T padded to a power of two (few shapes).
+    starts = np.zeros(len(distinct), np.int32)
+    total = 0
+    for p in packed:
+        starts[p.texts] = total + p.starts
+        total += p.ids.size
+    size = bucket_length(total, max_length=1 << 62, minimum=1024)
+    dim = encoder.config.hidden_size
+    emb = jnp.concatenate([o.reshape(-1, dim) for o in outputs] + [jnp.zeros((size - total, dim))])
+    ids = np.zeros(size, np.int32)
+    ids[:total] = np.concatenate([p.ids.ravel() for p in packed])
 
-def _pad(sequences: list[list[int]], encoder) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token ids to :func:`padded_width` of the longest sequence."""
-    longest = max(len(s) for s in sequences)
-    width = padded_width(longest, encoder.model_max_length)
-    ids = np.full((len(sequences), width), encoder.pad_token_id, np.int32)
-    mask = np.zeros((len(sequences), width), np.int32)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
+    slot = {text: k for k, text in enumerate(distinct)}
+    cand_slot = np.array([slot[c] for c in cands])
+    ref_slot = np.array([slot[r] for r in refs])
+    longest = np.maximum(lengths[cand_slot], lengths[ref_slot])
+    order = np.argsort(-longest, kind="stable")
+    pending = []
+    for lo in range(0, n, batch_size):
+        rows = order[lo : lo + batch_size]
+        padded = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+        c, r = cand_slot[padded], ref_slot[padded]
+        scores = _match_gathered(
+            emb,
+            ids,
+            starts[c],
+            lengths[c],
+            starts[r],
+            lengths[r],
+            table,
+            width=bucket_length(int(longest[rows[0]]), encoder.model_max_length),
+            num_special_tokens=num_special_tokens,
+        )
+        pending.append((rows, scores))
+    out = np.zeros((3, n), np.float32)
+    for rows, scores in pending:
+        out[:, rows] = np.stack([np.asarray(x) for x in scores])[:, : len(rows)]
+    return out

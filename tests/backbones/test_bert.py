@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from metrix.backbones.bert import BertEncoder, bucket_length
+from metrix.backbones.bert import BertEncoder, bucket_length, pack_texts, row_width
 from metrix.backbones.weights import MissingWeightsError
 
 SENTENCES = [
@@ -134,6 +134,76 @@ def test_encode_equals_one_padded_batch(model_dir):
     embeddings, ids, mask = encoder.encode(SENTENCES, batch_size=4)  # two batches, last padded
     whole = np.asarray(encoder.embed(encoder.params, ids, mask)) * mask[..., None]
     np.testing.assert_allclose(embeddings, whole, atol=1e-5)
+
+
+def _check_packing(tokens, packed, batch_size):
+    """Every text once, whole, in its own segment, positions counting from 0; no overlap."""
+    seen = []
+    for call, p in enumerate(packed):
+        rows, width = p.ids.shape
+        full = batch_size if width <= 64 else max(1, batch_size * 64 // width)
+        assert rows == full or call == len(packed) - 1  # only the last call is short
+        assert p.segments.shape == p.positions.shape == (rows, width)
+        flat_ids, flat_seg, flat_pos = p.ids.ravel(), p.segments.ravel(), p.positions.ravel()
+        for k, (text, start) in enumerate(zip(p.texts, p.starts)):
+            n = len(tokens[text])
+            assert start // width == (start + n - 1) // width  # within one row
+            assert flat_ids[start : start + n].tolist() == list(tokens[text])
+            assert (flat_seg[start : start + n] == k + 1).all()
+            assert flat_pos[start : start + n].tolist() == list(range(n))
+        assert (flat_seg > 0).sum() == sum(len(tokens[t]) for t in p.texts)  # no overlap
+        assert (p.ids[p.segments == 0] == 0).all()
+        seen.extend(p.texts.tolist())
+    assert sorted(seen) == list(range(len(tokens)))
+
+
+def test_pack_texts_places_every_text_once():
+    rng = np.random.default_rng(0)
+    lengths = [*rng.integers(3, 60, 300), 2, 64, 65, 130, 512, 1]
+    tokens = [list(range(100 + i, 100 + i + n)) for i, n in enumerate(lengths)]
+    for batch_size in (64, 5, 1):
+        packed = pack_texts(tokens, 0, batch_size, 512)
+        _check_packing(tokens, packed, batch_size)
+    # rows are nearly full: padding only where no text is short enough to fill a gap
+    packed = pack_texts(tokens[:300], 0, 64, 512)
+    fill = sum(lengths[:300]) / sum(p.ids.size for p in packed)
+    assert fill > 0.8
+    assert [row_width(n, 512) for n in (1, 32, 33, 64, 65, 100, 300, 512)] == [
+        32,
+        32,
+        40,
+        64,
+        80,
+        112,
+        320,
+        512,
+    ]
+    with pytest.raises(ValueError, match="1 to 512 tokens"):
+        pack_texts([[1] * 513], 0, 8, 512)
+    with pytest.raises(ValueError, match="1 to 512 tokens"):
+        pack_texts([[]], 0, 8, 512)
+
+
+def test_packed_hidden_states_match_transformers(model_dir, hf_model):
+    """Texts packed several to a row give each text the hidden states transformers gives it
+    alone (its own attention, positions from 0)."""
+    import torch
+
+    encoder = BertEncoder.from_pretrained_dir(model_dir, num_layers=6)
+    texts = SENTENCES + ["short", "two words", "x " * 40, "The cat sat on the mat."]
+    tokens = encoder.token_ids(texts)
+    packed = pack_texts(tokens, encoder.pad_token_id, 2, encoder.model_max_length)
+    _check_packing(tokens, packed, 2)
+    assert any(len(set(p.segments[0].tolist()) - {0}) > 1 for p in packed)  # rows are shared
+    for p in packed:
+        out = np.asarray(encoder.embed_packed(encoder.params, p.ids, p.segments, p.positions))
+        flat = out.reshape(-1, out.shape[-1])
+        for text, start in zip(p.texts, p.starts):
+            ids = torch.as_tensor([tokens[text]], dtype=torch.long)
+            with torch.no_grad():
+                theirs = hf_model(ids, output_hidden_states=True).hidden_states[6][0].numpy()
+            ours = flat[start : start + len(tokens[text])]
+            np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
 def test_prefixed_pytorch_bin_and_vocab_txt(model_dir, tmp_path):

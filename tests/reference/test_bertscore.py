@@ -307,3 +307,29 @@ def test_bad_input_has_clear_errors(metric, model_dir, tmp_path):
         metric.get_state(emb, jnp.ones((3, 4, 8)))  # batch sizes differ
     assert isinstance(metric.idf_metric(), BERTScoreIdf)
     assert load_bert_encoder(model_dir, NUM_LAYERS) is metric.encoder  # loaded once
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def test_many_pairs_with_repeats_in_several_passes_equal_bert_score(
+    bert_score, model_dir, monkeypatch
+):
+    """Texts of many lengths, repeated texts (embedded once), several packed encoder calls
+    of several row widths and several passes: each pair's scores are still bert-score's."""
+    from metrix import text_similarity
+
+    rng = np.random.default_rng(1)
+    words = " ".join(CANDS + REFS).split()
+    sentence = lambda: " ".join(rng.choice(words, size=int(rng.integers(1, 45))))
+    cands = [sentence() for _ in range(40)]
+    refs = [sentence() for _ in range(40)]
+    cands[5] = cands[6] = refs[7]  # repeats within and across candidates and references
+    refs[9] = refs[10]
+    expected = bert_score.score(
+        cands, refs, model_type=model_dir, num_layers=NUM_LAYERS, nthreads=0, batch_size=16
+    )
+    monkeypatch.setattr(text_similarity, "_PAIRS_PER_PASS", 15)
+    metric = BERTScore(model_dir=model_dir, num_layers=NUM_LAYERS, batch_size=16)
+    result = metric.score(cands, refs)
+    _assert_scores(result[:3], [x.numpy() for x in expected])
