@@ -143,15 +143,19 @@ class BertSelfAttention(nn.Module):
         q = split(_dense(c.hidden_size, "query")(x))
         k = split(_dense(c.hidden_size, "key")(x))
         v = split(_dense(c.hidden_size, "value")(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=_HIGHEST) / math.sqrt(head_dim)
+        # The 1/sqrt(d) scale goes on q, (B, L, D), rather than on the (B, H, L, L) scores.
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q / math.sqrt(head_dim), k, precision=_HIGHEST)
         # Masked keys get the most negative float, as Hugging Face does (exp underflows to 0).
         if attention_mask.ndim == 2:
             keep = attention_mask[:, None, None, :].astype(bool)
         else:
             keep = attention_mask[:, None, :, :].astype(bool)
         scores = jnp.where(keep, scores, jnp.finfo(scores.dtype).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=_HIGHEST)
+        # softmax(s) v = (exp(s - max s) v) / sum exp(s - max s): dividing the (B, L, H, d)
+        # context instead of the (B, H, L, L) probabilities saves a pass over the scores.
+        weights = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
+        context = jnp.einsum("bhqk,bkhd->bqhd", weights, v, precision=_HIGHEST)
+        context = context / weights.sum(axis=-1).transpose(0, 2, 1)[..., None]
         return context.reshape(*x.shape[:-1], c.hidden_size)
 
 
