@@ -367,10 +367,26 @@ def lpips_distance(
     )
 
 
-_distance_plain = jax.jit(lpips_distance, static_argnames=_DISTANCE_STATIC)
-_distance_cpu = jax.jit(
-    lpips_distance, static_argnames=_DISTANCE_STATIC, compiler_options=LPIPS_CPU_COMPILER_OPTIONS
-)
+def cpu_jit(fn, **jit_kwargs):
+    """``jax.jit(fn, **jit_kwargs)`` that compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS`
+    when called on concrete CPU arrays, and as a plain (inlinable) jit under a trace or on
+    other platforms (JAX accepts compiler options on top-level jits only)."""
+    plain = jax.jit(fn, **jit_kwargs)
+    tuned = jax.jit(fn, compiler_options=LPIPS_CPU_COMPILER_OPTIONS, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        arrays = (args, kwargs)
+        use_tuned = (
+            not _is_traced(arrays) and _platform(arrays) == "cpu" and _cpu_options_supported()
+        )
+        return (tuned if use_tuned else plain)(*args, **kwargs)
+
+    call.plain, call.tuned = plain, tuned
+    return call
+
+
+_distance = cpu_jit(lpips_distance, static_argnames=_DISTANCE_STATIC)
 
 
 def compiled_lpips_distance(
@@ -389,9 +405,12 @@ def compiled_lpips_distance(
     ``jax.jit`` that inlines into the caller (JAX accepts compiler options on top-level
     jits only).
     """
-    args = (backbone_params, calibration, images_a, images_b)
-    use_cpu_options = (
-        not _is_traced(args) and _platform(args) == "cpu" and _cpu_options_supported()
+    return _distance(
+        backbone_params,
+        calibration,
+        images_a,
+        images_b,
+        net=net,
+        spatial=spatial,
+        normalize=normalize,
     )
-    fn = _distance_cpu if use_cpu_options else _distance_plain
-    return fn(*args, net=net, spatial=spatial, normalize=normalize)

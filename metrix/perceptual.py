@@ -221,10 +221,7 @@ class LPIPS(_LPIPSBase):
         mask: Shaped[Array, "n"] | None = None,
     ) -> State:
         _check_calibration_layers("LPIPS", calibration, len(lpips_core.LPIPS_CHANNELS[self.net]))
-        d = self.distances(img_a, img_b, backbone_params, calibration)
-        if self.spatial:
-            d = jnp.mean(d, axis=(1, 2))
-        return self.state_from_distances(d, mask)
+        return _lpips_state(self, img_a, img_b, backbone_params, calibration, mask)
 
 
 class LPIPSFromFeatures(_LPIPSBase):
@@ -310,6 +307,26 @@ class LPIPSFromFeatures(_LPIPSBase):
         if self.spatial:
             d = jnp.mean(d, axis=(1, 2))
         return self.state_from_distances(d, mask)
+
+
+def _lpips_state_traced(metric: LPIPS, img_a, img_b, backbone_params, calibration, mask):
+    d = lpips_core.lpips_distance(
+        backbone_params,
+        calibration,
+        img_a,
+        img_b,
+        net=metric.net,
+        spatial=metric.spatial,
+        normalize=metric.normalize,
+    )
+    if metric.spatial:
+        d = jnp.mean(d, axis=(1, 2))
+    return metric.state_from_distances(d, mask)
+
+
+# Eager get_state: distances and state in one program (the state's scatter into the
+# capacity buffer costs ~3 ms op by op); under a user's jit it is inlined.
+_lpips_state = lpips_core.cpu_jit(_lpips_state_traced, static_argnums=0)
 
 
 def _check_calibration_layers(owner: str, calibration: Any, n_layers: int) -> None:

@@ -150,7 +150,7 @@ def test_compiled_distance_matches_lpips_and_plain_jit(net, size):
     np.testing.assert_allclose(np.asarray(eager), np.asarray(plain), atol=1e-6, rtol=0)
     if jax.default_backend() == "cpu" and lpips_core._cpu_options_supported():
         # what the options are for: no convolution is handed to YNNPACK
-        hlo = lpips_core._distance_cpu.lower(*args, net=net).compile().as_text()
+        hlo = lpips_core._distance.tuned.lower(*args, net=net).compile().as_text()
         assert "ynn" not in hlo.lower()
 
 
