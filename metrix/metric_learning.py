@@ -150,12 +150,15 @@ class MinedIndices:
     Fixed-size arrays (int32 indices into the batch, a bool mask), so mining and the losses
     that consume the triplets run under ``jit``; invalid slots hold index 0 (unlike the seed
     API's variable-length arrays: select ``anchors[valid]`` or use :meth:`to_numpy`).
+    ``num_found``: how many triplets qualified; more than ``valid.sum()`` when a miner's
+    capacity truncated them (overflow is reported, never silent).
     """
 
     anchors: jax.Array
     positives: jax.Array
     negatives: jax.Array
     valid: jax.Array
+    num_found: jax.Array | None = None
 
     def __len__(self) -> int:
         return int(self.anchors.shape[0])
@@ -199,6 +202,10 @@ class _Miner:
         return self.mine(embeddings, labels, mask)
 
 
+def _num_valid(valid):
+    return jnp.sum(valid, dtype=jnp.int32)
+
+
 def _pair_grid(n):
     anchors = jnp.repeat(jnp.arange(n, dtype=jnp.int32), n)
     others = jnp.tile(jnp.arange(n, dtype=jnp.int32), n)
@@ -219,7 +226,7 @@ class BatchHardMiner(_Miner):
         hardest_neg = jnp.argmin(jnp.where(neg, d, jnp.inf), axis=1).astype(jnp.int32)
         valid = jnp.any(pos, 1) & jnp.any(neg, 1)
         anchors = jnp.arange(d.shape[0], dtype=jnp.int32)
-        return MinedIndices(anchors, hardest_pos, hardest_neg, valid)
+        return MinedIndices(anchors, hardest_pos, hardest_neg, valid, _num_valid(valid))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -236,7 +243,7 @@ class HardNegativeMiner(_Miner):
         closest = jnp.argmin(jnp.where(neg, d, jnp.inf), axis=1).astype(jnp.int32)
         anchors, positives = _pair_grid(n)
         valid = pos.reshape(-1) & jnp.repeat(jnp.any(neg, 1), n)
-        return MinedIndices(anchors, positives, closest[anchors], valid)
+        return MinedIndices(anchors, positives, closest[anchors], valid, _num_valid(valid))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -264,7 +271,7 @@ class SemiHardMiner(_Miner):
         semi_hard = (candidate_d > d) & (candidate_d < d + self.margin)
         anchors, positives = _pair_grid(n)
         valid = (pos & semi_hard).reshape(-1)
-        return MinedIndices(anchors, positives, candidate.reshape(-1), valid)
+        return MinedIndices(anchors, positives, candidate.reshape(-1), valid, _num_valid(valid))
 
 
 def _argsort_rows(x):
@@ -365,7 +372,8 @@ class TripletMarginMiner(_Miner):
         negatives = order[anchors, column]
         valid = slots < ends[-1]
         zero = jnp.zeros_like(slots)
-        return MinedIndices(*(jnp.where(valid, i, zero) for i in (anchors, positives, negatives)), valid)
+        slots_of = [jnp.where(valid, i, zero) for i in (anchors, positives, negatives)]
+        return MinedIndices(*slots_of, valid, ends[-1])
 
 
 # ---------------------------------------------------------------------------------------

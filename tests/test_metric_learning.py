@@ -274,11 +274,13 @@ def test_miners_respect_masks_and_jit():
     x, y = _batch(10, n=12)
     keep = np.arange(12) % 3 != 0
     for miner in (mx.BatchHardMiner(), mx.HardNegativeMiner(), mx.SemiHardMiner(), mx.TripletMarginMiner()):
-        triplets = jax.jit(miner.mine)(x, y, keep).to_numpy()
+        mined = jax.jit(miner.mine)(x, y, keep)
+        triplets = mined.to_numpy()
         assert keep[triplets].all(), type(miner).__name__
         assert np.all(y[triplets[:, 0]] == y[triplets[:, 1]])
         assert np.all(y[triplets[:, 0]] != y[triplets[:, 2]])
         assert np.all(triplets[:, 0] != triplets[:, 1])
+        assert int(mined.num_found) == len(triplets)
 
 
 def _np_margin_triplets(x, y, keep, margin, kind):
@@ -316,6 +318,7 @@ def test_triplet_margin_miner_capacity_keeps_the_leading_slots():
         few = jax.jit(mx.TripletMarginMiner(margin=1e9, capacity=capacity).mine)(x, y)
         assert len(few) == capacity
         np.testing.assert_array_equal(few.to_numpy(), full[:capacity])
+        assert int(few.num_found) == len(full)  # truncation is reported
     # an empty mining (no positive pair): nothing valid, indices 0
     none = jax.jit(mx.TripletMarginMiner(capacity=5, margin=1e9).mine)(x, np.arange(8, dtype=np.int32))
     assert not np.any(np.asarray(none.valid)) and np.all(np.asarray(none.anchors) == 0)
