@@ -133,6 +133,10 @@ def main(argv=None):
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
           f"({threads} threads, and 1); forward+backward, d={D}; medians of interleaved runs; "
           f"load average at start {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    if jax.local_device_count() > 1:
+        # measured: contrastive N=256 takes ~1.5x the CPU time with 8 forced host devices
+        print(f"note: {jax.local_device_count()} host devices forced (XLA_FLAGS); single-device XLA programs "
+              "run slower so; `python -m benchmarks.metric_learning` alone gives the target's figure")
     print("each ratio is against the metrix runs interleaved with that peer; metrix ms: the first set")
     print(f"{'loss':<17}{'N':>5}{'load':>6}{'metrix ms':>11}{'pml-1t ms':>11}{'pml-1t/metrix':>15}"
           f"{'pml ms':>10}{'runs':>6}{'pml/metrix':>12}")
