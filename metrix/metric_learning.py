@@ -479,9 +479,9 @@ def contrastive_terms(
     if indices is None:
         # masked rows are zeroed: a NaN there must not reach the gradient's matmul
         x = jnp.where(keep[:, None], _prepare(embeddings, distance, normalize), 0.0)
+        margins = [jnp.asarray(m, x.dtype) for m in (pos_margin, neg_margin)]  # may be traced
         sums = _contrastive_all_pairs(
-            x, jnp.asarray(labels), keep, float(pos_margin), float(neg_margin), distance,
-            reduction == "mean_nonzero",
+            x, jnp.asarray(labels), keep, *margins, distance, reduction == "mean_nonzero"
         )
         return sums[:2], sums[2:]
     else:
@@ -528,16 +528,16 @@ def _distance_slope(d, distance):
     return jnp.ones_like(d)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
 def _contrastive_all_pairs(x, labels, keep, pos_margin, neg_margin, distance, count_nonzero):
     """``(pos_sum, neg_sum, pos_count, neg_count)`` over all ordered pairs of a batch.
 
-    One program: a matmul for the distances, one pass over the ``N x N`` pairs for the
-    hinge sums, and an analytic derivative (custom JVP, so forward and reverse mode
-    work) whose reverse mode is a single ``N x N`` pass and a single matmul: the pair
-    masks and the distances are symmetric, so ``dL/dx = -2 W^T x``-style terms need one
-    product, not the two autodiff forms for ``x x^T``. ``x`` is prepared (normalised)
-    and zero in masked rows.
+    One program: a matmul for the distances, ``N x N`` passes for the hinge sums, and an
+    analytic derivative (custom JVP, so forward and reverse mode work) whose reverse mode
+    is one ``N x N`` pass and one matmul: the pair masks and the distances are symmetric,
+    so the gradient is a single product ``W [x, 1]`` where autodiff of ``x x^T`` forms
+    ``W x`` and ``W^T x``. ``x`` is prepared (normalised) and zero in masked rows; the
+    margins are differentiable too (``-#active positive pairs``, ``+#active negative``).
     """
     return _contrastive_all_pairs_values(x, labels, keep, pos_margin, neg_margin, distance, count_nonzero)[0]
 
@@ -557,8 +557,9 @@ def _contrastive_all_pairs_values(x, labels, keep, pos_margin, neg_margin, dista
 
 
 @_contrastive_all_pairs.defjvp
-def _contrastive_all_pairs_jvp(pos_margin, neg_margin, distance, count_nonzero, primals, tangents):
-    x, labels, keep = primals
+def _contrastive_all_pairs_jvp(distance, count_nonzero, primals, tangents):
+    x, labels, keep, pos_margin, neg_margin = primals
+    x_dot, _, _, pos_margin_dot, neg_margin_dot = tangents
     out, (d, pos_active, neg_active) = _contrastive_all_pairs_values(
         x, labels, keep, pos_margin, neg_margin, distance, count_nonzero
     )
@@ -566,10 +567,11 @@ def _contrastive_all_pairs_jvp(pos_margin, neg_margin, distance, count_nonzero, 
     # d(loss)/d(D): +1 on active positive pairs, -1 on active negative ones (symmetric)
     weight_pos = jnp.where(pos_active, slope, 0.0)
     weight_neg = jnp.where(neg_active, -slope, 0.0)
-    t = _symmetric_distance_tangent(x, tangents[0], distance)
+    t = _symmetric_distance_tangent(x, x_dot, distance)
     zero = jnp.zeros((), out.dtype)
-    out_dot = jnp.stack([jnp.sum(weight_pos * t), jnp.sum(weight_neg * t), zero, zero])
-    return out, out_dot
+    pos_dot = jnp.sum(weight_pos * t) - jnp.sum(pos_active, dtype=out.dtype) * pos_margin_dot
+    neg_dot = jnp.sum(weight_neg * t) + jnp.sum(neg_active, dtype=out.dtype) * neg_margin_dot
+    return out, jnp.stack([pos_dot, neg_dot, zero, zero]).astype(out.dtype)
 
 
 class ContrastiveLoss(MetricLearningLoss):

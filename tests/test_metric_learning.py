@@ -157,6 +157,25 @@ def test_contrastive_forward_mode_matches_reverse_mode(distance):
     np.testing.assert_allclose(tangent, np.sum(np.asarray(grad) * v), rtol=1e-4)
 
 
+def test_contrastive_margins_may_be_traced_and_differentiated():
+    x, y = _batch(22, n=10, d=3)
+    d = _np_dist(x)
+    off = ~np.eye(10, dtype=bool)
+    same = (y[:, None] == y[None, :]) & off
+    other = y[:, None] != y[None, :]
+
+    def value(margins):
+        return ml.contrastive_terms(jnp.asarray(x), y, pos_margin=margins[0], neg_margin=margins[1])
+
+    margins = jnp.asarray([0.7, 2.2])
+    (totals, counts), jac = jax.jit(lambda m: (value(m), jax.jacfwd(lambda q: value(q)[0])(m)))(margins)
+    np.testing.assert_allclose(totals[0], np.sum(np.maximum(d[same] - 0.7, 0)), rtol=1e-5)
+    np.testing.assert_allclose(totals[1], np.sum(np.maximum(2.2 - d[other], 0)), rtol=1e-5)
+    # d(sum relu(d - m_pos))/d m_pos = -#active positives; d(sum relu(m_neg - d))/d m_neg = #active negatives
+    expected = np.array([[-np.sum(d[same] > 0.7), 0.0], [0.0, np.sum(d[other] < 2.2)]])
+    np.testing.assert_allclose(np.stack(jac), expected)
+
+
 def test_contrastive_gradient_of_masked_nan_rows_is_the_filtered_gradient():
     x, y = _batch(20, n=12)
     keep = np.arange(12) % 4 != 2
