@@ -3,16 +3,21 @@
 Two measurements, every peer timed in this one process on the same CPU, medians over
 repeats after a warm-up:
 
-1. ``compute`` from 2048-d statistics: metrix's symmetric-eigh formula (float32, jitted;
-   and the float64 host option) vs ``scipy.linalg.sqrtm(sigma1 @ sigma2)`` (pytorch-fid's
-   ``calculate_frechet_distance`` core) vs torchmetrics' ``_compute_fid``
-   (``torch.linalg.eigvals(sigma1 @ sigma2)``, float64). The relative error of each against
-   the float64 scipy value is printed too.
+1. ``compute`` from 2048-d statistics: metrix's default (float64 on the host: pivoted
+   Cholesky of one covariance, ``M = L^T S2 L``, eigenvalues only) and its float32 option
+   (jitted JAX: Cholesky factors, singular values of ``L1^T L2``) vs
+   ``scipy.linalg.sqrtm(sigma1 @ sigma2)`` (pytorch-fid's ``calculate_frechet_distance``
+   core) vs torchmetrics' ``_compute_fid`` (``torch.linalg.eigvals(sigma1 @ sigma2)``,
+   float64). Runs are interleaved (A, B, C, A, B, C, ...) and the load average is printed;
+   the table is printed twice, with the default threads and with BLAS/LAPACK and torch
+   capped at 1 thread (a reference that a loaded machine distorts less). The relative
+   error of each against the float64 scipy value is printed too, and the two target
+   ratios (>= 30x scipy ``sqrtm``, >= 2x torchmetrics).
 2. accumulating N x 2048 features (default N = 50,000, batches of 1,000): a jitted
    ``FID`` state merge vs torchmetrics' ``FrechetInceptionDistance(feature=identity)``
    ``update`` (float64 sums of x and x^T x).
 
-Run: ``python -m benchmarks.fid [--repeats 3] [--sqrtm-repeats 1] [--rows 50000]``.
+Run: ``python -m benchmarks.fid [--repeats 3] [--sqrtm-repeats 1] [--rows 50000] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -46,29 +51,80 @@ def _features(rng, n, shift, scale, basis):
     return np.maximum(z @ basis.T.astype(np.float32) * scale + shift, 0).astype(np.float32)
 
 
-def _torch():
+SQRTM = "scipy sqrtm (pytorch-fid)"
+TORCHMETRICS = "torchmetrics _compute_fid (eigvals)"
+OURS = "metrix float64 (default; Cholesky+eigvalsh)"
+
+
+def _torch(quiet: bool = False):
     try:
         for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
             sys.modules.setdefault(name, types.ModuleType(name))
         import torch
         import torchmetrics.image.fid as tm_fid
     except (ImportError, RuntimeError) as err:  # pragma: no cover - optional peer
-        print(f"(torchmetrics unavailable: {err})")
+        if not quiet:
+            print(f"(torchmetrics unavailable: {err})")
         return None, None
     return torch, tm_fid
 
 
-def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
+def _interleaved_medians(fns: dict, repeats: int, slow: dict | None = None) -> dict:
+    """Median seconds of each callable, run in turns (A, B, C, A, B, C, ...) after a warm-up
+    of each, so a change of machine load hits all of them alike. ``slow``: callables run
+    only that many times (no warm-up: scipy ``sqrtm`` compiles nothing)."""
+    slow = slow or {}
+    for name, fn in fns.items():
+        if name not in slow:
+            fn()
+    times = {name: [] for name in fns}
+    for rep in range(repeats):
+        for name, fn in fns.items():
+            if rep >= slow.get(name, repeats):
+                continue
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _thread_limit(threads: int | None):
+    """A context that caps the BLAS/LAPACK (numpy, scipy) and torch threads, or does nothing."""
+    import contextlib
+
+    if threads is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    try:
+        from threadpoolctl import threadpool_limits
+
+        stack.enter_context(threadpool_limits(threads))
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        print("(threadpoolctl unavailable: BLAS threads not capped)")
+    torch, _ = _torch(quiet=True)
+    if torch is not None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        stack.callback(torch.set_num_threads, previous)
+    return stack
+
+
+def bench_compute(basis, repeats: int, sqrtm_repeats: int, threads: int | None = None):
+    """Time and relative error of each FID formula on the same 2048-d statistics."""
+    import os
+
     import jax
     import jax.numpy as jnp
     import scipy.linalg
 
     from metrix.generative import frechet_distance
 
+    rng = np.random.default_rng(1)  # the same statistics on every call
     a = _features(rng, 5000, 0.3, 1.0, basis).astype(np.float64)
     b = _features(rng, 5000, 0.32, 1.05, basis).astype(np.float64)
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    n = dict(num_samples1=len(a), num_samples2=len(b))
 
     def scipy_fid():
         covmean = scipy.linalg.sqrtm(s1 @ s2)
@@ -77,18 +133,15 @@ def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
         )
 
     f32_args = [jnp.asarray(v, jnp.float32) for v in (mu1, s1, mu2, s2)]
-    ours32 = jax.jit(frechet_distance)
+    ours32 = jax.jit(lambda *args: frechet_distance(*args, precision="float32", **n))
 
     def ours_f32():
         return float(jax.block_until_ready(ours32(*f32_args)))
 
-    def ours_f64():
-        return float(frechet_distance(mu1, s1, mu2, s2, precision="float64"))
+    def ours_f64():  # the default: float64 on the host, from the float64 statistics
+        return float(frechet_distance(mu1, s1, mu2, s2, **n))
 
-    reference = scipy_fid()
-    rows = [
-        ("scipy sqrtm (pytorch-fid)", _median_time(scipy_fid, sqrtm_repeats, warmup=0), reference)
-    ]
+    fns = {SQRTM: scipy_fid}
     torch, tm_fid = _torch()
     if tm_fid is not None:
         t_args = [torch.from_numpy(v) for v in (mu1, s1, mu2, s2)]
@@ -96,16 +149,35 @@ def bench_compute(rng, basis, repeats: int, sqrtm_repeats: int) -> None:
         def tm():
             return float(tm_fid._compute_fid(*t_args))
 
-        rows.append(("torchmetrics _compute_fid (eigvals)", _median_time(tm, repeats), tm()))
-    rows.append(("metrix float32 (jit, eigh + svd)", _median_time(ours_f32, repeats), ours_f32()))
-    rows.append(("metrix float64 (host numpy eigh)", _median_time(ours_f64, repeats), ours_f64()))
-    ours_time = rows[-2][1]
-    print(f"FID compute from {D}-d statistics (N=5000 per side; FID = {reference:.6f})")
-    for name, seconds, value in rows:
+        fns[TORCHMETRICS] = tm
+    fns[OURS] = ours_f64
+    fns["metrix float32 (jit, Cholesky + svd)"] = ours_f32
+    with _thread_limit(threads):
+        load = os.getloadavg()[0]
+        values = {name: fn() for name, fn in fns.items()}
+        seconds = _interleaved_medians(fns, repeats, slow={SQRTM: sqrtm_repeats})
+        load = max(load, os.getloadavg()[0])
+    reference = values[SQRTM]
+    label = "default threads" if threads is None else f"{threads} BLAS/torch thread(s)"
+    tag = "" if threads is None else f"[{threads} thread] "
+    print(
+        f"FID compute from {D}-d statistics (N=5000 per side; FID = {reference:.6f}); "
+        f"{label}, load average {load:.1f}"
+    )
+    ours = seconds[OURS]
+    for name, value in values.items():
         rel = abs(value - reference) / abs(reference)
         print(
-            f"  {name:38s} {seconds * 1e3:10.1f} ms   x{seconds / ours_time:7.1f} vs metrix f32   rel.err {rel:.2e}"
+            f"  {tag + name:48s} {seconds[name] * 1e3:10.1f} ms   x{seconds[name] / ours:7.2f} vs metrix"
+            f"   rel.err {rel:.2e}"
         )
+    for peer, target in ((SQRTM, 30), (TORCHMETRICS, 2)):
+        if peer in seconds:
+            print(
+                f"  {tag}target: metrix default >= {target}x faster than {peer}: "
+                f"x{seconds[peer] / ours:.2f}"
+            )
+    return seconds
 
 
 def bench_accumulate(rng, basis, repeats: int, num_rows: int, batch: int = 1000) -> None:
@@ -158,13 +230,21 @@ def main(argv: list[str] | None = None) -> None:
         "--sqrtm-repeats", type=int, default=1, help="scipy sqrtm is slow; default 1"
     )
     parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="cap BLAS and torch threads for the compute benchmark (default: also run with 1)",
+    )
     parser.add_argument("--skip-compute", action="store_true")
     parser.add_argument("--skip-accumulate", action="store_true")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.normal(size=(D, D)))[0]
     if not args.skip_compute:
-        bench_compute(rng, basis, args.repeats, args.sqrtm_repeats)
+        bench_compute(basis, args.repeats, args.sqrtm_repeats, args.threads)
+        if args.threads is None:  # single-threaded peers: a reference that survives a loaded box
+            bench_compute(basis, args.repeats, args.sqrtm_repeats, threads=1)
     if not args.skip_accumulate:
         bench_accumulate(rng, basis, args.repeats, args.rows)
 

@@ -58,12 +58,13 @@ def fid_scipy(real, generated):
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("jit,masked", [(False, False), (True, True)], ids=["eager", "jit-masked"])
-def test_fid_matches_scipy_over_merged_batches(jit, masked):
+def test_fid_matches_scipy_over_merged_batches(jit, masked, precision):
     rng = np.random.default_rng(0)
     d = 32
     real, gen = _features(rng, 90, d), _features(rng, 90, d, shift=0.2, scale=1.2)
-    metric = mx.FID(num_features=d)
+    metric = mx.FID(num_features=d, precision=precision)
     if masked:
         rk, gk = _masks(rng, 90)
         value = _merged(metric, real, gen, rk, gk, jit=jit)
@@ -88,8 +89,10 @@ def test_fid_float64_option_is_exact_on_float64_statistics():
     )
     value = mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")
     np.testing.assert_allclose(float(value), expected, rtol=1e-6)
-    # float32 on the same statistics: limited by float32 eigh round-off relative to the traces.
-    np.testing.assert_allclose(float(mx.frechet_distance(mu1, s1, mu2, s2)), expected, rtol=1e-4)
+    assert float(mx.frechet_distance(mu1, s1, mu2, s2)) == float(value)  # float64 is the default
+    # float32 on the same statistics: limited by float32 round-off relative to the traces.
+    value32 = mx.frechet_distance(mu1, s1, mu2, s2, precision="float32")
+    np.testing.assert_allclose(float(value32), expected, rtol=1e-4)
     # under jit the float64 path runs on the host through pure_callback
     jitted = jax.jit(lambda *a: mx.frechet_distance(*a, precision="float64"))(mu1, s1, mu2, s2)
     np.testing.assert_allclose(float(jitted), expected, rtol=1e-5)
@@ -116,14 +119,16 @@ def test_fid_matches_torchmetrics_compute_fid():
     np.testing.assert_allclose(
         float(mx.frechet_distance(mu1, s1, mu2, s2, precision="float64")), expected, rtol=1e-6
     )
-    np.testing.assert_allclose(float(mx.frechet_distance(mu1, s1, mu2, s2)), expected, rtol=1e-4)
+    value32 = mx.frechet_distance(mu1, s1, mu2, s2, precision="float32")
+    np.testing.assert_allclose(float(value32), expected, rtol=1e-4)
 
 
-def test_fid_fewer_rows_than_dimensions_is_finite_and_matches_scipy():
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_fid_fewer_rows_than_dimensions_is_finite_and_matches_scipy(precision):
     rng = np.random.default_rng(3)
     d = 64
     real, gen = _features(rng, 20, d), _features(rng, 25, d, shift=0.3)  # singular covariances
-    value = float(mx.FID(num_features=d)(real=real, generated=gen))
+    value = float(mx.FID(num_features=d, precision=precision)(real=real, generated=gen))
     assert np.isfinite(value)
     # the state's counts bound the ranks, so the known-zero eigenvalues are exact zeros
     np.testing.assert_allclose(value, fid_scipy(real, gen), rtol=2e-6)
