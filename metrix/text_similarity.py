@@ -625,7 +625,8 @@ def _score_pass(encoder, cands, refs, table, batch_size, num_special_tokens):
             starts[r],
             lengths[r],
             table,
-            width=bucket_length(int(longest[rows[0]]), encoder.model_max_length),
+            # 64 wide at least: one compiled matching program for sentence-length texts
+            width=bucket_length(int(longest[rows[0]]), encoder.model_max_length, minimum=64),
             num_special_tokens=num_special_tokens,
         )
         pending.append((rows, scores))

@@ -168,10 +168,11 @@ def test_pack_texts_places_every_text_once():
     packed = pack_texts(tokens[:300], 0, 64, 512)
     fill = sum(lengths[:300]) / sum(p.ids.size for p in packed)
     assert fill > 0.8
-    assert [row_width(n, 512) for n in (1, 32, 33, 64, 65, 100, 300, 512)] == [
-        32,
-        32,
-        40,
+    assert [row_width(n, 512) for n in (1, 32, 48, 49, 64, 65, 100, 300, 512)] == [
+        48,
+        48,
+        48,
+        56,
         64,
         80,
         112,
