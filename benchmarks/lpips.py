@@ -5,10 +5,11 @@ lpips model is built with a random trunk (``pnet_rand=True``, no download) and t
 calibration, and its state dict is converted for metrix. Timed in one process, interleaved
 (metrix, peer, metrix, peer, ...) so load on the machine hits every contender alike:
 
-- ``metrix``: ``metric.get_state(a, b, **weights)`` as users call it: one compiled program per
-  shape (both image batches as one 2N batch, weights passed as inputs, compiled with
-  ``lpips_core.LPIPS_CPU_COMPILER_OPTIONS``); inputs are on the device already, the state
-  stays there (no host transfer). The first call (compile + one run) is reported as ``compile``;
+- ``metrix``: ``metric.get_state(a, b, **weights)`` as users call it: the distances are one
+  compiled program per shape (both image batches as one 2N batch, weights passed as inputs,
+  compiled with ``lpips_core.LPIPS_CPU_COMPILER_OPTIONS[net]``), the state a second, tiny one;
+  inputs are on the device already and the state stays there (no host transfer). The first
+  call (compiles + one run) is reported as ``compile``;
 - ``metrix in jit``: ``jax.jit(metric.get_state)``, i.e. LPIPS inlined into a user's own
   program, compiled with XLA's default CPU options;
 - ``lpips (torch, N threads)``: ``model(a, b)`` under ``torch.no_grad()`` with torch's default
@@ -20,6 +21,30 @@ each torch peer (> 1: metrix is faster; the targets are ``metrix / lpips (torch,
 threads) >= 1``), the CPU seconds per pair (process time, less sensitive to load than wall
 time), the load average, and the largest distance difference as a sanity check.
 Run: ``python -m benchmarks.lpips [--repeats 7] [--cases alex64,vgg256]``.
+
+Notes from profiling (jax 0.10.2, 2-core AVX-512 Xeon, CPU seconds so that load matters less):
+
+- The network is ~95% convolutions, which run near the core's f32 peak (110-135 GFLOP/s per
+  core, the same as torch's oneDNN with one thread); the LPIPS tail (normalise, difference,
+  1x1 heads, means) is 7-10%; bias+ReLU, pooling and the input scaling the rest.
+- XLA:CPU hands f32 convolutions to YNNPACK by default. XLA's own (Eigen) convolutions take
+  ~10% less CPU on the VGG trunk (vgg 256x256: 1.38 vs 1.55 s per batch of 2 pairs, vgg
+  64x64: 0.71 vs 0.78 s per 16 pairs, best of 7-8) and give the same distances to ~1e-8:
+  hence ``LPIPS_CPU_COMPILER_OPTIONS["vgg"]``. On AlexNet and SqueezeNet YNNPACK is as fast
+  or faster (alex 256x256: 0.26 vs 0.28 s per 8 pairs; it is 1.5x faster on 3-channel first
+  layers), so they keep XLA's defaults. Keeping YNNPACK for the reductions only
+  (``LIBRARY_FUSION_TYPE_REDUCE``) was slower on VGG. The oneDNN and XNNPACK
+  switches (``xla_cpu_use_onednn``, ``xla_cpu_experimental_xnn_fusion_type``) do not claim
+  convolutions in this jaxlib.
+- ``precision=HIGHEST`` on convolutions and dots is a no-op for f32 on CPU (bit-identical
+  outputs), so it costs nothing. Other kernel layouts (OIHW, ...) only add a transpose.
+- Tried and dropped (slower in XLA here): Winograd F(2x2, 3x3) for the 3x3 convolutions
+  (2.25x fewer multiplies, but its transforms are memory-bound: 0.7-2x the direct time),
+  im2col + one matmul, space-to-depth for AlexNet's stride-4 first layer, zero-padding
+  3-channel inputs to 4/8/16 channels, a fused ``sum(w * diff**2)`` tail (slower than the
+  dot, which XLA keeps as a matrix-vector product).
+- ``metric.get_state`` eagerly used to build the capacity buffer op by op (~3 ms, 6% of an
+  alex 64x64 batch); that state step is now compiled too.
 """
 
 from __future__ import annotations

@@ -24,12 +24,13 @@ step (projected gradient descent), which is what lpips' trainer does with ``clam
 A softplus parametrisation was not chosen: it cannot represent the shipped zeros.
 
 **Speed on CPU.** :func:`compiled_lpips_distance` is ``lpips_distance`` as one compiled
-program per input shape. On CPU it compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS`, which
-hand the backbone's convolutions to XLA's own (Eigen) kernels instead of YNNPACK: on the
-LPIPS trunks that takes 10-30% less CPU time for VGG (``benchmarks/lpips.py``) and gives the
-same distances to ~1e-8. The options only reach programs metrix compiles itself: called
-inside your own ``jax.jit`` the function is inlined into your program and compiled with your
-options (pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS`` to your top-level ``jax.jit``
+program per input shape. On CPU it compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS` [net]:
+for VGG they hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which
+takes ~10% less CPU time there and gives the same distances to ~1e-8; AlexNet and
+SqueezeNet are as fast or faster with XLA's defaults (measured: ``benchmarks/lpips.py``).
+The options only reach programs metrix compiles itself: called inside your own
+``jax.jit`` the function is inlined into your program and compiled with your options
+(pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS["vgg"]`` to your top-level ``jax.jit``
 to get the same kernels there).
 """
 
@@ -305,19 +306,22 @@ def lpips_features(
 
 # XLA:CPU (jaxlib 0.10) gives f32 convolutions to YNNPACK by default. An empty list of
 # YNNPACK fusion kinds keeps every op on XLA's own emitters, whose Eigen convolutions are
-# faster on these trunks (measured per layer and per network in benchmarks/lpips.py's notes).
-LPIPS_CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# faster on VGG's 3x3 layers (YNNPACK wins on 3-channel first layers, which dominate less
+# in VGG than in AlexNet). Per-layer and per-network measurements: benchmarks/lpips.py.
+LPIPS_CPU_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
+    "alex": {},
+    "squeeze": {},
+    "vgg": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
 
 _DISTANCE_STATIC = ("net", "spatial", "normalize")
 
 
 @functools.cache
-def _cpu_options_supported() -> bool:
-    """Whether this jaxlib's CPU compiler knows the options (flag names are experimental)."""
+def _options_supported(options: frozenset) -> bool:
+    """Whether this jaxlib's compiler knows the options (their names are experimental)."""
     try:
-        jax.jit(lambda x: x + 1, compiler_options=LPIPS_CPU_COMPILER_OPTIONS).lower(
-            np.float32(0)
-        ).compile()
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
     except Exception:  # noqa: BLE001 - an unknown option is an INVALID_ARGUMENT runtime error
         return False
     return True
@@ -367,18 +371,23 @@ def lpips_distance(
     )
 
 
-def cpu_jit(fn, **jit_kwargs):
-    """``jax.jit(fn, **jit_kwargs)`` that compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS`
-    when called on concrete CPU arrays, and as a plain (inlinable) jit under a trace or on
-    other platforms (JAX accepts compiler options on top-level jits only)."""
+def cpu_jit(fn, options: Mapping[str, Any], **jit_kwargs):
+    """``jax.jit(fn, **jit_kwargs)`` that compiles with the XLA ``options`` when called on
+    concrete CPU arrays, and as a plain (inlinable) jit under a trace, on other platforms,
+    or where this jaxlib does not know the options (JAX accepts compiler options on
+    top-level jits only). ``.plain`` and ``.tuned`` are the two jitted functions."""
     plain = jax.jit(fn, **jit_kwargs)
-    tuned = jax.jit(fn, compiler_options=LPIPS_CPU_COMPILER_OPTIONS, **jit_kwargs)
+    tuned = jax.jit(fn, compiler_options=dict(options), **jit_kwargs) if options else plain
+    key = frozenset(options.items())
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         arrays = (args, kwargs)
         use_tuned = (
-            not _is_traced(arrays) and _platform(arrays) == "cpu" and _cpu_options_supported()
+            tuned is not plain
+            and not _is_traced(arrays)
+            and _platform(arrays) == "cpu"
+            and _options_supported(key)
         )
         return (tuned if use_tuned else plain)(*args, **kwargs)
 
@@ -386,7 +395,10 @@ def cpu_jit(fn, **jit_kwargs):
     return call
 
 
-_distance = cpu_jit(lpips_distance, static_argnames=_DISTANCE_STATIC)
+_DISTANCE = {
+    net: cpu_jit(lpips_distance, options, static_argnames=_DISTANCE_STATIC)
+    for net, options in LPIPS_CPU_COMPILER_OPTIONS.items()
+}
 
 
 def compiled_lpips_distance(
@@ -400,12 +412,12 @@ def compiled_lpips_distance(
 ) -> jax.Array:
     """:func:`lpips_distance` as one compiled program per shape (same arguments and result).
 
-    Called on concrete CPU arrays it compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS`;
+    Called on concrete CPU arrays it compiles with ``LPIPS_CPU_COMPILER_OPTIONS[net]``;
     under a trace (your ``jit``, ``grad``, ``vmap``) or on other platforms it is a plain
     ``jax.jit`` that inlines into the caller (JAX accepts compiler options on top-level
     jits only).
     """
-    return _distance(
+    return _DISTANCE[_net_key(net)](
         backbone_params,
         calibration,
         images_a,
