@@ -24,8 +24,8 @@ step (projected gradient descent), which is what lpips' trainer does with ``clam
 A softplus parametrisation was not chosen: it cannot represent the shipped zeros.
 
 **Speed on CPU.** :func:`compiled_lpips_distance` is ``lpips_distance`` as one compiled
-program per input shape. On CPU it compiles with :data:`LPIPS_CPU_COMPILER_OPTIONS` [net]:
-for VGG they hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which
+program per input shape. On CPU it compiles with ``LPIPS_CPU_COMPILER_OPTIONS[net]``:
+for VGG these hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which
 takes ~10% less CPU time there and gives the same distances to ~1e-8; AlexNet and
 SqueezeNet are as fast or faster with XLA's defaults (measured: ``benchmarks/lpips.py``).
 The options only reach programs metrix compiles itself: called inside your own
@@ -52,12 +52,12 @@ from metrix.backbones.weights import MissingWeightsError
 
 __all__ = [
     "LPIPS_CHANNELS",
+    "LPIPS_CPU_COMPILER_OPTIONS",
     "LPIPS_SCALE",
     "LPIPS_SHIFT",
+    "compiled_lpips_distance",
     "find_lpips_calibration_file",
     "load_calibration",
-    "LPIPS_CPU_COMPILER_OPTIONS",
-    "compiled_lpips_distance",
     "lpips_distance",
     "lpips_features",
     "lpips_from_features",

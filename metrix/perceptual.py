@@ -29,9 +29,10 @@ with :meth:`LPIPS.load_weights` (the calibration defaults to the lpips package's
     weights = metric.load_weights(backbone_path="alex.safetensors")  # {"backbone_params", "calibration"}
     state = metric.get_state(img_a, img_b, **weights)  # one compiled program per shape
 
-``get_state`` called eagerly runs LPIPS as one program compiled by metrix (on CPU with
-``metrix.lpips_core.LPIPS_CPU_COMPILER_OPTIONS[net]``, the faster convolutions); inside your
-own ``jax.jit`` it is inlined and compiled with your options.
+``get_state`` called eagerly runs the backbone and distances as one program compiled by
+metrix (on CPU with ``metrix.lpips_core.LPIPS_CPU_COMPILER_OPTIONS[net]``, the faster
+convolutions), then a tiny compiled state step; inside your own ``jax.jit`` both are
+inlined and compiled with your options.
 
 **Non-negative calibration.** The weights are used as given (lpips does the same at
 inference, and its shipped weights contain exact zeros). When you train them, apply
