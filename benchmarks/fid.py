@@ -69,23 +69,22 @@ def _torch(quiet: bool = False):
     return torch, tm_fid
 
 
-def _interleaved_medians(fns: dict, repeats: int, slow: dict | None = None) -> dict:
-    """Median seconds of each callable, run in turns (A, B, C, A, B, C, ...) after a warm-up
-    of each, so a change of machine load hits all of them alike. ``slow``: callables run
-    only that many times (no warm-up: scipy ``sqrtm`` compiles nothing)."""
+def _interleaved_medians(fns: dict, repeats: int, slow: dict | None = None):
+    """Median seconds and value of each callable, run in turns (A, B, C, A, B, C, ...)
+    after a warm-up of each, so a change of machine load hits all of them alike. ``slow``:
+    callables run only that many times, without a warm-up (scipy ``sqrtm`` compiles
+    nothing and takes seconds)."""
     slow = slow or {}
-    for name, fn in fns.items():
-        if name not in slow:
-            fn()
+    values = {name: fn() for name, fn in fns.items() if name not in slow}
     times = {name: [] for name in fns}
     for rep in range(repeats):
         for name, fn in fns.items():
             if rep >= slow.get(name, repeats):
                 continue
             start = time.perf_counter()
-            fn()
+            values[name] = fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}, values
 
 
 def _thread_limit(threads: int | None):
@@ -151,11 +150,10 @@ def bench_compute(basis, repeats: int, sqrtm_repeats: int, threads: int | None =
 
         fns[TORCHMETRICS] = tm
     fns[OURS] = ours_f64
-    fns["metrix float32 (jit, Cholesky + svd)"] = ours_f32
+    fns["metrix float32 option (jit, Cholesky+svd)"] = ours_f32
     with _thread_limit(threads):
         load = os.getloadavg()[0]
-        values = {name: fn() for name, fn in fns.items()}
-        seconds = _interleaved_medians(fns, repeats, slow={SQRTM: sqrtm_repeats})
+        seconds, values = _interleaved_medians(fns, repeats, slow={SQRTM: max(1, sqrtm_repeats)})
         load = max(load, os.getloadavg()[0])
     reference = values[SQRTM]
     label = "default threads" if threads is None else f"{threads} BLAS/torch thread(s)"
@@ -165,8 +163,8 @@ def bench_compute(basis, repeats: int, sqrtm_repeats: int, threads: int | None =
         f"{label}, load average {load:.1f}"
     )
     ours = seconds[OURS]
-    for name, value in values.items():
-        rel = abs(value - reference) / abs(reference)
+    for name in fns:
+        rel = abs(values[name] - reference) / abs(reference)
         print(
             f"  {tag + name:48s} {seconds[name] * 1e3:10.1f} ms   x{seconds[name] / ours:7.2f} vs metrix"
             f"   rel.err {rel:.2e}"
