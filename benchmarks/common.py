@@ -155,7 +155,7 @@ def targets(sections: list[dict]) -> list[str]:
             "—" if slowest is None else f"closest {slowest['name'].split('/', 1)[1]}: peer/metrix x{slowest['metrix_speedup']:.2f}",
             None if slowest is None else slowest["metrix_speedup"] > 1)
     text = by_name.get("fid", {}).get("text", "")
-    fid = dict(_ratio_lines(text, r"^\s+(.+?)\s+[\d.]+ ms\s+x\s*([\d.]+) vs metrix f32"))
+    fid = dict(_ratio_lines(text, r"^\s+(.+?)\s+[\d.]+ ms\s+x\s*([\d.]+) vs metrix\s"))
     for peer, key, want in (("scipy sqrtm", "scipy", 30), ("torchmetrics", "torchmetrics", 2)):
         got = next((v for k, v in fid.items() if k.startswith(key)), None)
         add(f"FID compute >= {want}x {peer}", "—" if got is None else f"x{got:.1f}", None if got is None else got >= want)

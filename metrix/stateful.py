@@ -349,7 +349,7 @@ class FIDMetric(_StateBackedMetric):
     higher_is_better = False
 
     def __init__(
-        self, feature_dim: int = 2048, *, precision: str = "float32", name: str = "fid"
+        self, feature_dim: int = 2048, *, precision: str = "float64", name: str = "fid"
     ) -> None:
         self.feature_dim = feature_dim
         super().__init__(name, FID(num_features=feature_dim, precision=precision))
