@@ -206,6 +206,16 @@ def write_results(sections: list[dict], path: Path | None = None) -> Path:
     ]
     lines += [f"| {package} | {status} |" for package, status in peer_status().items()]
     lines += ["", "## Targets", ""] + targets(sections) + [""]
+    gpu = HERE / "RESULTS_GPU.md"
+    lines += [
+        "## GPU",
+        "",
+        f"GPU figures for FID and LPIPS: see `{gpu.name}` (written by `python -m benchmarks.gpu --out "
+        f"benchmarks/{gpu.name}` on a GPU machine)." if gpu.exists() else
+        "GPU figures for FID and LPIPS: not measured (no GPU was available for this run; "
+        "`python -m benchmarks.gpu --out benchmarks/RESULTS_GPU.md` measures them where one is).",
+        "",
+    ]
     for section in sections:
         status = "" if section.get("ok", True) else " (FAILED: see the traceback)"
         lines += [f"## {section['name']}{status}", "", f"run time {section.get('seconds', 0):.0f} s", ""]
