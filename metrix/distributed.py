@@ -112,6 +112,20 @@ def _merge_stacked_field(kind, value, length: int):
     return _pairwise_fold(value, jax.vmap(kind.merge), length)
 
 
+def _merge_fields(state: State, merge_field, stack) -> dict:
+    """Each data field merged on its own by ``merge_field(kind, value)``; truncate fields
+    (which need the state for their length) as rows in stacking / device order, cut."""
+    merged = {
+        name: merge_field(state.field_kind(name), getattr(state, name))
+        for name in state._data_fields
+        if name not in state._state_aware_fields
+    }
+    for name in state._state_aware_fields:
+        kind = state.field_kind(name)
+        merged[name] = kind.fold_stacked(stack(getattr(state, name)), kind.num_rows(state))
+    return merged
+
+
 def _merge_stacked_state(state: State) -> State:
     length = _leading_length(state)
     if length is None:
@@ -120,14 +134,9 @@ def _merge_stacked_state(state: State) -> State:
         raise ValueError(f"merge_stacked: no {type(state).__qualname__} to merge (leading axis of length 0)")
     if type(state).merge is State.merge:
         # Fields merge independently: one reduction per field (sum, min, max over axis 0).
-        merged = {
-            name: _merge_stacked_field(state.field_kind(name), getattr(state, name), length)
-            for name in state._data_fields
-            if name not in state._state_aware_fields
-        }
-        for name in state._state_aware_fields:  # truncate: rows in stacking order, cut to num
-            kind = state.field_kind(name)
-            merged[name] = kind.fold_stacked(getattr(state, name), kind.num_rows(state))
+        merged = _merge_fields(
+            state, lambda kind, value: _merge_stacked_field(kind, value, length), stack=lambda rows: rows
+        )
         return state.replace(**merged)
     # Buffers and custom merges (Chan moments, "last"): a tree of the state's own merge.
     return _pairwise_fold(state, _vmapped_merge, length)
@@ -234,14 +243,11 @@ def _exact_fold(value, axis_name):
 @register_allreduce(State)
 def _allreduce_fields(state: State, axis_name) -> State:
     """States whose fields merge independently: one collective per field (see _allreduce_field)."""
-    merged = {
-        n: _allreduce_field(state.field_kind(n), getattr(state, n), axis_name)
-        for n in state._data_fields
-        if n not in state._state_aware_fields
-    }
-    for name in state._state_aware_fields:  # truncate: rows in device order, cut to num
-        kind = state.field_kind(name)
-        merged[name] = kind.fold_stacked(_gather(getattr(state, name), axis_name), kind.num_rows(state))
+    merged = _merge_fields(
+        state,
+        lambda kind, value: _allreduce_field(kind, value, axis_name),
+        stack=lambda rows: _gather(rows, axis_name),
+    )
     return state.replace(**merged)
 
 
