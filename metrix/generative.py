@@ -188,10 +188,20 @@ def _trace_sqrt_product_f64(sigma1, sigma2, rank1: int, rank2: int) -> np.float6
     Schur decomposition) and ~10 d^3 for the general ``eigvals(S1 S2)``. The tridiagonal
     reduction dominates the time (its matrix-vector half runs at memory speed).
     """
-    from scipy.linalg import eigvalsh, lapack  # scipy is only needed for this host path
+    from scipy.linalg import lapack  # scipy is only needed for this host path
 
     if rank2 < rank1:  # tr sqrt(S1 S2) = tr sqrt(S2 S1): factor the side of smaller rank
         sigma1, sigma2, rank1, rank2 = sigma2, sigma1, rank2, rank1
+    d = sigma1.shape[0]
+    if rank1 == d:
+        # Full rank expected: plain Cholesky (no pivot search, no permutation of S2) when S1
+        # is numerically positive definite; pstrf below handles the rest.
+        factor, info = lapack.dpotrf(sigma1, lower=1, clean=1)
+        if info == 0:
+            m, info = lapack.dsygst(sigma2, factor, itype=2, lower=1, overwrite_a=0)
+            if info != 0:  # pragma: no cover - only for malformed arguments
+                raise ValueError(f"LAPACK dsygst: argument {-info} is invalid")
+            return _sum_sqrt_eigenvalues(m, d, rank2)
     factor, pivots, rank, info = lapack.dpstrf(sigma1, lower=1)
     if info < 0:  # pragma: no cover - only for malformed arguments
         raise ValueError(f"LAPACK dpstrf: argument {-info} is invalid")
@@ -209,6 +219,15 @@ def _trace_sqrt_product_f64(sigma1, sigma2, rank1: int, rank2: int) -> np.float6
     else:  # pstrf leaves the unfactored remainder above/after column k
         lower = np.tril(factor)[:, :k]
         m = lower.T @ (sigma2 @ lower)  # k x k, cheap when the rank is small
+    return _sum_sqrt_eigenvalues(m, k, rank2)
+
+
+def _sum_sqrt_eigenvalues(m, k: int, rank2: int) -> np.float64:
+    """``sum sqrt(lambda_i(M))`` over the lower triangle of the k x k PSD ``M``: eigenvalues
+    only; negative ones are round-off (clamped to 0), and the ``k - rank2`` smallest are
+    known zeros when S2 has rank ``rank2 < k`` (set to exactly 0)."""
+    from scipy.linalg import eigvalsh
+
     evals = eigvalsh(m, lower=True, driver="evd", overwrite_a=True, check_finite=False)
     evals = np.clip(evals, 0, None)
     evals[: k - min(k, rank2)] = 0  # ascending: the known-zero eigenvalues come first
