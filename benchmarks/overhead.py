@@ -8,15 +8,16 @@ merges the batch's states into the carried ones (no host round trip). Compared i
 - ``flax nnx MultiMetric``: ``metrics.update(...)`` inside ``nnx.jit``.
 
 Also the fused variant (all batches in one ``lax.scan``) for the hand loop and metrix.
-Prints per-step medians over repeats after a warm-up, and ratios to the hand-written loop.
-Run: ``python -m benchmarks.overhead [--steps 2000 --repeats 5]``.
+Also the hand loop with metrix's exact (double-float) counts, to separate the price of
+exactness from that of the abstractions. Loops run interleaved (each once per round, order
+rotated); prints per-step medians after a warm-up, and ratios to the hand-written loop.
+Run: ``python -m benchmarks.overhead [--steps 2000 --repeats 7]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import jax
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import metrix as mx
+from benchmarks import common
 
 B, C = 256, 10
 
@@ -36,16 +38,6 @@ def make_batches(steps: int):
     return [(logits[i], labels[i], loss[i]) for i in range(steps)], (logits, labels, loss)
 
 
-def time_loop(run, repeats: int, steps: int) -> float:
-    run()  # warm-up (compiles)
-    per_step = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        per_step.append((time.perf_counter() - t0) / steps)
-    return statistics.median(per_step)
-
-
 def hand_written(batches):
     @jax.jit
     def step(carry, logits, labels, loss):
@@ -55,6 +47,29 @@ def hand_written(batches):
 
     def run():
         carry = (jnp.float32(0), jnp.int32(0), jnp.float32(0), jnp.int32(0))
+        for logits, labels, loss in batches:
+            carry = step(carry, logits, labels, loss)
+        return jax.block_until_ready(carry)
+
+    return run
+
+
+def hand_written_exact(batches):
+    """The hand loop with metrix's arithmetic: double-float (TwoSum) sums and counts, exact
+    past 2^24 elements. The difference to ``hand-written jnp`` is the price of exactness;
+    the difference to ``metrix`` is the price of metrix's abstractions."""
+    from metrix import numerics
+
+    @jax.jit
+    def step(carry, logits, labels, loss):
+        correct, n, loss_sum, loss_n = carry
+        hit = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        add = lambda acc, x: numerics.df_add(acc, numerics.df_from(x))  # noqa: E731
+        return (add(correct, hit.sum()), add(n, jnp.float32(hit.size)),
+                add(loss_sum, loss.sum()), add(loss_n, jnp.float32(loss.size)))
+
+    def run():
+        carry = tuple(jnp.zeros(2, jnp.float32) for _ in range(4))
         for logits, labels, loss in batches:
             carry = step(carry, logits, labels, loss)
         return jax.block_until_ready(carry)
@@ -141,21 +156,25 @@ def check_agreement(batches):
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     batches, stacked = make_batches(args.steps)
     check_agreement(batches[:50])
-    rows = []
-    candidates = [
-        ("hand-written jnp", hand_written(batches)),
-        ("metrix", metrix_loop(batches)),
-        ("flax nnx MultiMetric", nnx_loop(batches)),
-        ("hand-written jnp, fused scan", hand_written_fused(stacked)),
-        ("metrix, fused scan", metrix_fused(stacked)),
-    ]
-    for name, run in candidates:
-        rows.append({"name": name, "seconds_per_step": time_loop(run, args.repeats, args.steps)})
-    floor = {"": rows[0]["seconds_per_step"], "fused": rows[3]["seconds_per_step"]}
+    candidates = {
+        "hand-written jnp": hand_written(batches),
+        "metrix": metrix_loop(batches),
+        "hand-written jnp, exact counts": hand_written_exact(batches),
+        "flax nnx MultiMetric": nnx_loop(batches),
+        "hand-written jnp, fused scan": hand_written_fused(stacked),
+        "metrix, fused scan": metrix_fused(stacked),
+    }
+    for run in candidates.values():  # warm-up (compiles)
+        run()
+    # Interleaved rounds (every loop once per round, order rotated): per-step times of
+    # ~40 us drift by 20% between back-to-back runs on a shared machine.
+    seconds = common.interleaved_medians(candidates, args.repeats)
+    rows = [{"name": name, "seconds_per_step": s / args.steps} for name, s in seconds.items()]
+    floor = {"": rows[0]["seconds_per_step"], "fused": rows[4]["seconds_per_step"]}
     print(f"overhead: {{Accuracy, Average}}, {args.steps} steps, B={B}, {C} classes; "
           f"median of {args.repeats}; {platform.processor() or platform.machine()}, jax {jax.__version__}, "
           f"{jax.devices()[0].platform}")
