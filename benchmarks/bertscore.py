@@ -44,6 +44,8 @@ import types
 
 import numpy as np
 
+from benchmarks.common import settle
+
 _WORD_LIST = (
     "the a of to and in is was for on that with as by at from this it be are which an or "
     "have has not but were they their one all been more can would also new time other "
@@ -94,6 +96,7 @@ def import_bert_score():
 
 def run_timed(fn) -> tuple[float, float, object]:
     """(wall seconds, process CPU seconds, result) of one call."""
+    settle()  # the previous contender's idle threads must not share the cores
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
     return time.perf_counter() - wall, time.process_time() - cpu, out

@@ -20,6 +20,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# Pause before each timed call of a benchmark that interleaves metrix with a torch peer.
+# torch's OpenMP workers (libgomp) spin-wait a few milliseconds after each parallel region;
+# a call timed right after a torch call shares the two cores with them (measured: metrix's
+# contrastive loss at N=512 took 1.4-1.9x its time right after a torch call, and its own
+# time again after a 5 ms pause). The pause lets either side's idle threads go to sleep, so
+# every contender is timed from the same quiet start.
+SETTLE_S = 0.01
+
+
+def settle() -> None:
+    """Sleep ``SETTLE_S`` (see there): call it before each timed call of an interleaved run."""
+    time.sleep(SETTLE_S)
+
 
 def row(name: str, value: float | None, unit: str = "s", **extra) -> dict:
     """One result: ``name`` (``"section/case"``), ``value`` in ``unit`` (None: not measured)."""

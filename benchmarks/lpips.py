@@ -3,7 +3,8 @@
 Cases: LPIPS-alex and LPIPS-vgg at 64x64 and 256x256. Both sides use the same weights: the
 lpips model is built with a random trunk (``pnet_rand=True``, no download) and the shipped
 calibration, and its state dict is converted for metrix. Timed in one process, interleaved
-(metrix, peer, metrix, peer, ...) so load on the machine hits every contender alike:
+(metrix, peer, metrix, peer, ...) so load on the machine hits every contender alike, each
+call after a ``common.settle()`` pause (torch's OpenMP workers spin a few ms after a call):
 
 - ``metrix``: ``metric.get_state(a, b, **weights)`` as users call it: the distances are one
   compiled program per shape (both image batches as one 2N batch, weights passed as inputs,
@@ -60,6 +61,7 @@ import types
 import jax
 import numpy as np
 
+from benchmarks.common import settle
 from metrix import lpips_core
 from metrix.backbones.lpips_nets import convert_torchvision_state_dict
 from metrix.perceptual import LPIPS
@@ -102,6 +104,7 @@ def _interleaved(runs: dict, repeats: int) -> dict:
     cpu = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            settle()  # the previous contender's idle threads must not share the cores
             c0, t0 = time.process_time(), time.perf_counter()
             run()
             wall[name].append(time.perf_counter() - t0)

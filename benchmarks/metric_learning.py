@@ -3,10 +3,11 @@
 For each loss and batch size N (d = 128) it times ``value_and_grad`` w.r.t. the embeddings
 (and class weights / proxies for the weighted losses) with matched hyperparameters,
 distances and reducers. metrix and the peer run interleaved in one process (metrix, pml,
-metrix, pml, ...) on arrays already on the device, after compilation and warm-up; medians
-are printed with the machine's load, twice: against PML with torch's default threads (the
-target's figure, last column ``pml/metrix``) and against PML on one thread (a reference
-that a loaded machine distorts less: multi-threaded torch collapses when the cores are
+metrix, pml, ...; each timed call after a ``common.settle()`` pause and one untimed call,
+i.e. each library in its steady state as in a training loop) on arrays already on the
+device, after compilation and warm-up; medians are printed with the machine's load, twice:
+against PML with torch's default threads (the target's figure, last column ``pml/metrix``)
+and against PML on one thread (a reference that a loaded machine distorts less: multi-threaded torch collapses when the cores are
 busy). pytorch-metric-learning's slow cases (NT-Xent materialises a positive-pairs x
 negative-pairs matrix) are capped at ``PEER_BUDGET_S`` seconds per configuration; a capped
 figure says so.
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import metrix as mx
+from benchmarks.common import settle
 
 D = 128
 REPS = 15
@@ -96,22 +98,29 @@ def pml_step(loss, x, y, weight_attr):
 
 
 def _timed(fn):
+    """Seconds of one call of ``fn`` in its steady state: after a ``settle()`` pause (torch's
+    spinning OpenMP workers must not share the cores with the timed call) and one untimed call
+    (which wakes the library's own worker threads), as in a training loop's repeated steps."""
+    settle()
+    fn()
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
 
 
 def interleaved(ours, peer, reps=REPS, budget_s=PEER_BUDGET_S):
-    """(our times, peer times) from alternating calls after one peer warm-up call; the peer
-    stops once its calls (warm-up included) pass ``budget_s``, metrix always runs ``reps``
-    times. A peer slower than the budget reports its warm-up call alone."""
-    warm = _timed(peer)  # first call: allocations, thread pool start
+    """(our times, peer times) from alternating timed calls (``_timed``) after one peer warm-up
+    call; the peer stops once its timed calls (warm-up included) pass ``budget_s``, metrix
+    always runs ``reps`` times. A peer slower than the budget reports its warm-up call alone."""
+    t0 = time.perf_counter()
+    peer()  # first call: allocations, thread pool start
+    warm = time.perf_counter() - t0
     spent, ours_times, peer_times = warm, [], []
     for _ in range(reps):
         ours_times.append(_timed(ours))
         if spent < budget_s:
             peer_times.append(_timed(peer))
-            spent += peer_times[-1]
+            spent += 2 * peer_times[-1]
     return ours_times, peer_times or [warm]
 
 
