@@ -28,13 +28,15 @@ Notes from profiling (jax 0.10.2, 2-core AVX-512 Xeon, CPU seconds so that load 
 - The network is ~95% convolutions, which run near the core's f32 peak (110-135 GFLOP/s per
   core, the same as torch's oneDNN with one thread); the LPIPS tail (normalise, difference,
   1x1 heads, means) is 7-10%; bias+ReLU, pooling and the input scaling the rest.
-- XLA:CPU hands f32 convolutions to YNNPACK by default. XLA's own (Eigen) convolutions take
-  ~10% less CPU on the VGG trunk (vgg 256x256: 1.38 vs 1.55 s per batch of 2 pairs, vgg
-  64x64: 0.71 vs 0.78 s per 16 pairs, best of 7-8) and give the same distances to ~1e-8:
-  hence ``LPIPS_CPU_COMPILER_OPTIONS["vgg"]``. On AlexNet and SqueezeNet YNNPACK is as fast
-  or faster (alex 256x256: 0.26 vs 0.28 s per 8 pairs; it is 1.5x faster on 3-channel first
-  layers), so they keep XLA's defaults. Keeping YNNPACK for the reductions only
-  (``LIBRARY_FUSION_TYPE_REDUCE``) was slower on VGG. The oneDNN and XNNPACK
+- XLA:CPU hands f32 convolutions to YNNPACK by default. XLA's own (Eigen) convolutions are
+  faster on all three trunks (steady state, interleaved, ms per call: alex 64x64 x32 25.3 vs
+  29.1, alex 256x256 x8 134 vs 158, squeeze 64x64 x32 37 vs 51, squeeze 256x256 x8 175 vs
+  293; vgg 64x64 0.71 vs 0.78 s per 16 pairs) and give the same distances to ~1e-8: hence
+  ``LPIPS_CPU_COMPILER_OPTIONS``. The largest single gap is AlexNet's 5x5 conv on 7x7 maps
+  at 64x64 (Eigen 6.6 ms, YNNPACK 10.2 ms, torch/oneDNN 5.6 ms, 2 threads). An earlier
+  measurement that favoured YNNPACK on AlexNet was taken under load. Keeping YNNPACK for
+  convolutions or reductions only (``LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION``,
+  ``..._REDUCE``) was as slow as the default. The oneDNN and XNNPACK
   switches (``xla_cpu_use_onednn``, ``xla_cpu_experimental_xnn_fusion_type``) do not claim
   convolutions in this jaxlib.
 - ``precision=HIGHEST`` on convolutions and dots is a no-op for f32 on CPU (bit-identical

@@ -25,9 +25,9 @@ A softplus parametrisation was not chosen: it cannot represent the shipped zeros
 
 **Speed on CPU.** :func:`compiled_lpips_distance` is ``lpips_distance`` as one compiled
 program per input shape. On CPU it compiles with ``LPIPS_CPU_COMPILER_OPTIONS[net]``:
-for VGG these hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which
-takes ~10% less CPU time there and gives the same distances to ~1e-8; AlexNet and
-SqueezeNet are as fast or faster with XLA's defaults (measured: ``benchmarks/lpips.py``).
+these hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which takes
+13-40% less time on the three trunks and gives the same distances to ~1e-8 (figures at
+``LPIPS_CPU_COMPILER_OPTIONS``).
 The options only reach programs metrix compiles itself: called inside your own
 ``jax.jit`` the function is inlined into your program and compiled with your options
 (pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS["vgg"]`` to your top-level ``jax.jit``
@@ -306,12 +306,15 @@ def lpips_features(
 
 # XLA:CPU (jaxlib 0.10) gives f32 convolutions to YNNPACK by default. An empty list of
 # YNNPACK fusion kinds keeps every op on XLA's own emitters, whose Eigen convolutions are
-# faster on VGG's 3x3 layers (YNNPACK wins on 3-channel first layers, which dominate less
-# in VGG than in AlexNet). Per-layer and per-network measurements: benchmarks/lpips.py.
+# faster on all three trunks (steady-state ms per call, 2-core AVX-512 Xeon, interleaved:
+# alex 64x64 x32 pairs 25.3 vs 29.1, alex 256x256 x8 134 vs 158, squeeze 64x64 x32 37 vs
+# 51, squeeze 256x256 x8 175 vs 293; AlexNet's 5x5 conv on 7x7 maps alone: 6.6 vs 10.2).
+# Keeping YNNPACK for convolutions or reductions only was as slow as the default.
+_EIGEN_CONVOLUTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 LPIPS_CPU_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
-    "alex": {},
-    "squeeze": {},
-    "vgg": {"xla_cpu_experimental_ynn_fusion_type": ""},
+    "alex": _EIGEN_CONVOLUTIONS,
+    "squeeze": _EIGEN_CONVOLUTIONS,
+    "vgg": _EIGEN_CONVOLUTIONS,
 }
 
 _DISTANCE_STATIC = ("net", "spatial", "normalize")

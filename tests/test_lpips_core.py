@@ -154,7 +154,7 @@ def test_compiled_distance_matches_lpips_and_the_inlined_jit(net, size):
 
 
 def test_cpu_jit_options_keep_convolutions_off_ynnpack():
-    """What LPIPS_CPU_COMPILER_OPTIONS["vgg"] is for (checked where this jaxlib knows it)."""
+    """What LPIPS_CPU_COMPILER_OPTIONS is for (checked where this jaxlib knows the option)."""
     options = lpips_core.LPIPS_CPU_COMPILER_OPTIONS["vgg"]
     if jax.default_backend() != "cpu" or not lpips_core._options_supported(
         frozenset(options.items())
