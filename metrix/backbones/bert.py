@@ -47,8 +47,18 @@ from metrix.backbones.weights import MissingWeightsError, read_torch_state_dict
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 # Hugging Face activation names -> JAX functions ("gelu" is the exact erf form).
+def _gelu_erf(x: jax.Array) -> jax.Array:
+    """Exact GELU as torch computes it, ``x / 2 * (1 + erf(x / sqrt(2)))``.
+
+    ``jax.nn.gelu(approximate=False)`` uses ``erfc``, whose XLA:CPU expansion took 3x the
+    time of ``erf`` here (4.4 vs 1.3-1.5 ms per 3072 x 1536 block; 3% of a MiniLM encoder
+    call). Both are within 1.1e-6 of the float64 GELU on N(0, 9) inputs.
+    """
+    return x * 0.5 * (1.0 + jax.lax.erf(x * np.float32(math.sqrt(0.5)).astype(x.dtype)))
+
+
 _ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": _gelu_erf,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
