@@ -9,8 +9,8 @@ device, after compilation and warm-up; medians are printed with the machine's lo
 against PML with torch's default threads (the target's figure, last column ``pml/metrix``)
 and against PML on one thread (a reference that a loaded machine distorts less:
 multi-threaded torch collapses when the cores are busy). pytorch-metric-learning's slow
-cases (NT-Xent materialises a positive-pairs x negative-pairs matrix) are capped at ``PEER_BUDGET_S`` seconds per configuration; a capped
-figure says so.
+cases (NT-Xent materialises a positive-pairs x negative-pairs matrix) are capped at
+``PEER_BUDGET_S`` seconds per configuration; a capped figure says so.
 
 Target (issue 10): metrix >= 2x faster than PML for Triplet, Contrastive and NT-Xent at
 N = 128, 256, 512; the closing lines print the slowest of those cases and the verdict.
