@@ -454,3 +454,21 @@ def test_input_validation():
         )
     with pytest.raises(ValueError, match="unknown LPIPS net"):
         lpips_core.find_lpips_calibration_file("resnet")
+
+
+@pytest.mark.parametrize("window,stride", [(2, 2), (3, 2)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("size", [(7, 7), (8, 11), (13, 6)])
+def test_max_pool_matches_torch(window, stride, ceil_mode, size):
+    """The strided-slice max pool of the backbones equals torch's MaxPool2d, overhangs included."""
+    torch = pytest.importorskip("torch")
+    from metrix.backbones.lpips_nets import _max_pool
+
+    x = np.random.default_rng(sum(size)).normal(size=(2, 3, *size)).astype(np.float32)
+    expected = torch.nn.functional.max_pool2d(
+        torch.from_numpy(x), window, stride, ceil_mode=ceil_mode
+    ).numpy()
+    got = jax.jit(_max_pool, static_argnums=(1, 2, 3))(
+        jnp.asarray(x.transpose(0, 2, 3, 1)), window, stride, ceil_mode
+    )
+    np.testing.assert_array_equal(np.asarray(got).transpose(0, 3, 1, 2), expected)
