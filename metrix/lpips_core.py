@@ -49,6 +49,7 @@ import numpy as np
 from metrix.backbones import weights as weight_io
 from metrix.backbones.lpips_nets import lpips_backbone
 from metrix.backbones.weights import MissingWeightsError
+from metrix.xla_cpu import EIGEN_KERNELS, cpu_jit
 
 __all__ = [
     "LPIPS_CHANNELS",
@@ -310,36 +311,13 @@ def lpips_features(
 # alex 64x64 x32 pairs 25.3 vs 29.1, alex 256x256 x8 134 vs 158, squeeze 64x64 x32 37 vs
 # 51, squeeze 256x256 x8 175 vs 293; AlexNet's 5x5 conv on 7x7 maps alone: 6.6 vs 10.2).
 # Keeping YNNPACK for convolutions or reductions only was as slow as the default.
-_EIGEN_CONVOLUTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 LPIPS_CPU_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
-    "alex": _EIGEN_CONVOLUTIONS,
-    "squeeze": _EIGEN_CONVOLUTIONS,
-    "vgg": _EIGEN_CONVOLUTIONS,
+    "alex": EIGEN_KERNELS,
+    "squeeze": EIGEN_KERNELS,
+    "vgg": EIGEN_KERNELS,
 }
 
 _DISTANCE_STATIC = ("net", "spatial", "normalize")
-
-
-@functools.cache
-def _options_supported(options: frozenset) -> bool:
-    """Whether this jaxlib's compiler knows the options (their names are experimental)."""
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
-    except Exception:  # noqa: BLE001 - an unknown option is an INVALID_ARGUMENT runtime error
-        return False
-    return True
-
-
-def _platform(trees: Any) -> str:
-    """The platform the inputs live on (the default backend for numpy inputs)."""
-    for leaf in jax.tree_util.tree_leaves(trees):
-        if isinstance(leaf, jax.Array):
-            return next(iter(leaf.devices())).platform
-    return jax.default_backend()
-
-
-def _is_traced(trees: Any) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 def lpips_distance(
@@ -372,30 +350,6 @@ def lpips_distance(
         spatial=spatial,
         image_size=images_a.shape[1:3],
     )
-
-
-def cpu_jit(fn, options: Mapping[str, Any], **jit_kwargs):
-    """``jax.jit(fn, **jit_kwargs)`` that compiles with the XLA ``options`` when called on
-    concrete CPU arrays, and as a plain (inlinable) jit under a trace, on other platforms,
-    or where this jaxlib does not know the options (JAX accepts compiler options on
-    top-level jits only). ``.plain`` and ``.tuned`` are the two jitted functions."""
-    plain = jax.jit(fn, **jit_kwargs)
-    tuned = jax.jit(fn, compiler_options=dict(options), **jit_kwargs) if options else plain
-    key = frozenset(options.items())
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        arrays = (args, kwargs)
-        use_tuned = (
-            tuned is not plain
-            and not _is_traced(arrays)
-            and _platform(arrays) == "cpu"
-            and _options_supported(key)
-        )
-        return (tuned if use_tuned else plain)(*args, **kwargs)
-
-    call.plain, call.tuned = plain, tuned
-    return call
 
 
 _DISTANCE = {

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metrix import lpips_core
+from metrix import lpips_core, xla_cpu
 from metrix.backbones.weights import MissingWeightsError
 
 # Absolute tolerance on distances (float32 on both sides; measured <= 8e-7, values ~0.1-0.5).
@@ -145,7 +145,7 @@ def test_compiled_distance_matches_lpips_and_the_inlined_jit(net, size):
     tuned = lpips_core._DISTANCE[net].tuned
     options = lpips_core.LPIPS_CPU_COMPILER_OPTIONS[net]
     if jax.default_backend() == "cpu" and options:
-        if lpips_core._options_supported(frozenset(options.items())):
+        if xla_cpu.options_supported(frozenset(options.items())):
             assert tuned._cache_size() > 0  # eager calls took the tuned program
     # inside a user's jit (JAX rejects compiler options on nested jits: this must not raise)
     traced = jax.jit(lambda *xs: lpips_core.compiled_lpips_distance(*xs, net=net))(*args)
@@ -156,7 +156,7 @@ def test_compiled_distance_matches_lpips_and_the_inlined_jit(net, size):
 def test_cpu_jit_options_keep_convolutions_off_ynnpack():
     """What LPIPS_CPU_COMPILER_OPTIONS is for (checked where this jaxlib knows the option)."""
     options = lpips_core.LPIPS_CPU_COMPILER_OPTIONS["vgg"]
-    if jax.default_backend() != "cpu" or not lpips_core._options_supported(
+    if jax.default_backend() != "cpu" or not xla_cpu.options_supported(
         frozenset(options.items())
     ):
         pytest.skip("the options apply to XLA:CPU builds that know them")
@@ -166,7 +166,7 @@ def test_cpu_jit_options_keep_convolutions_off_ynnpack():
         return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
 
     x, w = jnp.ones((2, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
-    compiled = lpips_core.cpu_jit(conv, options)
+    compiled = xla_cpu.cpu_jit(conv, options)
     hlo = compiled.tuned.lower(x, w).compile().as_text().lower()
     assert "convolution(" in hlo and "ynn_fusion" not in hlo
     np.testing.assert_array_equal(np.asarray(compiled(x, w)), np.asarray(jax.jit(conv)(x, w)))

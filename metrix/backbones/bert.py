@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -43,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metrix.backbones.weights import MissingWeightsError, read_torch_state_dict
+from metrix.xla_cpu import EIGEN_KERNELS, cpu_jit
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -546,25 +546,11 @@ class BertEncoder:
         return out, ids, mask
 
 
-# XLA:CPU (jaxlib 0.10) hands f32 dots to YNNPACK by default; with an empty list of YNNPACK
-# fusion kinds every op stays on XLA's own emitters, which run this encoder 5-9% faster (wall
-# and CPU time, packed MiniLM rows 64 x 48 on a 2-core AVX-512 Xeon; YNNPACK for dots only
-# was 6% slower, for dots + elementwise + reductions 2x slower). Outputs agree to ~5e-6.
-_CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-@functools.cache
-def _compiler_options() -> dict[str, Any] | None:
-    """:data:`_CPU_COMPILER_OPTIONS` on CPU when this jaxlib knows them (they are
-    experimental), else None (XLA's defaults)."""
-    if jax.default_backend() != "cpu":
-        return None
-    try:
-        probe = jax.jit(lambda x: x + 1, compiler_options=dict(_CPU_COMPILER_OPTIONS))
-        probe.lower(np.float32(0)).compile()
-    except Exception:  # noqa: BLE001 - an unknown option is a runtime INVALID_ARGUMENT
-        return None
-    return dict(_CPU_COMPILER_OPTIONS)
+# On CPU the encoder compiles with metrix.xla_cpu.EIGEN_KERNELS (YNNPACK off): XLA's own
+# emitters ran it 5-9% faster (wall and CPU time, packed MiniLM rows 64 x 48 on a 2-core
+# AVX-512 Xeon; YNNPACK for dots only was 6% slower, for dots + elementwise + reductions 2x
+# slower). Outputs agree to ~5e-6. cpu_jit drops the options under a caller's trace, where
+# JAX would reject them.
 
 
 _APPLY_CACHE: dict[tuple[BertConfig, int], Any] = {}
@@ -576,11 +562,10 @@ def _jitted_apply(config: BertConfig, num_layers: int):
     if key not in _APPLY_CACHE:
         module = BertModule(config, num_layers)
 
-        @functools.partial(jax.jit, compiler_options=_compiler_options())
         def embed(params, input_ids, attention_mask):
             return module.apply({"params": params}, input_ids, attention_mask)
 
-        _APPLY_CACHE[key] = embed
+        _APPLY_CACHE[key] = cpu_jit(embed, EIGEN_KERNELS)
     return _APPLY_CACHE[key]
 
 
@@ -593,10 +578,9 @@ def _jitted_apply_packed(config: BertConfig, num_layers: int):
     if key not in _PACKED_APPLY_CACHE:
         module = BertModule(config, num_layers)
 
-        @functools.partial(jax.jit, compiler_options=_compiler_options())
         def embed_packed(params, input_ids, segment_ids, position_ids):
             mask = packed_attention_mask(segment_ids)
             return module.apply({"params": params}, input_ids, mask, position_ids=position_ids)
 
-        _PACKED_APPLY_CACHE[key] = embed_packed
+        _PACKED_APPLY_CACHE[key] = cpu_jit(embed_packed, EIGEN_KERNELS)
     return _PACKED_APPLY_CACHE[key]

@@ -136,6 +136,27 @@ def test_encode_equals_one_padded_batch(model_dir):
     np.testing.assert_allclose(embeddings, whole, atol=1e-5)
 
 
+def test_embed_composes_with_jit_and_grad(model_dir):
+    """The encoder's CPU compiler options must not reach a caller's trace (JAX rejects options
+    on nested jits): ``embed`` inside the user's ``jit`` / ``grad`` works and agrees."""
+    import jax
+    import jax.numpy as jnp
+
+    encoder = BertEncoder.from_pretrained_dir(model_dir, num_layers=1)
+    ids, mask = encoder.tokenize(SENTENCES[:2])[:2]
+    eager = np.asarray(encoder.embed(encoder.params, ids, mask))
+    inlined = jax.jit(encoder.embed)(encoder.params, ids, mask)
+    np.testing.assert_allclose(np.asarray(inlined), eager, atol=1e-5)
+
+    def energy(params):
+        return jnp.sum(encoder.embed(params, ids, mask) ** 2)
+
+    grads = jax.grad(energy)(encoder.params)
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves)
+    assert any(np.abs(np.asarray(g)).max() > 0 for g in leaves)
+
+
 def _check_packing(tokens, packed, batch_size):
     """Every text once, whole, in its own segment, positions counting from 0; no overlap."""
     seen = []
