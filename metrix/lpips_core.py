@@ -312,9 +312,7 @@ def lpips_features(
 # 51, squeeze 256x256 x8 175 vs 293; AlexNet's 5x5 conv on 7x7 maps alone: 6.6 vs 10.2).
 # Keeping YNNPACK for convolutions or reductions only was as slow as the default.
 LPIPS_CPU_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
-    "alex": EIGEN_KERNELS,
-    "squeeze": EIGEN_KERNELS,
-    "vgg": EIGEN_KERNELS,
+    net: dict(EIGEN_KERNELS) for net in ("alex", "squeeze", "vgg")
 }
 
 _DISTANCE_STATIC = ("net", "spatial", "normalize")
