@@ -30,8 +30,9 @@ these hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, whi
 ``LPIPS_CPU_COMPILER_OPTIONS``).
 The options only reach programs metrix compiles itself: called inside your own
 ``jax.jit`` the function is inlined into your program and compiled with your options
-(pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS["vgg"]`` to your top-level ``jax.jit``
-to get the same kernels there).
+(pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS[net]`` to your top-level ``jax.jit``
+to get the same kernels there: alex 64x64 ran 1,065 pairs/s inlined with XLA's defaults
+vs 1,202 with the options).
 """
 
 from __future__ import annotations
