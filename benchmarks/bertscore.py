@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import jax
 
-    from metrix.text_similarity import BERTScore
+    from metrix.text.bertscore import BERTScore
 
     metric = BERTScore(model_dir=model_dir, num_layers=args.num_layers, batch_size=args.batch_size)
     _ = metric.encoder  # load the model (once, cached), as BERTScorer does in its constructor

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import metrix as mx
-from metrix import distributed
+from metrix.core import distributed
 
 DEVICES = 8
 AXIS = "d"

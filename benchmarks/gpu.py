@@ -113,9 +113,9 @@ def bench_lpips(repeats: int, lines: list[str]) -> None:
             sys.modules.setdefault(name, types.ModuleType(name))
     import lpips
 
-    from metrix import lpips_core
     from metrix.backbones.lpips_nets import convert_torchvision_state_dict
-    from metrix.perceptual import LPIPS
+    from metrix.perceptual import lpips_math as lpips_core
+    from metrix.perceptual.lpips import LPIPS
 
     lines.append(f"LPIPS pairs/s on the GPU, median of {repeats} (> 1: metrix faster)")
     for net, size, batch in (("alex", 64, 64), ("alex", 256, 32), ("vgg", 64, 64), ("vgg", 256, 16)):

@@ -68,9 +68,9 @@ import jax
 import numpy as np
 
 from benchmarks.common import settle
-from metrix import lpips_core
 from metrix.backbones.lpips_nets import convert_torchvision_state_dict
-from metrix.perceptual import LPIPS
+from metrix.perceptual import lpips_math as lpips_core
+from metrix.perceptual.lpips import LPIPS
 
 # (net, image size, batch of pairs)
 CASES = (("alex", 64, 32), ("alex", 256, 8), ("vgg", 64, 16), ("vgg", 256, 2))

@@ -58,7 +58,7 @@ def hand_written_exact(batches):
     """The hand loop with metrix's arithmetic: double-float (TwoSum) sums and counts, exact
     past 2^24 elements. The difference to ``hand-written jnp`` is the price of exactness;
     the difference to ``metrix`` is the price of metrix's abstractions."""
-    from metrix import numerics
+    from metrix.core import numerics
 
     @jax.jit
     def step(carry, logits, labels, loss):

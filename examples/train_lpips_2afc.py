@@ -41,9 +41,9 @@ try:
 except ModuleNotFoundError:  # run from a source checkout without installing metrix
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrix import lpips_core
 from metrix.backbones.lpips_nets import lpips_backbone
-from metrix.perceptual import LPIPSFromFeatures
+from metrix.perceptual import lpips_math as lpips_core
+from metrix.perceptual.lpips import LPIPSFromFeatures
 
 NET = "alex"
 RANK_EPS = 0.1  # lpips' Dist2LogitLayer epsilon in the ratio features

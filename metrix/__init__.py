@@ -2,32 +2,66 @@
 
 A metric is a frozen dataclass of configuration; ``get_state(**inputs)`` returns an immutable
 state pytree; states ``merge`` across batches, devices and hosts; ``compute()`` gives values.
+The layers and what may import what: docs/architecture.md.
 """
 
-# Domains: each module lists its public metrics, states and functions in __all__.
-from metrix.classification import *  # noqa: F401,F403
-from metrix.collection import Collection
-from metrix.distributed import *  # noqa: F401,F403
-from metrix.generative import *  # noqa: F401,F403
-from metrix.image import *  # noqa: F401,F403
-from metrix.losses import *  # noqa: F401,F403
-from metrix.metric_learning import *  # noqa: F401,F403
-from metrix.perceptual import *  # noqa: F401,F403
-from metrix.ranking import *  # noqa: F401,F403
-from metrix.regression import *  # noqa: F401,F403
-from metrix.segmentation import *  # noqa: F401,F403
-from metrix.summaries import *  # noqa: F401,F403
-from metrix.text import *  # noqa: F401,F403
-from metrix.text_similarity import *  # noqa: F401,F403
-from metrix.keys import REQUIRED, ContextKeyError, Key
-from metrix.metric import Metric
-from metrix.state import (
-    AutoState,
-    AutoStateOutput,
-    BufferState,
-    CapacityOverflowError,
-    MergeError,
-    State,
+# The state algebra (metrix.core)
+# Seed-compatible layers, importable as metrix.nnx, metrix.protocols, metrix.stateful
+from metrix import nnx, protocols, stateful
+from metrix.classification import (
+    Accuracy,
+    AveragePrecision,
+    BalancedAccuracy,
+    BinaryAccuracy,
+    BinnedScoresState,
+    BrierScore,
+    CalibrationState,
+    CohenKappa,
+    ConfusionMatrix,
+    ConfusionState,
+    ExpectedCalibrationError,
+    F1Score,
+    FBetaScore,
+    LogLoss,
+    MatthewsCorrCoef,
+    Precision,
+    PrecisionRecallCurve,
+    Recall,
+    ReliabilityDiagram,
+    RocAuc,
+    RocCurve,
+    ScoresState,
+    Specificity,
+    UndefinedMetricWarning,
+    balanced_accuracy_from_confusion,
+    binarize,
+    binary_average_precision,
+    binary_distinct_points,
+    binary_precision_recall_curve,
+    binary_roc_auc,
+    binary_roc_curve,
+    binned_average_precision,
+    binned_counts,
+    binned_precision_recall_curve,
+    binned_roc_auc,
+    binned_roc_curve,
+    brier_values,
+    calibration_bins,
+    calibration_error_from_bins,
+    cohen_kappa_from_confusion,
+    confidence_and_correct,
+    confusion_counts,
+    log_loss_values,
+    matthews_corrcoef_from_confusion,
+    score_from_confusion,
+    stat_scores,
+    threshold_grid,
+    top_k_correct,
+)
+from metrix.core.buffers import BufferState, CapacityOverflowError
+from metrix.core.collection import Collection
+from metrix.core.distributed import allreduce, merge_stacked, process_allreduce, register_allreduce
+from metrix.core.fields import (
     concat_field,
     exact_sum_field,
     max_field,
@@ -37,15 +71,206 @@ from metrix.state import (
     sum_field,
     truncate_field,
 )
-from metrix.states import *  # noqa: F401,F403
-from metrix.statistics import *  # noqa: F401,F403
-from metrix.tree import compute, empty_states, get_states, merge
-from metrix.checkpoint import CheckpointError, read_checkpoint_info, restore_states, save_states
-from metrix.config import ConfigError, load_config
-from metrix.evaluate import evaluate, evaluate_scan, pad_batch
-from metrix.plotting import plot
+from metrix.core.keys import REQUIRED, ContextKeyError, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.state import AutoState, AutoStateOutput, MergeError, State
+from metrix.core.states import (
+    AverageState,
+    CollectState,
+    HistogramState,
+    LastState,
+    MaxState,
+    MeanCovState,
+    MinState,
+    SumState,
+    WelfordState,
+    chan_merge,
+)
+from metrix.core.tree import compute, empty_states, get_states, merge
+from metrix.core.typecheck import InputTypeError, set_typechecking, typechecking
+from metrix.generative import (
+    FID,
+    KID,
+    DensityCoverage,
+    InceptionScore,
+    PrecisionRecall,
+    ReferenceStats,
+    density_coverage,
+    frechet_distance,
+    inception_score,
+    kid_subset_indices,
+    polynomial_mmd,
+    precision_recall,
+)
+from metrix.image import (
+    MS_SSIM_BETAS,
+    PSNR,
+    SSIM,
+    MultiScaleSSIM,
+    gaussian_kernel,
+    multiscale_ssim,
+    psnr,
+    ssim,
+    ssim_and_contrast,
+)
+from metrix.losses import (
+    L1,
+    L2,
+    Huber,
+    Loss,
+    LossState,
+    NegativeCosineSimilarity,
+    Schedule,
+    SigmoidBinaryCrossEntropy,
+    SigmoidFocalLoss,
+    SoftmaxCrossEntropy,
+    huber_values,
+    l1_values,
+    l2_values,
+    negative_cosine_similarity_values,
+    sigmoid_binary_cross_entropy_values,
+    sigmoid_focal_values,
+    softmax_cross_entropy_values,
+    total_loss,
+)
+from metrix.metric_learning import (
+    ArcFaceLoss,
+    BatchHardMiner,
+    CircleLoss,
+    ContrastiveLoss,
+    CosFaceLoss,
+    HardNegativeMiner,
+    LossTermsState,
+    MinedIndices,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    ProxyAnchorLoss,
+    ProxyNCALoss,
+    SemiHardMiner,
+    SupConLoss,
+    TripletMarginLoss,
+    TripletMarginMiner,
+    circle_losses,
+    contrastive_terms,
+    margin_softmax_losses,
+    multi_similarity_losses,
+    ntxent_terms,
+    pair_masks,
+    pairwise_distances,
+    proxy_anchor_terms,
+    proxy_nca_losses,
+    supcon_losses,
+    triplet_margin_terms,
+)
+from metrix.perceptual import (
+    LPIPS,
+    LPIPSDistances,
+    LPIPSFromFeatures,
+    LPIPSState,
+    LPIPSWithDistances,
+)
+from metrix.ranking import (
+    MAP,
+    MRR,
+    NDCG,
+    HitRate,
+    PrecisionAtK,
+    RecallAtK,
+    average_precision,
+    dcg,
+    hit_rate,
+    ndcg,
+    precision_at_k,
+    ranked_relevance,
+    recall_at_k,
+    reciprocal_rank,
+)
+from metrix.regression import (
+    MAE,
+    MAPE,
+    MSE,
+    RMSE,
+    SMAPE,
+    CoMomentState,
+    ConcordanceCorrCoef,
+    CosineSimilarity,
+    ExplainedVariance,
+    MaxError,
+    PearsonCorrCoef,
+    R2Score,
+    SpearmanCorrCoef,
+    absolute_error,
+    absolute_percentage_error,
+    average_ranks,
+    concordance_from_moments,
+    cosine_similarity,
+    explained_variance_from_moments,
+    pearson_from_moments,
+    r2_from_moments,
+    spearman_corrcoef,
+    squared_error,
+    symmetric_absolute_percentage_error,
+)
+
+# Running metrics (metrix.runtime) and the stateful layer
+from metrix.runtime import (
+    CheckpointError,
+    ConfigError,
+    TrainMetrics,
+    evaluate,
+    evaluate_scan,
+    load_config,
+    log_and_reset,
+    pad_batch,
+    plot,
+    read_checkpoint_info,
+    restore_states,
+    save_states,
+    window_step,
+)
+from metrix.segmentation import (
+    Dice,
+    MeanIoU,
+    confusion_matrix,
+    dice_from_confusion,
+    iou_from_confusion,
+    per_class_counts,
+)
 from metrix.stateful import Stateful
-from metrix import nnx, protocols, stateful  # noqa: E402  (submodules: metrix.nnx, ...)
-from metrix.typecheck import InputTypeError, set_typechecking, typechecking
+
+# Domains
+from metrix.statistics import (
+    Average,
+    Histogram,
+    Max,
+    Min,
+    Norm,
+    Quantiles,
+    Std,
+    Sum,
+    quantiles_from_histogram,
+    tree_norm,
+)
+from metrix.summaries import (
+    ShowConfusionMatrix,
+    ShowHistogram,
+    ShowImages,
+    apply_colormap,
+    confusion_image,
+    normalize_images,
+)
+from metrix.text import (
+    BERTScore,
+    BERTScoreBufferState,
+    BERTScoreIdf,
+    BERTScoreIdfState,
+    BERTScorePairs,
+    BERTScoreResult,
+    BERTScoreSums,
+    Perplexity,
+    load_bert_encoder,
+    token_nll,
+)
 
 __version__ = "0.1.0"

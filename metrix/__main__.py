@@ -1,3 +1,3 @@
-from metrix.cli import main
+from metrix.cli.main import main
 
 raise SystemExit(main())

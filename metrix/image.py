@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
-from metrix.keys import REQUIRED, Key
-from metrix.metric import Metric
-from metrix.states import AverageState
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.metric import Metric
+from metrix.core.states import AverageState
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Wang et al.'s multi-scale weights (also torchmetrics' and tf.image's).

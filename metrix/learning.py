@@ -21,7 +21,6 @@ from metrix.metric_learning import (
     CircleLoss,
     ContrastiveLoss,
     HardNegativeMiner,
-    MetricLearningLoss,
     MinedIndices,
     MultiSimilarityLoss,
     NTXentLoss,
@@ -30,6 +29,7 @@ from metrix.metric_learning import (
     TripletMarginLoss,
     TripletMarginMiner,
 )
+from metrix.metric_learning.terms import MetricLearningLoss
 
 
 class _WeightedLossModule(nnx.Module):

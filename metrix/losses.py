@@ -43,13 +43,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Num
 
-from metrix import numerics
-from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
-from metrix.metric import Metric
-from metrix.state import State
-from metrix.states import AverageState
-from metrix.tree import get_states
+from metrix.core import numerics
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.core.states import AverageState
+from metrix.core.tree import get_states
 
 Schedule = Callable[[Any], Any]
 """A loss-weight schedule: ``step -> weight`` (jax-traceable, e.g. an optax schedule)."""
@@ -385,7 +385,7 @@ class NegativeCosineSimilarity(Loss):
 
 # Re-exported so they are importable from the top-level namespace (metrix/__init__.py
 # star-imports this module, not metrix.training).
-from metrix.training import TrainMetrics, log_and_reset, window_step
+from metrix.runtime.training import TrainMetrics, log_and_reset, window_step
 
 __all__ = [
     "L1",

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from flax.nnx import metrics as _flax_metrics
 
 from metrix import classification, statistics
-from metrix.state import State
+from metrix.core.state import State
 
 MetricState = _flax_metrics.MetricState
 # flax's own result type, so code that checks ``isinstance(x, nnx.metrics.Statistics)`` works.

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
-from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
-from metrix.metric import Metric
-from metrix.states import AverageState
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.states import AverageState
 
 
 def _item_mask(item_mask, shape):

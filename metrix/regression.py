@@ -22,12 +22,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
-from metrix import numerics
-from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
-from metrix.metric import Metric
-from metrix.state import BufferState, State, concat_field, exact_sum_field, sum_field
-from metrix.states import AverageState, MaxState
+from metrix.core import numerics
+from metrix.core.buffers import BufferState
+from metrix.core.fields import concat_field, exact_sum_field, sum_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.core.states import AverageState, MaxState
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # torchmetrics' floor for |target| in MAPE and |target| + |pred| in SMAPE (float32-safe).

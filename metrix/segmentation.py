@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Shaped
 
-from metrix import numerics
-from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
-from metrix.metric import Metric
-from metrix.state import State, exact_sum_field
+from metrix.core import numerics
+from metrix.core.fields import exact_sum_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.state import State
 
 
 def confusion_matrix(targets, preds, num_classes: int, keep=None):

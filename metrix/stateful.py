@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from metrix import lpips_core
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.core.states import AverageState
 from metrix.generative import FID, InceptionScore
-from metrix.metric import Metric
-from metrix.state import State
-from metrix.states import AverageState
+from metrix.perceptual import lpips_math as lpips_core
 
 __all__ = [
     "BERTScoreMetric",
@@ -449,7 +449,7 @@ class BERTScoreMetric(_StateBackedMetric):
     higher_is_better = True
 
     def __init__(self, *, name: str = "bertscore", **config: Any) -> None:
-        from metrix.text_similarity import BERTScore
+        from metrix.text.bertscore import BERTScore
 
         super().__init__(name, BERTScore(**config))
 

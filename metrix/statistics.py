@@ -12,10 +12,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Num, Shaped
 
-from metrix import numerics
-from metrix.keys import REQUIRED, Key
-from metrix.metric import Metric
-from metrix.states import AverageState, HistogramState, MaxState, MinState, SumState, WelfordState
+from metrix.core import numerics
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.metric import Metric
+from metrix.core.states import (
+    AverageState,
+    HistogramState,
+    MaxState,
+    MinState,
+    SumState,
+    WelfordState,
+)
 
 
 class Average(Metric):

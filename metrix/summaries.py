@@ -22,12 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Num, Shaped
 
-from metrix import numerics
 from metrix.classification import ConfusionMatrix
-from metrix.keys import REQUIRED, Key
-from metrix.metric import Metric
-from metrix.state import BufferState, State, concat_field
-from metrix.states import HistogramState
+from metrix.core import numerics
+from metrix.core.buffers import BufferState
+from metrix.core.fields import concat_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.core.states import HistogramState
 
 # ---------------------------------------------------------------------------------------
 # Colormaps

@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import metrix as mx
-from metrix.checkpoint import read_checkpoint_info
-from metrix.evaluate import evaluate
+from metrix.runtime.checkpoint import read_checkpoint_info
+from metrix.runtime.evaluate import evaluate
 
 NUM_BATCHES = 12
 BATCH = 32

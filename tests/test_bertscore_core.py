@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metrix.bertscore_core import (
+from metrix.text.bertscore_math import (
     document_frequencies,
     greedy_match,
     idf_from_document_frequencies,

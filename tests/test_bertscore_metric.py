@@ -21,13 +21,8 @@ import numpy as np
 import pytest
 
 import metrix as mx
-from metrix import numerics
-from metrix.text_similarity import (
-    BERTScore,
-    BERTScoreBufferState,
-    BERTScoreIdf,
-    BERTScoreSums,
-)
+from metrix.core import numerics
+from metrix.text.bertscore import BERTScore, BERTScoreBufferState, BERTScoreIdf, BERTScoreSums
 
 # One pair: candidate tokens e0, e1; reference tokens e1, e2, e2 (unit vectors, any scale).
 # P = (0 + 1) / 2, R = (1 + 0 + 0) / 3, F = 2 (1/2)(1/3) / (1/2 + 1/3) = 0.4.
@@ -235,7 +230,7 @@ CLI_REFS = ["A cat was sitting on the mat.", "Nothing was said.", "naive café i
 
 
 def test_text_call_and_cli(model_dir, tmp_path, capsys):
-    from metrix.bertscore_cli import add_bertscore_parser
+    from metrix.cli.bertscore import add_bertscore_parser
 
     metric = BERTScore(model_dir=model_dir, num_layers=2)
     result = metric.score(CLI_CANDS, CLI_REFS, idf=True)
@@ -274,7 +269,7 @@ def test_cli_in_a_fresh_process(model_dir, tmp_path):
     cands.write_text("A dog runs.\n", encoding="utf-8")
     refs.write_text("A dog is running.\n", encoding="utf-8")
     code = (
-        "import sys, argparse; from metrix.bertscore_cli import add_bertscore_parser; "
+        "import sys, argparse; from metrix.cli.bertscore import add_bertscore_parser; "
         "p = argparse.ArgumentParser(); add_bertscore_parser(p.add_subparsers()); "
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
     )

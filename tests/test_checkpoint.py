@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 import metrix as mx
-from metrix.checkpoint import CheckpointError, read_checkpoint_info, restore_states, save_states
+from metrix.runtime.checkpoint import (
+    CheckpointError,
+    read_checkpoint_info,
+    restore_states,
+    save_states,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "resume_worker.py"

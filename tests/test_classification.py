@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import metrix as mx
-from metrix import numerics
+from metrix.core import numerics
 
 
 def _multiclass(n=12, c=3, seed=0):

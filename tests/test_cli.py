@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metrix import cli
+from metrix.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

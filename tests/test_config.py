@@ -6,7 +6,7 @@ import jax
 import pytest
 
 import metrix as mx
-from metrix.config import ConfigError, load_config, metric_registry
+from metrix.runtime.config import ConfigError, load_config, metric_registry
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import metrix as mx
-from metrix import numerics
+from metrix.core import numerics
 from tests.registry import Example, all_examples
 
 NUM_DEVICES = 8

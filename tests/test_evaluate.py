@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh
 
 import metrix as mx
-from metrix.evaluate import evaluate, evaluate_scan, initial_states, pad_batch
+from metrix.runtime.evaluate import evaluate, evaluate_scan, initial_states, pad_batch
 
 NUM_CLASSES = 5
 BATCH = 16

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metrix.backbones import inception, weights
-from metrix.generative_cli import add_fid_parser
+from metrix.cli.fid import add_fid_parser
 
 PIL = pytest.importorskip("PIL.Image")
 

@@ -13,7 +13,7 @@ import pytest
 import scipy.linalg
 
 import metrix as mx
-from metrix.generative import _frechet_distance_f64_host, _rank
+from metrix.generative.frechet import _frechet_distance_f64_host, _rank
 
 
 def _rows(rng, n, d, shift=0.0, scale=1.0):

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metrix import lpips_core, xla_cpu
+from metrix.backbones import xla_cpu
 from metrix.backbones.weights import MissingWeightsError
+from metrix.perceptual import lpips_math as lpips_core
 
 # Absolute tolerance on distances (float32 on both sides; measured <= 8e-7, values ~0.1-0.5).
 ATOL = 1e-5
@@ -189,7 +190,7 @@ def test_lpips_loads_shipped_calibration_without_network():
 def test_find_calibration_file_does_not_import_lpips_or_torch():
     pytest.importorskip("lpips")
     code = (
-        "import sys; from metrix import lpips_core as c; "
+        "import sys; from metrix.perceptual import lpips_math as c; "
         "paths = [c.find_lpips_calibration_file(n) for n in ('alex', 'vgg', 'squeeze')]; "
         "assert all(p and p.endswith(n + '.pth') for p, n in zip(paths, ('alex', 'vgg', 'squeeze'))), paths; "
         "assert c.find_lpips_calibration_file('alex', version='9.9') is None; "

@@ -129,7 +129,7 @@ def test_state_merge_and_set_state():
 
 def test_exact_count_past_float32_integers():
     """flax's float32 total stops counting at 2^24; the double-float state does not."""
-    from metrix import numerics
+    from metrix.core import numerics
 
     big = float(1 << 24)
     avg = nnx.Average()

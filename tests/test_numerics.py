@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from metrix import numerics
+from metrix.core import numerics
 
 
 def test_two_sum_is_error_free():

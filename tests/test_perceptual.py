@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metrix import lpips_core
 from metrix.backbones import weights as weight_io
 from metrix.backbones.lpips_nets import params_shapes
 from metrix.backbones.weights import MissingWeightsError
-from metrix.perceptual import LPIPS, LPIPSFromFeatures, LPIPSState, LPIPSWithDistances
-from metrix.state import CapacityOverflowError
-from metrix.typecheck import InputTypeError
+from metrix.core.buffers import CapacityOverflowError
+from metrix.core.typecheck import InputTypeError
+from metrix.perceptual import lpips_math as lpips_core
+from metrix.perceptual.lpips import LPIPS, LPIPSFromFeatures, LPIPSState, LPIPSWithDistances
 
 SIZE = 32
 CHANNELS = (4, 6, 3)

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import metrix as mx
-from metrix import plotting
+from metrix.runtime import plotting
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,6 +11,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+
 import metrix as mx
 from tests.registry import all_examples
 

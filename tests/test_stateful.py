@@ -189,7 +189,7 @@ def test_bertscore_metric_batched_masks_and_merge():
 
 
 def test_bertscore_metric_wraps_the_functional_metric():
-    from metrix.text_similarity import BERTScore
+    from metrix.text.bertscore import BERTScore
 
     metric = BERTScoreMetric()
     cand = RNG.normal(size=(3, 4)).astype(np.float32)  # one pair, (L, D)

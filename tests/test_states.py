@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metrix as mx
-from metrix import numerics
+from metrix.core import numerics
 
 
 def _splits(n, cuts):

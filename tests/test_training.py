@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import metrix as mx
-from metrix import training
+from metrix.runtime import training
 
 STEPS, B, K = 4, 8, 5
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metrix.backbones.weights import MissingWeightsError, read_torch_state_dict
-from metrix.xla_cpu import EIGEN_KERNELS, cpu_jit
+from metrix.backbones.xla_cpu import EIGEN_KERNELS, cpu_jit
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

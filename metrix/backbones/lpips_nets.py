@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import math
 import os
 import re
@@ -47,6 +48,7 @@ from metrix.backbones import weights as weight_io
 from metrix.backbones.weights import MissingWeightsError
 
 __all__ = [
+    "LPIPS_CHANNELS",
     "LPIPS_NETS",
     "TORCHVISION_FILES",
     "AlexNetFeatures",
@@ -54,10 +56,20 @@ __all__ = [
     "SqueezeNet11Features",
     "VGG16Features",
     "convert_torchvision_state_dict",
+    "find_lpips_calibration_file",
+    "load_calibration",
     "load_backbone_params",
     "lpips_backbone",
     "params_shapes",
+    "save_calibration",
 ]
+
+# Channels of each tap, in order: the width of each LPIPS calibration head.
+LPIPS_CHANNELS: dict[str, tuple[int, ...]] = {
+    "alex": (64, 192, 384, 256, 256),
+    "vgg": (64, 128, 256, 512, 512),
+    "squeeze": (64, 128, 256, 384, 384, 512, 512),
+}
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -322,6 +334,102 @@ def load_backbone_params(net: str, path: str | os.PathLike) -> dict[str, Any]:
     return params
 
 
+# ---------------------------------------------------------------------------------------
+# LPIPS calibration (the 1x1 "lin" heads): lpips' shipped .pth or converted files
+# ---------------------------------------------------------------------------------------
+
+
+def _net_key(net: str) -> str:
+    if net not in LPIPS_CHANNELS:
+        raise ValueError(f"unknown LPIPS net {net!r}; expected one of {sorted(LPIPS_CHANNELS)}")
+    return net
+
+
+def find_lpips_calibration_file(net: str, version: str = "0.1") -> str | None:
+    """Path of the ``lpips`` package's shipped ``weights/v{version}/{net}.pth``, or None.
+
+    Located through ``importlib.util.find_spec`` only: lpips (and so torch/torchvision) is
+    not imported.
+    """
+    _net_key(net)
+    try:
+        spec = importlib.util.find_spec("lpips")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [os.path.dirname(spec.origin)]
+    for root in roots:
+        path = os.path.join(root, "weights", f"v{version}", f"{net}.pth")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _calibration_from_state_dict(net: str, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Pick ``lin{k}.model.1.weight`` (or ``lins.{k}.model.1.weight``) of shape (1, C, 1, 1)."""
+    calibration = {}
+    for k, _ in enumerate(LPIPS_CHANNELS[net]):
+        for key in (f"lin{k}.model.1.weight", f"lins.{k}.model.1.weight", f"lin{k}.model.0.weight"):
+            if key in state:
+                calibration[f"lin{k}"] = np.asarray(state[key], np.float32).reshape(-1)
+                break
+        else:
+            raise ValueError(
+                f"LPIPS {net} calibration: no 'lin{k}.model.1.weight' in the state dict"
+            )
+    return calibration
+
+
+def _check_calibration(net: str, calibration: Mapping[str, Any]) -> None:
+    expected = {f"lin{k}": (c,) for k, c in enumerate(LPIPS_CHANNELS[net])}
+    got = {k: tuple(np.shape(v)) for k, v in calibration.items()}
+    if got != expected:
+        raise ValueError(f"LPIPS {net} calibration has shapes {got}; expected {expected}")
+
+
+def load_calibration(
+    net: str, path: str | os.PathLike | None = None, version: str = "0.1"
+) -> dict[str, np.ndarray]:
+    """Read LPIPS linear-head weights as ``{"lin0": (C_0,), ...}`` float32 numpy arrays.
+
+    ``path`` may be lpips' ``.pth`` (needs torch, read with ``weights_only=True``), or a
+    ``.safetensors``/``.npz`` file written by :func:`save_calibration` (no torch). With
+    ``path=None`` the lpips package's shipped weights are used if lpips is installed;
+    convert them once with ``python -m metrix.backbones.lpips_nets calibration NET OUT``
+    so run time needs neither lpips nor torch.
+    """
+    net = _net_key(net)
+    how = (
+        f"The LPIPS {net} calibration ships with the lpips package (weights/v{version}/{net}.pth): "
+        f"pip install lpips, then convert once with\n"
+        f"    python -m metrix.backbones.lpips_nets calibration {net} lpips_{net}.safetensors"
+    )
+    if path is None:
+        path = find_lpips_calibration_file(net, version)
+        if path is None:
+            raise MissingWeightsError(f"LPIPS {net} calibration: lpips package not found.\n{how}")
+    path = os.fspath(path)
+    if path.endswith(".pth"):
+        if not os.path.exists(path):
+            raise MissingWeightsError(
+                f"LPIPS {net} calibration: weight file {path!r} does not exist.\n{how}"
+            )
+        calibration = _calibration_from_state_dict(net, weight_io.read_torch_state_dict(path))
+    else:
+        loaded = weight_io.load(path, what=f"LPIPS {net} calibration", how_to_make=how)
+        calibration = {k: np.asarray(v, np.float32).reshape(-1) for k, v in loaded.items()}
+    _check_calibration(net, calibration)
+    return calibration
+
+
+def save_calibration(calibration: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """Write a calibration pytree to ``.safetensors`` or ``.npz`` (readable without torch)."""
+    return weight_io.save({k: np.asarray(v, np.float32) for k, v in calibration.items()}, path)
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m metrix.backbones.lpips_nets",
@@ -350,9 +458,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         params = convert_torchvision_state_dict(args.net, weight_io.read_torch_state_dict(args.src))
         weight_io.save(params, args.dst)
     else:
-        from metrix import lpips_core  # imported late: lpips_core imports this module
-
-        weight_io.save(lpips_core.load_calibration(args.net, args.src), args.dst)
+        weight_io.save(load_calibration(args.net, args.src), args.dst)
     print(f"wrote {args.dst}")
     return 0
 

@@ -18,7 +18,7 @@ import pytest
 
 import metrix as mx
 from metrix.backbones.weights import MissingWeightsError
-from metrix.text_similarity import BERTScore, BERTScoreIdf, load_bert_encoder
+from metrix.text.bertscore import BERTScore, BERTScoreIdf, load_bert_encoder
 from tests.test_bertscore_core import (
     BATCH,
     CANDIDATES,
@@ -317,7 +317,7 @@ def test_many_pairs_with_repeats_in_several_passes_equal_bert_score(
 ):
     """Texts of many lengths, repeated texts (embedded once), several packed encoder calls
     of several row widths and several passes: each pair's scores are still bert-score's."""
-    from metrix import text_similarity
+    from metrix.text import bertscore as text_similarity
 
     rng = np.random.default_rng(1)
     words = " ".join(CANDS + REFS).split()

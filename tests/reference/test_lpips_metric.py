@@ -24,9 +24,9 @@ for _name in ("torchvision._meta_registrations", "torchvision._autograd_registra
 pytest.importorskip("torchvision")
 lpips = pytest.importorskip("lpips")
 
-from metrix import lpips_core
 from metrix.backbones.lpips_nets import convert_torchvision_state_dict
-from metrix.perceptual import LPIPS
+from metrix.perceptual import lpips_math as lpips_core
+from metrix.perceptual.lpips import LPIPS
 
 # Absolute tolerance on distances (float32 on both sides; values ~0.1-2). The core reaches ~1e-6.
 ATOL = 1e-5

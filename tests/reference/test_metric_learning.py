@@ -8,6 +8,7 @@ PML's hyperparameters, distances and reducers matched through metrix's options.
 from __future__ import annotations
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from jaxtyping import Array, Float, Shaped
 
-from metrix import lpips_core
 from metrix.backbones.lpips_nets import params_shapes
-from metrix.perceptual import LPIPS, LPIPSFromFeatures
+from metrix.perceptual import lpips_math as lpips_core
+from metrix.perceptual.lpips import LPIPS, LPIPSFromFeatures
 from tests.registry import Example
 
 SIZE = 32

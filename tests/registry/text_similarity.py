@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from metrix.text_similarity import BERTScore, BERTScoreIdf
+from metrix.text.bertscore import BERTScore, BERTScoreIdf
 from tests.registry import Example
 
 VOCAB = 20

@@ -368,7 +368,7 @@ def test_lpips_shipped_calibration():
     import torch
     from flax import nnx
 
-    from metrix import lpips_core
+    from metrix.perceptual import lpips_math as lpips_core
     from metrix.stateful import LPIPSMetric
 
     path = lpips_core.find_lpips_calibration_file("vgg")

@@ -12,17 +12,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metrix import numerics
-from metrix.masks import broadcast_mask
-from metrix.state import (
-    BufferState,
-    State,
-    concat_field,
-    exact_sum_field,
-    max_field,
-    min_field,
-    sum_field,
-)
+from metrix.core import numerics
+from metrix.core.buffers import BufferState
+from metrix.core.fields import concat_field, exact_sum_field, max_field, min_field, sum_field
+from metrix.core.masks import broadcast_mask
+from metrix.core.state import State
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Shaped
 
-from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
-from metrix.metric import Metric
-from metrix.states import AverageState
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.states import AverageState
 
 
 def token_nll(labels, logits=None, log_probs=None):

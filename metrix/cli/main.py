@@ -44,7 +44,7 @@ def _request_cpu_devices(count: int) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from metrix.demo import run_demo
+    from metrix.cli.demo import run_demo
 
     run_demo(
         args.out, steps=args.steps, batch_size=args.batch_size, config=args.config, seed=args.seed
@@ -103,9 +103,9 @@ def _eval(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from metrix.config import ConfigError, load_config
-    from metrix.demo import _flatten, _json_value, summarize
-    from metrix.evaluate import evaluate
+    from metrix.cli.demo import _flatten, _json_value, summarize
+    from metrix.runtime.config import ConfigError, load_config
+    from metrix.runtime.evaluate import evaluate
 
     try:
         metrics = load_config(args.config)
@@ -146,8 +146,8 @@ def describe_metrics() -> list[dict]:
     """Name, one-line description and keys (required ones first) of every registered metric."""
     import inspect
 
-    from metrix.config import metric_registry
-    from metrix.keys import REQUIRED
+    from metrix.core.keys import REQUIRED
+    from metrix.runtime.config import metric_registry
 
     rows = []
     for name, cls in metric_registry().items():
@@ -188,8 +188,8 @@ def _optional_subcommands(sub) -> None:
     import importlib
 
     for module, function in (
-        ("metrix.generative_cli", "add_fid_parser"),
-        ("metrix.bertscore_cli", "add_bertscore_parser"),
+        ("metrix.cli.fid", "add_fid_parser"),
+        ("metrix.cli.bertscore", "add_bertscore_parser"),
     ):
         try:
             add_parser = getattr(importlib.import_module(module), function)

@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metrix import keys as keys_lib
-from metrix.metric import Metric
+from metrix.core import keys as keys_lib
+from metrix.core.metric import Metric
 
 __all__ = ["ConfigError", "load_config", "metric_registry"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import jax
 
-from metrix.metric import Metric
-from metrix.state import State
+from metrix.core.metric import Metric
+from metrix.core.state import State
 
 
 def _is_metric(x) -> bool:

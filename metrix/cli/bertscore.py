@@ -25,7 +25,7 @@ def _read_lines(path: str) -> list[str]:
 
 
 def run_bertscore(args: argparse.Namespace) -> int:
-    from metrix.text_similarity import BERTScore
+    from metrix.text.bertscore import BERTScore
 
     if args.compilation_cache:
         import jax

@@ -107,7 +107,7 @@ def train(
 
 def eval_batches(x_train, y_train, x_test, y_test, batch_size: int):
     """Train and test rows in padded batches: ``x``, ``label``, ``is_test`` and ``mask`` (padding)."""
-    from metrix.evaluate import pad_batch
+    from metrix.runtime.evaluate import pad_batch
 
     x = np.concatenate([x_train, x_test])
     y = np.concatenate([y_train, y_test])
@@ -231,9 +231,9 @@ def run_demo(
     """Train, evaluate, print the table and write plots + ``report.json`` into ``out``; returns the report."""
     import jax
 
-    from metrix.config import load_config
-    from metrix.evaluate import evaluate
-    from metrix.plotting import plot
+    from metrix.runtime.config import load_config
+    from metrix.runtime.evaluate import evaluate
+    from metrix.runtime.plotting import plot
 
     say = (lambda *a: None) if quiet else print
     out = Path(out)

@@ -14,9 +14,10 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from metrix import keys as keys_lib
-from metrix.metric import Metric
-from metrix.state import State, nested_field
+from metrix.core import keys as keys_lib
+from metrix.core.fields import nested_field
+from metrix.core.metric import Metric
+from metrix.core.state import State
 
 
 def _input_paths(metric: Metric) -> tuple:

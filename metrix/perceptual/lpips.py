@@ -54,12 +54,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
-from metrix import lpips_core
 from metrix.backbones.lpips_nets import load_backbone_params
-from metrix.keys import REQUIRED, Key
-from metrix.metric import Metric
-from metrix.state import BufferState, State, concat_field, nested_field
-from metrix.states import AverageState
+from metrix.core.buffers import BufferState
+from metrix.core.fields import concat_field, nested_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.core.states import AverageState
+from metrix.perceptual import lpips_math as lpips_core
 
 __all__ = [
     "LPIPS",

@@ -30,17 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from metrix import numerics
-from metrix.state import (
-    BufferState,
-    ExactSumKind,
-    MaxKind,
-    MinKind,
-    NestedKind,
-    State,
-    SumKind,
-)
-from metrix.states import MeanCovState, WelfordState
+from metrix.core import numerics
+from metrix.core.buffers import BufferState
+from metrix.core.fields import ExactSumKind, MaxKind, MinKind, NestedKind, SumKind
+from metrix.core.state import State
+from metrix.core.states import MeanCovState, WelfordState
 
 AxisName = Any  # a mesh axis name or a tuple of them
 

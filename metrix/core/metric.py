@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from typing_extensions import dataclass_transform
 
-from metrix import keys as keys_lib
-from metrix import typecheck
-from metrix.state import Frozen, State, drop_frozen_methods
+from metrix.core import keys as keys_lib
+from metrix.core import typecheck
+from metrix.core.state import Frozen, State, drop_frozen_methods
 
 _INPUT_METHODS = ("get_state", "get_values")
 

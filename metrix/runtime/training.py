@@ -27,9 +27,9 @@ from typing import Any
 
 import jax
 
-from metrix.metric import Metric
-from metrix.state import State
-from metrix.tree import compute, empty_states, get_states, merge
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.core.tree import compute, empty_states, get_states, merge
 
 
 def _is_state(x) -> bool:

@@ -25,11 +25,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
-from metrix import numerics
-from metrix.keys import REQUIRED, Key
-from metrix.masks import broadcast_mask
-from metrix.metric import Metric
-from metrix.state import State, exact_sum_field
+from metrix.core import numerics
+from metrix.core.fields import exact_sum_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.state import State
 
 _TASKS = ("binary", "multiclass", "multilabel")
 _NORMS = ("l1", "l2", "max")

@@ -43,11 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Integer, Shaped
 
-from metrix import bertscore_core as core
-from metrix import numerics
-from metrix.keys import REQUIRED, Key
-from metrix.metric import Metric
-from metrix.state import BufferState, State, concat_field, exact_sum_field, nested_field
+from metrix.core import numerics
+from metrix.core.buffers import BufferState
+from metrix.core.fields import concat_field, exact_sum_field, nested_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.text import bertscore_math as core
 
 __all__ = [
     "BERTScore",

@@ -38,8 +38,6 @@ vs 1,202 with the options).
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,10 +45,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metrix.backbones import weights as weight_io
-from metrix.backbones.lpips_nets import lpips_backbone
-from metrix.backbones.weights import MissingWeightsError
-from metrix.xla_cpu import EIGEN_KERNELS, cpu_jit
+from metrix.backbones.lpips_nets import (
+    LPIPS_CHANNELS,
+    _net_key,
+    find_lpips_calibration_file,
+    load_calibration,
+    lpips_backbone,
+    save_calibration,
+)
+from metrix.backbones.xla_cpu import EIGEN_KERNELS, cpu_jit
 
 __all__ = [
     "LPIPS_CHANNELS",
@@ -70,12 +73,6 @@ __all__ = [
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-LPIPS_CHANNELS: dict[str, tuple[int, ...]] = {
-    "alex": (64, 192, 384, 256, 256),
-    "vgg": (64, 128, 256, 512, 512),
-    "squeeze": (64, 128, 256, 384, 384, 512, 512),
-}
 
 # lpips' ScalingLayer: maps [-1, 1] images to roughly ImageNet-normalised ones,
 # i.e. ((x + 1) / 2 - mean) / std with mean, std rewritten for [-1, 1] inputs.
@@ -105,97 +102,6 @@ def normalize_channels(features: jax.Array, eps: float = _EPS) -> jax.Array:
     positive = sq > 0
     norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
     return features / (norm + eps)
-
-
-def _net_key(net: str) -> str:
-    if net not in LPIPS_CHANNELS:
-        raise ValueError(f"unknown LPIPS net {net!r}; expected one of {sorted(LPIPS_CHANNELS)}")
-    return net
-
-
-def find_lpips_calibration_file(net: str, version: str = "0.1") -> str | None:
-    """Path of the ``lpips`` package's shipped ``weights/v{version}/{net}.pth``, or None.
-
-    Located through ``importlib.util.find_spec`` only: lpips (and so torch/torchvision) is
-    not imported.
-    """
-    _net_key(net)
-    try:
-        spec = importlib.util.find_spec("lpips")
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    roots = list(spec.submodule_search_locations or [])
-    if not roots and spec.origin:
-        roots = [os.path.dirname(spec.origin)]
-    for root in roots:
-        path = os.path.join(root, "weights", f"v{version}", f"{net}.pth")
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _calibration_from_state_dict(net: str, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Pick ``lin{k}.model.1.weight`` (or ``lins.{k}.model.1.weight``) of shape (1, C, 1, 1)."""
-    calibration = {}
-    for k, _ in enumerate(LPIPS_CHANNELS[net]):
-        for key in (f"lin{k}.model.1.weight", f"lins.{k}.model.1.weight", f"lin{k}.model.0.weight"):
-            if key in state:
-                calibration[f"lin{k}"] = np.asarray(state[key], np.float32).reshape(-1)
-                break
-        else:
-            raise ValueError(
-                f"LPIPS {net} calibration: no 'lin{k}.model.1.weight' in the state dict"
-            )
-    return calibration
-
-
-def _check_calibration(net: str, calibration: Mapping[str, Any]) -> None:
-    expected = {f"lin{k}": (c,) for k, c in enumerate(LPIPS_CHANNELS[net])}
-    got = {k: tuple(np.shape(v)) for k, v in calibration.items()}
-    if got != expected:
-        raise ValueError(f"LPIPS {net} calibration has shapes {got}; expected {expected}")
-
-
-def load_calibration(
-    net: str, path: str | os.PathLike | None = None, version: str = "0.1"
-) -> dict[str, np.ndarray]:
-    """Read LPIPS linear-head weights as ``{"lin0": (C_0,), ...}`` float32 numpy arrays.
-
-    ``path`` may be lpips' ``.pth`` (needs torch, read with ``weights_only=True``), or a
-    ``.safetensors``/``.npz`` file written by :func:`save_calibration` (no torch). With
-    ``path=None`` the lpips package's shipped weights are used if lpips is installed;
-    convert them once with ``python -m metrix.backbones.lpips_nets calibration NET OUT``
-    so run time needs neither lpips nor torch.
-    """
-    net = _net_key(net)
-    how = (
-        f"The LPIPS {net} calibration ships with the lpips package (weights/v{version}/{net}.pth): "
-        f"pip install lpips, then convert once with\n"
-        f"    python -m metrix.backbones.lpips_nets calibration {net} lpips_{net}.safetensors"
-    )
-    if path is None:
-        path = find_lpips_calibration_file(net, version)
-        if path is None:
-            raise MissingWeightsError(f"LPIPS {net} calibration: lpips package not found.\n{how}")
-    path = os.fspath(path)
-    if path.endswith(".pth"):
-        if not os.path.exists(path):
-            raise MissingWeightsError(
-                f"LPIPS {net} calibration: weight file {path!r} does not exist.\n{how}"
-            )
-        calibration = _calibration_from_state_dict(net, weight_io.read_torch_state_dict(path))
-    else:
-        loaded = weight_io.load(path, what=f"LPIPS {net} calibration", how_to_make=how)
-        calibration = {k: np.asarray(v, np.float32).reshape(-1) for k, v in loaded.items()}
-    _check_calibration(net, calibration)
-    return calibration
-
-
-def save_calibration(calibration: Mapping[str, Any], path: str | os.PathLike) -> str:
-    """Write a calibration pytree to ``.safetensors`` or ``.npz`` (readable without torch)."""
-    return weight_io.save({k: np.asarray(v, np.float32) for k, v in calibration.items()}, path)
 
 
 def project_nonnegative(calibration: Any) -> Any:

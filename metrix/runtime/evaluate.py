@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from metrix.checkpoint import read_checkpoint_info, restore_states, save_states
-from metrix.state import State
-from metrix.tree import compute, empty_states, get_states, merge
+from metrix.core.state import State
+from metrix.core.tree import compute, empty_states, get_states, merge
+from metrix.runtime.checkpoint import read_checkpoint_info, restore_states, save_states
 
 __all__ = ["evaluate", "evaluate_scan", "initial_states", "pad_batch"]
 

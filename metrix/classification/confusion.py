@@ -1,0 +1,564 @@
+"""Confusion-count scores: one exact confusion state for precision, recall, F1 and kin."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Shaped
+
+from metrix.classification._common import (
+    _AVERAGES,
+    _check_task,
+    _is_concrete,
+    _jit_when_eager,
+    _nan_where,
+)
+from metrix.classification.accuracy import binarize
+from metrix.core import numerics
+from metrix.core.fields import exact_sum_field
+from metrix.core.keys import REQUIRED, Key
+from metrix.core.masks import broadcast_mask
+from metrix.core.metric import Metric
+from metrix.core.state import State
+
+# ---------------------------------------------------------------------------------------
+# Confusion counts: one state for every count-based score
+# ---------------------------------------------------------------------------------------
+
+
+
+def _confusion_and_invalid_impl(
+    preds,
+    labels,
+    *,
+    task,
+    num_classes=None,
+    threshold=0.5,
+    from_logits=False,
+    mask=None,
+    owner="confusion_counts",
+):
+    """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
+    _check_task(owner, task, num_classes)
+    preds, labels = jnp.asarray(preds), jnp.asarray(labels)
+    labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
+    if jnp.issubdtype(labels.dtype, jnp.floating):
+        raise TypeError(f"{owner}: labels must be integers or booleans, got {labels.dtype}")
+    scores = jnp.issubdtype(preds.dtype, jnp.floating)
+    if task == "multiclass":
+        if scores:
+            if preds.ndim < 1 or preds.shape[-1] != num_classes:
+                raise ValueError(
+                    f"{owner}: multiclass scores must have shape (*b, num_classes={num_classes}), "
+                    f"got {preds.shape}"
+                )
+            bad_pred = jnp.any(jnp.isnan(preds), axis=-1)
+            hard = jnp.argmax(preds, axis=-1).astype(jnp.int32)
+        else:
+            bad_pred = (preds < 0) | (preds >= num_classes)
+            hard = preds.astype(jnp.int32)
+        if hard.shape != labels.shape:
+            raise ValueError(
+                f"{owner}: predictions of shape {preds.shape} do not match labels of shape "
+                f"{labels.shape} (multiclass labels are (*b,) class indices)"
+            )
+        n = num_classes
+    else:
+        if preds.shape != labels.shape:
+            raise ValueError(
+                f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
+            )
+        if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
+            raise ValueError(
+                f"{owner}: multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+            )
+        bad_pred = jnp.isnan(preds) if scores else (preds < 0) | (preds > 1)
+        hard = binarize(preds, threshold, from_logits)
+        n = 2
+    bad_label = (labels < 0) | (labels >= n)
+    keep = broadcast_mask(mask, labels.shape)
+    invalid_label = keep & bad_label
+    invalid_pred = keep & bad_pred & ~bad_label
+    keep = keep & ~bad_label & ~bad_pred
+    if task == "multiclass":
+        cells, shape = num_classes * num_classes, (num_classes, num_classes)
+        index = labels * num_classes + hard
+    elif task == "binary":
+        cells, shape = 4, (2, 2)
+        index = labels * 2 + hard
+    else:
+        cells, shape = 4 * num_classes, (num_classes, 2, 2)
+        index = jnp.arange(num_classes, dtype=jnp.int32) * 4 + labels * 2 + hard
+    index = jnp.where(keep, index, cells).reshape(-1)
+    counts = jnp.zeros((cells,), jnp.float32).at[index].add(1.0, mode="drop").reshape(shape)
+    return counts, invalid_label.sum(dtype=jnp.float32), invalid_pred.sum(dtype=jnp.float32)
+
+
+_confusion_and_invalid = _jit_when_eager(
+    _confusion_and_invalid_impl, ("task", "num_classes", "threshold", "from_logits", "owner")
+)
+
+
+def confusion_counts(
+    preds,
+    labels,
+    *,
+    task: str,
+    num_classes: int | None = None,
+    threshold: float = 0.5,
+    from_logits: bool = False,
+    mask=None,
+):
+    """Confusion counts of one batch (float32; jit-safe). Rows are true classes, columns predicted.
+
+    ``binary``: ``(2, 2)``; ``multiclass``: ``(C, C)``; ``multilabel``: ``(L, 2, 2)`` (one
+    binary matrix per label, as ``sklearn.metrics.multilabel_confusion_matrix``). Masked-out
+    and invalid elements (labels out of range, NaN scores) are not counted.
+    """
+    counts, _, _ = _confusion_and_invalid(
+        preds,
+        labels,
+        task=task,
+        num_classes=num_classes,
+        threshold=threshold,
+        from_logits=from_logits,
+        mask=mask,
+        owner="confusion_counts",
+    )
+    return counts
+
+
+def _confusion_shape(m):
+    if m.task == "binary":
+        return (2, 2)
+    if m.task == "multilabel":
+        return (m.num_classes, 2, 2)
+    return (m.num_classes, m.num_classes)
+
+
+
+def _refuse_invalid(owner, invalid, value):
+    """Raise eagerly when invalid inputs were seen; NaN (floats) under jit."""
+    if not _is_concrete(invalid):
+        return _nan_where(numerics.df_value(invalid) > 0, value)
+    bad = numerics.df_to_python(invalid)
+    if bad:
+        raise ValueError(
+            f"{owner}: {bad} input element(s) had a label out of range, a predicted label out of "
+            "range or a NaN score (they were left out of the counts under jit); the value is refused."
+        )
+    return value
+
+
+class ConfusionState(State):
+    """Exact confusion counts shared by every count-based classification score.
+
+    ``matrix`` is the double-float confusion matrix (rows: true class, columns: predicted;
+    ``(2, 2)``, ``(C, C)`` or ``(L, 2, 2)``), ``invalid`` the number of rejected elements.
+    Any count-based score can be computed from one state: :meth:`scores` gives
+    precision/recall/F-beta/specificity with any averaging (all jit-able).
+    """
+
+    matrix: jax.Array = exact_sum_field(shape=_confusion_shape)
+    invalid: jax.Array = exact_sum_field()
+
+    @classmethod
+    def from_inputs(cls, metric, preds, labels, mask=None):
+        owner = type(metric).__name__
+        counts, bad_labels, bad_preds = _confusion_and_invalid(
+            preds,
+            labels,
+            task=metric.task,
+            num_classes=metric.num_classes,
+            threshold=metric.threshold,
+            from_logits=metric.from_logits,
+            mask=mask,
+            owner=owner,
+        )
+        if _is_concrete(preds, labels, mask):
+            n_labels, n_preds = int(bad_labels), int(bad_preds)
+            if n_labels or n_preds:
+                n = 2 if metric.task != "multiclass" else metric.num_classes
+                raise ValueError(
+                    f"{owner}: {n_labels} label(s) outside [0, {n}) and {n_preds} invalid "
+                    "prediction(s) (NaN scores or predicted labels out of range)."
+                )
+        return cls(
+            parent=metric,
+            matrix=numerics.df_from(counts),
+            invalid=numerics.df_from(bad_labels + bad_preds),
+        )
+
+    # -- reading ------------------------------------------------------------------------
+    def counts(self):
+        """The confusion matrix as float32 (exact up to 2^24 per cell)."""
+        return numerics.df_value(self.matrix)
+
+    def counts_host(self) -> np.ndarray:
+        """The exact confusion matrix as host int64 (eager only)."""
+        m = np.asarray(self.matrix, np.float64)
+        return (m[..., 0] + m[..., 1]).astype(np.int64)
+
+    def checked(self, value):
+        owner = type(self.parent).__name__ if self.parent is not None else "ConfusionState"
+        return _refuse_invalid(owner, self.invalid, value)
+
+
+def stat_scores(matrix, task: str):
+    """Per-class ``(tp, fp, fn, tn)`` from a confusion matrix (binary: the positive class)."""
+    m = jnp.asarray(matrix)
+    if task == "binary":
+        return m[1, 1], m[0, 1], m[1, 0], m[0, 0]
+    if task == "multilabel":
+        return m[:, 1, 1], m[:, 0, 1], m[:, 1, 0], m[:, 0, 0]
+    tp = jnp.diagonal(m)
+    fp = m.sum(axis=0) - tp
+    fn = m.sum(axis=1) - tp
+    tn = m.sum() - tp - fp - fn
+    return tp, fp, fn, tn
+
+
+def _ratio(num, den, zero_division):
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), zero_division)
+
+
+def _score_parts(kind: str, tp, fp, fn, tn, beta: float = 1.0):
+    """(numerator, denominator) of a count ratio."""
+    if kind == "precision":
+        return tp, tp + fp
+    if kind == "recall":
+        return tp, tp + fn
+    if kind == "specificity":
+        return tn, tn + fp
+    if kind == "fbeta":
+        b2 = beta * beta
+        return (1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp
+    raise ValueError(f"unknown score {kind!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "task", "average", "beta"))
+def score_from_confusion(
+    matrix,
+    kind: str,
+    *,
+    task: str,
+    average: str = "macro",
+    zero_division: float = 0.0,
+    beta: float = 1.0,
+):
+    """Precision / recall / F-beta / specificity from a confusion matrix (jit-able).
+
+    ``precision = tp/(tp+fp)``, ``recall = tp/(tp+fn)``, ``specificity = tn/(tn+fp)``,
+    ``F_beta = (1+b^2) tp / ((1+b^2) tp + b^2 fn + fp)``; a 0/0 ratio is ``zero_division``.
+    ``binary`` gives the positive class (``average`` ignored). Otherwise ``average``:
+
+    * ``"micro"``: the ratio of counts summed over classes;
+    * ``"macro"``: the mean over classes; for multiclass only classes that occur (in labels or
+      predictions, ``tp+fp+fn > 0``) count, as sklearn (labels present in y_true or y_pred)
+      and torchmetrics; for multilabel every label counts (as sklearn);
+    * ``"weighted"``: the mean weighted by support ``tp+fn``;
+    * ``"none"``: per class (all ``num_classes`` entries; absent classes get ``zero_division``).
+
+    With ``zero_division=nan``, undefined classes are left out of macro/weighted averages
+    (sklearn's rule). An average over no class is ``zero_division``.
+    """
+    tp, fp, fn, tn = stat_scores(matrix, task)
+    if task == "binary":
+        num, den = _score_parts(kind, tp, fp, fn, tn, beta)
+        return _ratio(num, den, zero_division)
+    if average == "micro":
+        num, den = _score_parts(kind, tp.sum(), fp.sum(), fn.sum(), tn.sum(), beta)
+        return _ratio(num, den, zero_division)
+    num, den = _score_parts(kind, tp, fp, fn, tn, beta)
+    per_class = _ratio(num, den, zero_division)
+    if average == "none":
+        return per_class
+    return _average(per_class, tp, fp, fn, task, average, zero_division)
+
+
+def _average(per_class, tp, fp, fn, task, average, zero_division):
+    if average == "weighted":
+        weights = tp + fn
+    elif average == "macro":
+        present = (tp + fp + fn) > 0 if task == "multiclass" else jnp.ones_like(tp, bool)
+        weights = present.astype(per_class.dtype)
+    else:
+        raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
+    defined = ~jnp.isnan(per_class)
+    weights = jnp.where(defined, weights, 0)
+    total = weights.sum()
+    value = jnp.sum(jnp.where(weights > 0, per_class * weights, 0))
+    return jnp.where(total > 0, value / jnp.where(total > 0, total, 1), zero_division)
+
+
+@functools.partial(jax.jit, static_argnames=("task", "average"))
+def balanced_accuracy_from_confusion(matrix, *, task: str, average: str = "macro"):
+    """Mean recall over the classes present in the labels (sklearn ``balanced_accuracy_score``).
+
+    Binary / multiclass: ``mean_{c: support_c > 0} tp_c / support_c`` (NaN when no label
+    was seen). Multilabel: each label's binary balanced accuracy (its 2x2 matrix), then
+    ``average`` over labels (``"micro"``: of the summed 2x2 matrix; ``"none"``: per label).
+    """
+    m = jnp.asarray(matrix)
+    if task == "multilabel":
+        if average == "micro":
+            return balanced_accuracy_from_confusion(m.sum(0), task="binary")
+        per_label = jax.vmap(lambda x: balanced_accuracy_from_confusion(x, task="binary"))(m)
+        if average == "none":
+            return per_label
+        support = m[:, 1, :].sum(-1)
+        weights = support if average == "weighted" else jnp.ones_like(support)
+        weights = jnp.where(jnp.isnan(per_label), 0, weights)
+        total = weights.sum()
+        return jnp.where(
+            total > 0,
+            jnp.sum(jnp.where(weights > 0, per_label * weights, 0))
+            / jnp.where(total > 0, total, 1),
+            jnp.nan,
+        )
+    support = m.sum(axis=1)
+    recall = jnp.diagonal(m) / jnp.where(support > 0, support, 1)
+    present = support > 0
+    n = present.sum()
+    return jnp.where(n > 0, jnp.sum(jnp.where(present, recall, 0)) / jnp.maximum(n, 1), jnp.nan)
+
+
+def _flatten_multilabel(m, task):
+    return m.sum(0) if task == "multilabel" else m
+
+
+@functools.partial(jax.jit, static_argnames=("task",))
+def matthews_corrcoef_from_confusion(matrix, *, task: str):
+    """Matthews correlation coefficient (sklearn's multiclass R_K statistic), jit-able.
+
+    With ``t`` the true-class and ``p`` the predicted-class frequencies (fractions of the
+    total ``s``) and ``c`` the fraction correct:
+    ``MCC = (c - t.p) / sqrt((1 - p.p)(1 - t.t))``, 0 when the denominator is 0 (sklearn).
+    Multilabel: the MCC of the summed 2x2 matrices (all label decisions pooled, as
+    torchmetrics). Fractions, not raw counts, keep float32 products well scaled.
+    """
+    m = _flatten_multilabel(jnp.asarray(matrix), task)
+    total = m.sum()
+    scale = jnp.where(total > 0, total, 1)
+    frac = m / scale
+    t, p, c = frac.sum(axis=1), frac.sum(axis=0), jnp.trace(frac)
+    cov_tp = c - t @ p
+    cov_pp = 1 - p @ p
+    cov_tt = 1 - t @ t
+    den = cov_pp * cov_tt
+    return jnp.where(den > 0, cov_tp / jnp.sqrt(jnp.where(den > 0, den, 1)), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("task", "weights"))
+def cohen_kappa_from_confusion(matrix, *, task: str, weights: str | None = None):
+    """Cohen's kappa: ``1 - sum(w * O) / sum(w * E)`` with ``E = outer(rows, cols) / n`` (jit-able).
+
+    ``w`` is ``1 - I`` (unweighted), ``|i - j|`` (``"linear"``) or ``(i - j)^2``
+    (``"quadratic"``), with class indices ``0..C-1`` (sklearn with ``labels=range(C)``).
+    Undefined (``sum(w * E) = 0``, e.g. one class only) gives NaN, as sklearn 1.9.
+    Multilabel: the kappa of the summed 2x2 matrices.
+    """
+    m = _flatten_multilabel(jnp.asarray(matrix), task)
+    n = m.shape[0]
+    i, j = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")
+    if weights is None:
+        w = (i != j).astype(m.dtype)
+    elif weights == "linear":
+        w = jnp.abs(i - j).astype(m.dtype)
+    elif weights == "quadratic":
+        w = jnp.square(i - j).astype(m.dtype)
+    else:
+        raise ValueError(f"weights must be None, 'linear' or 'quadratic', got {weights!r}")
+    total = m.sum()
+    scale = jnp.where(total > 0, total, 1)
+    frac = m / scale
+    expected = jnp.outer(frac.sum(axis=1), frac.sum(axis=0))
+    den = jnp.sum(w * expected)
+    return jnp.where(den > 0, 1 - jnp.sum(w * frac) / jnp.where(den > 0, den, 1), jnp.nan)
+
+
+class _ConfusionMetric(Metric):
+    """Shared configuration of the count-based metrics (see the module docstring)."""
+
+    preds: Key = REQUIRED
+    labels: Key = REQUIRED
+    mask: Key | None = None
+    task: str = "multiclass"
+    num_classes: int | None = None
+    threshold: float = 0.5
+    from_logits: bool = False
+
+    def __post_init__(self):
+        _check_task(type(self).__name__, self.task, self.num_classes)
+        average = getattr(self, "average", "macro")
+        if average not in _AVERAGES:
+            raise ValueError(
+                f"{type(self).__name__}: average must be one of {_AVERAGES}, got {average!r}"
+            )
+
+    class State(ConfusionState):
+        pass
+
+    def get_state(
+        self,
+        preds: Shaped[Array, "..."],
+        labels: Shaped[Array, "..."],
+        mask: Shaped[Array, "..."] | None = None,
+    ) -> ConfusionState:
+        return self.State.from_inputs(self, preds, labels, mask)
+
+    def state_sharing_key(self):
+        # Every count-based score reads one confusion matrix: in a Collection, precision,
+        # recall, F1, MCC, kappa, ... on the same inputs share it.
+        return (ConfusionState, self.task, self.num_classes, self.threshold, self.from_logits)
+
+
+class _AveragedScore(_ConfusionMetric):
+    average: str = "macro"
+    zero_division: float = 0.0
+
+    _kind = "precision"
+
+    class State(ConfusionState):
+        def compute(self):
+            m = self.parent
+            value = score_from_confusion(
+                self.counts(),
+                m._kind,
+                task=m.task,
+                average=m.average,
+                zero_division=m.zero_division,
+                beta=getattr(m, "beta", 1.0),
+            )
+            return self.checked(value)
+
+
+class Precision(_AveragedScore):
+    """Precision ``tp / (tp + fp)`` from exact global counts (see ``score_from_confusion``).
+
+    sklearn ``precision_score`` with ``zero_division`` (default 0, no warning); binary: the
+    positive class; ``average`` micro / macro / weighted / none. jit-able compute.
+    """
+
+    _kind = "precision"
+
+
+class Recall(_AveragedScore):
+    """Recall (sensitivity) ``tp / (tp + fn)`` from exact global counts; sklearn ``recall_score``."""
+
+    _kind = "recall"
+
+
+class FBetaScore(_AveragedScore):
+    """F-beta ``(1+b^2) tp / ((1+b^2) tp + b^2 fn + fp)``; sklearn ``fbeta_score``."""
+
+    beta: float = 1.0
+    _kind = "fbeta"
+
+
+class F1Score(_AveragedScore):
+    """F1 ``2 tp / (2 tp + fp + fn)`` (F-beta with beta = 1); sklearn ``f1_score``."""
+
+    _kind = "fbeta"
+
+
+class Specificity(_AveragedScore):
+    """Specificity (true-negative rate) ``tn / (tn + fp)``; torchmetrics ``specificity``.
+
+    Macro averaging follows the same rule as precision (multiclass: classes that occur).
+    """
+
+    _kind = "specificity"
+
+
+class BalancedAccuracy(_ConfusionMetric):
+    """Balanced accuracy: mean recall over classes present in the labels (sklearn).
+
+    See :func:`balanced_accuracy_from_confusion`; ``average`` only matters for multilabel.
+    NaN when no example was seen.
+    """
+
+    average: str = "macro"
+
+    class State(ConfusionState):
+        def compute(self):
+            m = self.parent
+            return self.checked(
+                balanced_accuracy_from_confusion(self.counts(), task=m.task, average=m.average)
+            )
+
+
+class MatthewsCorrCoef(_ConfusionMetric):
+    """Matthews correlation coefficient; see :func:`matthews_corrcoef_from_confusion`."""
+
+    class State(ConfusionState):
+        def compute(self):
+            return self.checked(
+                matthews_corrcoef_from_confusion(self.counts(), task=self.parent.task)
+            )
+
+
+class CohenKappa(_ConfusionMetric):
+    """Cohen's kappa (``weights`` None / linear / quadratic); see :func:`cohen_kappa_from_confusion`."""
+
+    weights: str | None = None
+
+    class State(ConfusionState):
+        def compute(self):
+            m = self.parent
+            return self.checked(
+                cohen_kappa_from_confusion(self.counts(), task=m.task, weights=m.weights)
+            )
+
+
+class ConfusionMatrix(_ConfusionMetric):
+    """The confusion matrix (rows true, columns predicted), optionally normalised as sklearn.
+
+    ``normalize=None``: int32 counts (exact below 2^31; ``state.counts_host()`` gives exact
+    int64 beyond); ``"true"`` (rows sum to 1), ``"pred"`` (columns) or ``"all"``: float32,
+    0/0 gives 0 (sklearn). Shapes ``(2, 2)``, ``(C, C)`` or ``(L, 2, 2)``. jit-able.
+    """
+
+    normalize: str | None = None
+
+    class State(ConfusionState):
+        def compute(self):
+            norm = self.parent.normalize
+            if norm is None:
+                hi, lo = self.matrix[..., 0], self.matrix[..., 1]
+                return self.checked(hi.astype(jnp.int32) + lo.astype(jnp.int32))
+            m = self.counts()
+            if norm == "true":
+                den = m.sum(axis=-1, keepdims=True)
+            elif norm == "pred":
+                den = m.sum(axis=-2, keepdims=True)
+            elif norm == "all":
+                den = m.sum(axis=(-2, -1), keepdims=True)
+            else:
+                raise ValueError(
+                    f"ConfusionMatrix: normalize must be None, 'true', 'pred' or 'all', got {norm!r}"
+                )
+            return self.checked(_ratio(m, den, 0.0))
+
+
+__all__ = [
+    "ConfusionState",
+    "confusion_counts",
+    "stat_scores",
+    "score_from_confusion",
+    "balanced_accuracy_from_confusion",
+    "matthews_corrcoef_from_confusion",
+    "cohen_kappa_from_confusion",
+    "Precision",
+    "Recall",
+    "F1Score",
+    "FBetaScore",
+    "Specificity",
+    "BalancedAccuracy",
+    "MatthewsCorrCoef",
+    "CohenKappa",
+    "ConfusionMatrix",
+]

@@ -1,0 +1,179 @@
+"""Fixed-capacity buffers: rows of many batches kept in one jit-mergeable array."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metrix.core import numerics
+from metrix.core.fields import ConcatKind, exact_sum_field, static_field, sum_field
+from metrix.core.state import State
+
+
+class CapacityOverflowError(RuntimeError):
+    """A fixed-capacity buffer received more rows than it can hold."""
+
+
+
+# ---------------------------------------------------------------------------------------
+# Fixed-capacity buffers
+# ---------------------------------------------------------------------------------------
+
+
+class BufferState(State):
+    """A state with ``concat_field`` rows kept in fixed-capacity buffers.
+
+    All concat fields share the fill count ``count`` (int32, rows stored, <= capacity) and
+    ``dropped`` (exact double-float count of rows that did not fit). Buffers always have
+    ``capacity`` rows, so states of one metric have one shape: they merge inside ``jit``,
+    ``scan`` and ``shard_map`` and stack for ``vmap``/``pmap``. Merging costs O(capacity).
+
+    ``overflow`` (static) says what a full buffer means: ``"error"`` (the default: values
+    computed from an overflowed state are refused eagerly, NaN under ``jit``) or
+    ``"truncate"`` (keep the first rows, as for image summaries).
+    """
+
+    count: jax.Array = sum_field(dtype=jnp.int32)
+    dropped: jax.Array = exact_sum_field()
+    capacity: int = static_field(default=0)
+    overflow: str = static_field(default="error")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._buffer_fields = tuple(
+            n for n in cls._data_fields if isinstance(cls.field_kind(n), ConcatKind)
+        )
+
+    # -- building from a batch ------------------------------------------------------------
+    @classmethod
+    def from_rows(
+        cls,
+        *,
+        capacity: int,
+        mask=None,
+        overflow: str = "error",
+        parent: Any = None,
+        **rows,
+    ):
+        """A state holding the rows of one batch (leading axis), masked rows removed.
+
+        Valid rows are packed to the front in order (boolean-indexing semantics); rows past
+        ``capacity`` are counted in ``dropped``.
+        """
+        if overflow not in ("error", "truncate"):
+            raise ValueError(f"overflow must be 'error' or 'truncate', got {overflow!r}")
+        if set(rows) != set(cls._buffer_fields):
+            raise TypeError(
+                f"{cls.__qualname__}.from_rows needs exactly the rows {sorted(cls._buffer_fields)}, "
+                f"got {sorted(rows)}"
+            )
+        arrays = {k: jnp.asarray(v) for k, v in rows.items()}
+        num_rows = {v.shape[0] if v.ndim else None for v in arrays.values()}
+        if None in num_rows or len(num_rows) != 1:
+            raise ValueError(
+                f"{cls.__qualname__}.from_rows: all rows need the same leading (batch) axis, "
+                f"got shapes { {k: v.shape for k, v in arrays.items()} }"
+            )
+        (n,) = num_rows
+        valid = jnp.ones((n,), bool) if mask is None else jnp.asarray(mask, bool).reshape(n)
+        # Position of each valid row once the invalid ones are squeezed out.
+        position = jnp.cumsum(valid.astype(jnp.int32)) - 1
+        target = jnp.where(valid & (position < capacity), position, capacity)  # capacity = drop
+        buffers = {}
+        for name, value in arrays.items():
+            buf = jnp.zeros((capacity, *value.shape[1:]), value.dtype)
+            buffers[name] = buf.at[target].set(value, mode="drop")
+        num_valid = valid.sum(dtype=jnp.int32)
+        stored = jnp.minimum(num_valid, capacity)
+        return cls(
+            parent=parent,
+            capacity=capacity,
+            overflow=overflow,
+            count=stored,
+            dropped=numerics.df_from((num_valid - stored).astype(jnp.float32)),
+            **buffers,
+        )
+
+    @classmethod
+    def empty(cls, parent: Any = None, *, capacity: int | None = None, overflow: str | None = None, **static):
+        capacity = capacity if capacity is not None else getattr(parent, "capacity", None)
+        if capacity is None:
+            raise ValueError(f"{cls.__qualname__}.empty() needs a capacity (from the metric or as an argument)")
+        overflow = overflow or getattr(parent, "overflow", None) or "error"
+        return super().empty(parent, capacity=int(capacity), overflow=overflow, **static)
+
+    @classmethod
+    def _identity_for(cls, name, kind, shape, dtype, parent, static):
+        if isinstance(kind, ConcatKind):
+            return jnp.zeros((static["capacity"], *shape), dtype)
+        return kind.identity(shape, dtype)
+
+    # -- the algebra --------------------------------------------------------------------
+    def merge(self, other):
+        self._check_mergeable(other)
+        capacity = self.capacity
+        n_a, n_b = self.count, other.count
+        kept_b = jnp.minimum(n_b, capacity - n_a)
+        rows = jnp.arange(capacity)
+        source = rows - n_a
+        from_b = (source >= 0) & (source < kept_b)
+        source = jnp.clip(source, 0, capacity - 1)
+        merged = {}
+        for name in self._buffer_fields:
+            a, b = getattr(self, name), getattr(other, name)
+            take = jnp.take(b, source, axis=0)
+            merged[name] = jnp.where(from_b.reshape((-1,) + (1,) * (a.ndim - 1)), take, a)
+        for name in self._data_fields:
+            if name in merged or name in ("count", "dropped"):
+                continue
+            merged[name] = self.field_kind(name).merge(getattr(self, name), getattr(other, name))
+        lost = (n_b - kept_b).astype(jnp.float32)
+        dropped = numerics.df_add(numerics.df_add(self.dropped, other.dropped), numerics.df_from(lost))
+        return self._with_parent(other).replace(count=n_a + kept_b, dropped=dropped, **merged)
+
+    # -- reading ------------------------------------------------------------------------
+    @property
+    def overflowed(self):
+        """True where rows were dropped (a jax bool)."""
+        return numerics.df_value(self.dropped) > 0
+
+    def check_capacity(self, value):
+        """Refuse values computed from an overflowed buffer: raise eagerly, NaN under jit.
+
+        With ``overflow="truncate"`` the value is returned unchanged.
+        """
+        if self.overflow == "truncate":
+            return value
+        if isinstance(self.dropped, jax.core.Tracer):
+            return jax.tree.map(
+                lambda v: jnp.where(self.overflowed, jnp.nan, v)
+                if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
+                else v,
+                value,
+            )
+        dropped = numerics.df_to_python(self.dropped)
+        if dropped:
+            name = type(self.parent).__name__ if self.parent is not None else type(self).__qualname__
+            raise CapacityOverflowError(
+                f"{name}: its buffer holds {self.capacity} rows but {self.capacity + dropped} "
+                f"arrived ({dropped} dropped); raise `capacity=` on the metric."
+            )
+        return value
+
+    def rows(self) -> dict[str, Any]:
+        """The stored rows as host numpy arrays, trimmed to the fill count (eager only)."""
+        n = int(self.count)
+        return {name: np.asarray(getattr(self, name))[:n] for name in self._buffer_fields}
+
+    def valid_mask(self):
+        """Boolean (capacity,) mask of the filled rows (jit-safe)."""
+        return jnp.arange(self.capacity) < self.count
+
+
+__all__ = [
+    "BufferState",
+    "CapacityOverflowError",
+]

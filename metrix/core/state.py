@@ -1,0 +1,260 @@
+"""The State base: an immutable, mergeable pytree whose fields declare how they merge."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, TypeVar
+
+import jax
+from typing_extensions import dataclass_transform
+
+from metrix.core.fields import _META, FieldKind, NestedKind, TruncateKind, static_field
+
+_Self = TypeVar("_Self", bound="State")
+
+class MergeError(ValueError):
+    """Two states cannot be merged (different configuration or structure)."""
+
+
+
+# ---------------------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------------------
+
+
+class Frozen:
+    """Frozen attribute behaviour on a base class, so a subclass may be re-decorated.
+
+    A frozen dataclass puts ``__setattr__``/``__delattr__`` in its own ``__dict__``, and a
+    second ``@dataclasses.dataclass(frozen=True)`` on it (Kauldron-style user code) then fails
+    with "Cannot overwrite attribute __setattr__". metrix removes those per-class copies
+    (:func:`drop_frozen_methods`) and keeps the same behaviour here.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name):
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+
+def drop_frozen_methods(cls) -> None:
+    for name in ("__setattr__", "__delattr__"):
+        if name in cls.__dict__:
+            delattr(cls, name)
+
+
+def _register_pytree(cls, data: tuple[str, ...], static: tuple[str, ...]) -> None:
+    """Register ``cls`` as a pytree: data fields are children, static fields the treedef.
+
+    Same structure and key paths (``.field``) as ``jax.tree_util.register_dataclass``, with
+    a cheaper rebuild: every jitted call unflattens its output states, and the frozen
+    dataclass ``__init__`` (one ``object.__setattr__`` per field) costs more than filling a
+    fresh instance's ``__dict__`` directly, which the generated ``unflatten`` does (field
+    names are identifiers, checked by ``dataclasses``; the code is built from them alone).
+    """
+    keys = tuple(jax.tree_util.GetAttrKey(name) for name in data)
+    source = "\n".join(
+        [
+            "def flatten(obj):",
+            f"    return ({''.join(f'obj.{n}, ' for n in data)}), ({''.join(f'obj.{n}, ' for n in static)})",
+            "def flatten_with_keys(obj):",
+            f"    return ({''.join(f'(keys[{i}], obj.{n}), ' for i, n in enumerate(data))}), "
+            f"({''.join(f'obj.{n}, ' for n in static)})",
+            "def unflatten(static_values, children):",
+            "    obj = new(cls)",
+            "    fields = obj.__dict__",
+            *(f"    fields[{n!r}] = static_values[{i}]" for i, n in enumerate(static)),
+            *(f"    fields[{n!r}] = children[{i}]" for i, n in enumerate(data)),
+            "    return obj",
+        ]
+    )
+    namespace = {"new": object.__new__, "cls": cls, "keys": keys}
+    exec(compile(source, f"<metrix pytree {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
+    jax.tree_util.register_pytree_with_keys(
+        cls, namespace["flatten_with_keys"], namespace["unflatten"], namespace["flatten"]
+    )
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
+class State(Frozen):
+    """Base of all states: an immutable, mergeable pytree.
+
+    Subclasses are made frozen, keyword-only dataclasses and registered as pytrees
+    automatically. They implement :meth:`compute`; :meth:`merge`, :meth:`empty` and
+    :meth:`empty_like` follow from the field declarations. A subclass whose fields do not
+    merge independently (Chan's moment merge, say) overrides :meth:`merge` and the
+    collective hooks in :mod:`metrix.distributed`.
+    """
+
+    parent: Any = static_field(default=None)
+
+    _data_fields: ClassVar[tuple[str, ...]] = ()
+    _static_fields: ClassVar[tuple[str, ...]] = ("parent",)
+    _state_aware_fields: ClassVar[tuple[str, ...]] = ()
+    _undeclared_fields_are_static: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__dataclass_fields__" in cls.__dict__:  # already processed (user decorator)
+            return
+        dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=True)(cls)
+        drop_frozen_methods(cls)
+        data, static = [], []
+        for f in dataclasses.fields(cls):
+            kind = f.metadata.get(_META)
+            if kind == "static" or (kind is None and f.metadata.get("pytree_node", True) is False):
+                static.append(f.name)
+            elif isinstance(kind, FieldKind):
+                data.append(f.name)
+            elif cls._undeclared_fields_are_static:
+                static.append(f.name)
+            else:
+                raise TypeError(
+                    f"{cls.__qualname__}.{f.name}: every State field must be declared with a "
+                    "metrix field (sum_field, exact_sum_field, min_field, max_field, concat_field, "
+                    "truncate_field, nested_field or static_field) so merge knows what to do with it."
+                )
+        cls._data_fields = tuple(data)
+        cls._static_fields = tuple(static)
+        cls._state_aware_fields = tuple(n for n in data if isinstance(cls.field_kind(n), TruncateKind))
+        _register_pytree(cls, cls._data_fields, cls._static_fields)
+        # Already a pytree dataclass: `@flax.struct.dataclass` (Kauldron-style user code) must
+        # leave it as it is instead of registering the class a second time.
+        cls._flax_dataclass = True
+
+    # -- introspection ------------------------------------------------------------------
+    @classmethod
+    def field_kind(cls, name: str) -> FieldKind:
+        return cls.__dataclass_fields__[name].metadata[_META]
+
+    def replace(self: _Self, **changes) -> _Self:
+        return dataclasses.replace(self, **changes)
+
+    # -- the algebra --------------------------------------------------------------------
+    def _check_mergeable(self, other: State) -> None:
+        if type(other) is not type(self):
+            raise MergeError(
+                f"cannot merge {type(self).__qualname__} with {type(other).__qualname__}"
+            )
+        for name in self._static_fields:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "parent" and (mine is None or theirs is None):
+                continue
+            if mine != theirs:
+                raise MergeError(
+                    f"cannot merge {type(self).__qualname__} states whose static field "
+                    f"{name!r} differs: {mine!r} vs {theirs!r}"
+                )
+
+    def merge(self: _Self, other: _Self) -> _Self:
+        """Combine with another state of the same metric (associative; ``empty()`` is its identity)."""
+        self._check_mergeable(other)
+        merged = {}
+        base = self._with_parent(other)
+        for name in self._data_fields:
+            kind = self.field_kind(name)
+            if name in self._state_aware_fields:
+                merged[name] = kind.merge_in(base, getattr(self, name), getattr(other, name))
+            else:
+                merged[name] = kind.merge(getattr(self, name), getattr(other, name))
+        return base.replace(**merged)
+
+    def _with_parent(self: _Self, other: State) -> _Self:
+        return self if self.parent is not None else self.replace(parent=other.parent)
+
+    def compute(self) -> Any:
+        """Turn the accumulated state into values (a jax scalar, array or dict of them)."""
+        raise NotImplementedError(f"{type(self).__qualname__}.compute")
+
+    def empty_like(self: _Self) -> _Self:
+        """The identity of merge with exactly this state's shapes and dtypes."""
+        return self.replace(
+            **{n: self.field_kind(n).identity_like(getattr(self, n)) for n in self._data_fields}
+        )
+
+    @classmethod
+    def empty(cls: type[_Self], parent: Any = None, **static) -> _Self:
+        """The identity of merge built from the field declarations (shapes may use ``parent``)."""
+        values = {}
+        for name in cls._data_fields:
+            kind = cls.field_kind(name)
+            if isinstance(kind, NestedKind):
+                if kind.state_cls is None:
+                    raise ValueError(
+                        f"{cls.__qualname__}.{name}: nested_field() needs its State class "
+                        "for empty(); pass nested_field(TheState)."
+                    )
+                values[name] = kind.state_cls.empty(parent)
+                continue
+            shape, dtype = kind.resolved_shape_dtype(parent, cls, name)
+            values[name] = cls._identity_for(name, kind, shape, dtype, parent, static)
+        return cls(parent=parent, **static, **values)
+
+    @classmethod
+    def _identity_for(cls, name, kind, shape, dtype, parent, static):
+        return kind.identity(shape, dtype)
+
+
+# The base itself is a dataclass (so subclasses inherit ``parent``) but not a pytree.
+dataclasses.dataclass(frozen=True, kw_only=True, eq=False)(State)
+drop_frozen_methods(State)
+
+
+class AutoStateOutput(dict):
+    """What :meth:`AutoState.compute` returns: a dict of the field values, also readable as
+    attributes (``out.images``); a pytree, so it can leave ``jit``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"AutoStateOutput has no field {name!r}; it has {sorted(self)}") from None
+
+
+jax.tree_util.register_pytree_with_keys(
+    AutoStateOutput,
+    lambda out: ([(jax.tree_util.DictKey(k), v) for k, v in out.items()], tuple(out)),
+    lambda keys, values: AutoStateOutput(zip(keys, values)),
+)
+
+
+class AutoState(State):
+    """Kauldron's ``AutoState``: a state defined by its fields alone.
+
+    Fields declared with the field functions merge by their kind (``sum_field``,
+    ``min_field``, ``max_field``, ``truncate_field``, ``nested_field``, ...); any other field
+    (plain annotation, ``static_field``, ``flax.struct.field(pytree_node=False)``) is static
+    configuration, checked equal on merge. ``compute()`` returns an :class:`AutoStateOutput`
+    of the finalized data fields (truncated fields cut to their ``num``, nested states
+    computed). ``@flax.struct.dataclass`` on a subclass is accepted and changes nothing.
+    """
+
+    _undeclared_fields_are_static: ClassVar[bool] = True
+
+    def finalize(self):
+        """The state with every truncate field cut to its ``num`` rows."""
+        return self.replace(
+            **{
+                n: self.field_kind(n).truncate(getattr(self, n), self.field_kind(n).num_rows(self))
+                for n in self._state_aware_fields
+            }
+        )
+
+    def compute(self) -> AutoStateOutput:
+        final = self.finalize()
+        out = AutoStateOutput()
+        for name in self._data_fields:
+            value = getattr(final, name)
+            out[name] = value.compute() if isinstance(value, State) else value
+        return out
+
+
+__all__ = [
+    "State",
+    "AutoState",
+    "AutoStateOutput",
+    "MergeError",
+]

@@ -1,0 +1,157 @@
+"""What the generative metrics share: feature extraction, masks, feature buffers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Shaped
+
+from metrix.core.buffers import BufferState
+from metrix.core.fields import concat_field, nested_field
+from metrix.core.keys import Key
+from metrix.core.metric import Metric
+from metrix.core.state import State
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_PRECISIONS = ("float32", "float64")
+
+
+# ---------------------------------------------------------------------------------------
+# Shared input handling
+# ---------------------------------------------------------------------------------------
+
+
+def _features(metric, x, params, side: str):
+    """``x`` as (N, d) float features: rows as given, or images run through InceptionV3."""
+    if x.ndim == 2:
+        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+    if x.ndim == 4:
+        if params is None:
+            raise TypeError(
+                f"{type(metric).__name__}: {side} has shape {x.shape} (NHWC images), so "
+                "get_state() needs params= (FID InceptionV3 params from "
+                "metrix.backbones.inception.load_params)."
+            )
+        from metrix.backbones.inception import inception_features  # flax only when needed
+
+        return inception_features(params, x, taps=(metric.tap,))[metric.tap]
+    raise ValueError(
+        f"{type(metric).__name__}: {side} must be (N, d) features or (N, H, W, C) images, "
+        f"got shape {x.shape}"
+    )
+
+
+def _side_mask(mask, side_mask, n: int, name: str):
+    """The mask of one side: ``side_mask & mask`` (either may be None)."""
+    out = None
+    for m in (mask, side_mask):
+        if m is None:
+            continue
+        m = jnp.asarray(m)
+        m = m if m.dtype == jnp.bool_ else m != 0
+        if m.shape != (n,):
+            raise ValueError(f"{name}: a mask of shape {m.shape} does not cover {n} rows")
+        out = m if out is None else out & m
+    return out
+
+
+def _check_width(metric, feats, side: str):
+    if feats.shape[-1] != metric.num_features:
+        raise ValueError(
+            f"{type(metric).__name__}: {side} features have {feats.shape[-1]} dimensions but "
+            f"the metric has num_features={metric.num_features}"
+        )
+
+
+def _is_tracer(*xs) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+
+# ---------------------------------------------------------------------------------------
+# Feature buffers (KID, precision/recall, density/coverage)
+# ---------------------------------------------------------------------------------------
+
+
+class FeatureBuffer(BufferState):
+    """Rows of ``num_features`` features in a fixed-capacity buffer (``capacity`` rows)."""
+
+    features: jax.Array = concat_field(item_shape=lambda m: (m.num_features,))
+
+
+class PairedFeatures(State):
+    """Real and generated :class:`FeatureBuffer` side by side."""
+
+    real: FeatureBuffer = nested_field(FeatureBuffer)
+    generated: FeatureBuffer = nested_field(FeatureBuffer)
+
+    @classmethod
+    def from_inputs(cls, metric, real, generated, real_mask, generated_mask, mask, params):
+        sides = {}
+        for side, x, side_mask in (
+            ("real", real, real_mask),
+            ("generated", generated, generated_mask),
+        ):
+            if x is None:
+                sides[side] = FeatureBuffer.empty(metric)
+                continue
+            feats = _features(metric, x, params, side).astype(jnp.float32)
+            _check_width(metric, feats, side)
+            keep = _side_mask(mask, side_mask, feats.shape[0], f"{type(metric).__name__} {side}")
+            sides[side] = FeatureBuffer.from_rows(
+                capacity=metric.capacity, mask=keep, parent=metric, features=feats
+            )
+        return cls(parent=metric, **sides)
+
+    def _check_counts(self, minimum: int, what: str):
+        """Raise eagerly when a side has fewer than ``minimum`` rows; False (NaN) under jit."""
+        counts = (self.real.count, self.generated.count)
+        if not _is_tracer(*counts):
+            for side, c in zip(("real", "generated"), counts):
+                if int(c) < minimum:
+                    raise ValueError(
+                        f"{type(self.parent).__name__}: {what} needs at least {minimum} {side} rows, "
+                        f"got {int(c)}"
+                    )
+        return (self.real.count >= minimum) & (self.generated.count >= minimum)
+
+    def _finish(self, values: dict, ok):
+        values = {k: jnp.where(ok, v, jnp.nan) for k, v in values.items()}
+        return self.generated.check_capacity(self.real.check_capacity(values))
+
+
+
+class _PairedFeatureMetric(Metric):
+    """Inputs shared by the buffer-based generative metrics (KID, PrecisionRecall, ...).
+
+    Features ``(N, d)`` or NHWC images (then the InceptionV3 ``tap`` runs with ``params``)
+    for each side, per-side masks and a ``mask`` for both; rows go to two
+    :class:`FeatureBuffer` of ``capacity`` rows. Subclasses define ``State.compute``.
+    """
+
+    real: Key | None = None
+    generated: Key | None = None
+    real_mask: Key | None = None
+    generated_mask: Key | None = None
+    mask: Key | None = None
+    params: Key | None = None
+    num_features: int = 2048
+    capacity: int = 10_000
+
+    class State(PairedFeatures):
+        pass
+
+    def get_state(
+        self,
+        real: Shaped[Array, "nr ..."] | None = None,
+        generated: Shaped[Array, "ng ..."] | None = None,
+        real_mask: Shaped[Array, nr] | None = None,
+        generated_mask: Shaped[Array, ng] | None = None,
+        mask: Shaped[Array, n] | None = None,
+        params: Any = None,
+    ) -> State:
+        return self.State.from_inputs(
+            self, real, generated, real_mask, generated_mask, mask, params
+        )

@@ -1,0 +1,94 @@
+"""The state of every metric-learning loss: sums and counts of its loss terms."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from metrix.core import numerics
+from metrix.core.fields import exact_sum_field
+from metrix.core.metric import Metric
+from metrix.core.state import State
+from metrix.metric_learning.distances import _REDUCTIONS
+from metrix.metric_learning.miners import MinedIndices, _check_distance
+
+# ---------------------------------------------------------------------------------------
+# The state: sums and counts of loss terms
+# ---------------------------------------------------------------------------------------
+
+
+class LossTermsState(State):
+    """Per loss term k: the sum of per-element losses and the count the reduction divides by.
+
+    ``compute()``: ``sum_k total_k / count_k`` (``reduction`` "mean"/"mean_nonzero"; a term
+    with count 0 contributes 0) or ``sum_k total_k`` ("sum"). Sums and counts are
+    double-floats (exact counts) and stay differentiable.
+    """
+
+    total: jax.Array = exact_sum_field(shape=lambda m: (m.num_terms,))
+    count: jax.Array = exact_sum_field(shape=lambda m: (m.num_terms,))
+
+    @classmethod
+    def from_terms(cls, totals, counts, parent: Any = None):
+        totals = jnp.stack([jnp.asarray(t, jnp.float32) for t in totals])
+        counts = jnp.stack([jnp.asarray(c, jnp.float32) for c in counts])
+        return cls(parent=parent, total=numerics.df_from(totals), count=numerics.df_from(counts))
+
+    def compute(self):
+        reduction = getattr(self.parent, "reduction", "mean")
+        if reduction == "sum":
+            return jnp.sum(numerics.df_value(self.total))
+        counted = self.count[..., 0] > 0
+        safe = jnp.where(counted[..., None], self.count, jnp.array([1.0, 0.0], jnp.float32))
+        means = jnp.where(counted, numerics.df_divide(self.total, safe), 0.0)
+        return jnp.sum(means)
+
+
+def _check_reduction(owner, reduction, allowed=_REDUCTIONS):
+    if reduction not in allowed:
+        raise ValueError(f"{owner}: reduction must be one of {allowed}, got {reduction!r}")
+
+
+def _count(valid, losses, reduction):
+    """What the reduction divides by: valid elements, or those with a loss > 0."""
+    if reduction == "mean_nonzero":
+        valid = valid & (losses > 0)
+    return jnp.sum(valid, dtype=jnp.float32)
+
+
+def _masked_sum(valid, values):
+    return jnp.sum(jnp.where(valid, values, 0.0))
+
+
+class MetricLearningLoss(Metric):
+    """Base of the losses on embeddings and labels (keys, reduction, terms)."""
+
+    num_terms: ClassVar[int] = 1
+
+    def __post_init__(self):
+        _check_reduction(type(self).__name__, getattr(self, "reduction", "mean"))
+        if hasattr(self, "distance"):
+            _check_distance(type(self).__name__, self.distance)
+
+    class State(LossTermsState):
+        pass
+
+
+def _keep(n, mask):
+    return jnp.ones((n,), bool) if mask is None else jnp.asarray(mask).astype(bool).reshape(n)
+
+
+def _mined_valid(indices: MinedIndices, keep):
+    return (
+        jnp.asarray(indices.valid, bool)
+        & keep[indices.anchors]
+        & keep[indices.positives]
+        & keep[indices.negatives]
+    )
+
+
+__all__ = [
+    "LossTermsState",
+]
