@@ -11,7 +11,7 @@ judged ``p1`` closer to ``ref`` than ``p0`` (BAPPS' convention). A small "rank" 
 
 with LeakyReLU(0.2) between the layers and ``eps = 0.1`` (lpips' ``Dist2LogitLayer``). After
 every optimizer step the calibration is projected back to ``w >= 0``
-(:func:`metrix.lpips_core.project_nonnegative`, lpips' ``clamp(min=0)``).
+(:func:`metrix.perceptual.lpips_math.project_nonnegative`, lpips' ``clamp(min=0)``).
 
 Everything here is synthetic so it runs offline in seconds on a CPU: an AlexNet trunk with
 *random* weights, 32x32 images, distortions of three kinds (pixel noise, smooth noise, colour

@@ -1,6 +1,6 @@
 """Losses: metrics whose state is a weighted average, differentiable inside the train step.
 
-A loss is a :class:`~metrix.metric.Metric` like any other (Kauldron's model): its keys say
+A loss is a :class:`~metrix.core.metric.Metric` like any other (Kauldron's model): its keys say
 where its inputs live, ``get_state`` returns a mergeable :class:`LossState`, and
 ``compute()`` gives the scalar loss. The same state is what ``jax.grad`` differentiates in
 the train step and what accumulates over a logging window::
@@ -63,7 +63,7 @@ Schedule = Callable[[Any], Any]
 class LossState(AverageState):
     """``total = w sum(m v)`` and ``count`` (double-floats); ``compute() = total / count``.
 
-    Unlike :class:`~metrix.states.AverageState.from_values`, the loss weight scales only the
+    Unlike :class:`~metrix.core.states.AverageState.from_values`, the loss weight scales only the
     total, so ``compute()`` is ``w`` times the masked mean. The value returned by
     ``compute()`` is the float32 quotient ``hi(total) / hi(count)`` plus a
     ``stop_gradient``-ed double-float correction: its gradient is the plain ``1 / count``
@@ -384,7 +384,7 @@ class NegativeCosineSimilarity(Loss):
 
 
 # Re-exported so they are importable from the top-level namespace (metrix/__init__.py
-# star-imports this module, not metrix.training).
+# star-imports this module, not metrix.runtime.training).
 from metrix.runtime.training import TrainMetrics, log_and_reset, window_step
 
 __all__ = [

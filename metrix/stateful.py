@@ -441,7 +441,7 @@ class BERTScoreMetric(_StateBackedMetric):
         F = 2 P R / (P + R)
 
     ``compute() -> {"bertscore_f1", "bertscore_precision", "bertscore_recall"}``: means over
-    all pairs (higher is better). Backed by :class:`metrix.text_similarity.BERTScore`
+    all pairs (higher is better). Backed by :class:`metrix.text.bertscore.BERTScore`
     (exact sums of P, R, F and the pair count); its configuration (``baseline=``,
     ``special_token_ids=``, ...) can be passed as keyword arguments.
     """
@@ -507,7 +507,7 @@ class LPIPSMetric(LearnedMetric):
     """LPIPS with its per-layer calibration weights as ``nnx.Param`` (trainable).
 
     ``d(a, b) = sum_l mean_hw sum_c w_{l,c} (u_{l,hwc} - v_{l,hwc})^2`` with ``u``, ``v`` the
-    channel-normalised features of layer ``l`` (:func:`metrix.lpips_core.lpips_from_features`).
+    channel-normalised features of layer ``l`` (:func:`metrix.perceptual.lpips_math.lpips_from_features`).
 
     Calibration weights ``lin0 .. lin{L-1}`` (shapes ``LPIPS_CHANNELS[net]``, VGG:
     64, 128, 256, 512, 512):
@@ -516,7 +516,7 @@ class LPIPSMetric(LearnedMetric):
       so values do not depend on what is installed; train them, or
     * ``calibration="lpips"``: the lpips package's shipped weights (``weights/v0.1/{net}.pth``,
       needs lpips and torch to read), or a path to a converted ``.safetensors``/``.npz`` file
-      (:func:`metrix.lpips_core.save_calibration`), or a ``{"lin{l}": (C_l,)}`` mapping.
+      (:func:`metrix.perceptual.lpips_math.save_calibration`), or a ``{"lin{l}": (C_l,)}`` mapping.
 
     ``metric(features_a, features_b)`` is the differentiable ``(N,)`` distance (use it in a
     loss; call :meth:`project_nonnegative` after each optimizer step, as lpips' trainer
@@ -566,7 +566,7 @@ class LPIPSMetric(LearnedMetric):
 
     # -- weights ------------------------------------------------------------------------------
     def calibration(self) -> dict[str, jax.Array]:
-        """The weights as ``{"lin{l}": (C_l,)}`` (the pytree :mod:`metrix.lpips_core` takes)."""
+        """The weights as ``{"lin{l}": (C_l,)}`` (the pytree :mod:`metrix.perceptual.lpips_math` takes)."""
         return {f"lin{k}": getattr(self, f"lin{k}")[...] for k in range(self.num_layers)}
 
     def project_nonnegative(self) -> None:

@@ -2,7 +2,7 @@
 
 ``Float["*b n"]`` is short for jaxtyping's ``Float[Array, "*b n"]``. ``typechecked`` is kept
 for compatibility: the Metric base already checks the jaxtyping annotations of ``get_state``
-and ``get_values`` (see :mod:`metrix.typecheck`), so it only marks the method.
+and ``get_values`` (see :mod:`metrix.core.typecheck`), so it only marks the method.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def _encode(encoder, texts: tuple[str, ...]):
 
 
 def metrix_scores(encoder, cands, refs, *, idf: bool):
-    """BERTScore with BertEncoder + metrix.bertscore_core, multi-reference like bert-score."""
+    """BERTScore with BertEncoder + metrix.text.bertscore_math, multi-reference like bert-score."""
     groups = [[r] for r in refs] if isinstance(refs[0], str) else refs
     flat_refs = [r for group in groups for r in group]
     flat_cands = [c for c, group in zip(cands, groups) for _ in group]

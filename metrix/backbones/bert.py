@@ -546,7 +546,7 @@ class BertEncoder:
         return out, ids, mask
 
 
-# On CPU the encoder compiles with metrix.xla_cpu.EIGEN_KERNELS (YNNPACK off): XLA's own
+# On CPU the encoder compiles with metrix.backbones.xla_cpu.EIGEN_KERNELS (YNNPACK off): XLA's own
 # emitters ran it 5-9% faster (wall and CPU time, packed MiniLM rows 64 x 48 on a 2-core
 # AVX-512 Xeon; YNNPACK for dots only was 6% slower, for dots + elementwise + reductions 2x
 # slower). Outputs agree to ~5e-6. cpu_jit drops the options under a caller's trace, where

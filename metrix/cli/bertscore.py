@@ -103,7 +103,7 @@ def add_bertscore_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m metrix.bertscore_cli ...``)."""
+    """Standalone entry point (``python -m metrix.cli.bertscore ...``)."""
     parser = argparse.ArgumentParser(prog="metrix")
     sub = parser.add_subparsers(dest="command", required=True)
     add_bertscore_parser(sub)

@@ -3,7 +3,7 @@
 1. Data: the 8x8 digits that ship with scikit-learn (1797 images, 10 classes), split 80/20.
 2. Model: an MLP ``64 -> 128 -> 32 (the embedding) -> 10``, trained with optax adam for a few
    hundred minibatch steps (one ``lax.scan``, a few seconds on a CPU).
-3. Evaluation: :func:`metrix.evaluate.evaluate` with the metrics of ``configs/demo.yaml`` over
+3. Evaluation: :func:`metrix.runtime.evaluate.evaluate` with the metrics of ``configs/demo.yaml`` over
    train and test rows in one pass, each batch split over a mesh of the (simulated) CPU
    devices. The split and the padding of the last batch are masks in the context
    (``mask.test``, ``mask.train``) that the metrics' ``mask`` keys read; FID compares the

@@ -236,7 +236,7 @@ def run_fid(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m metrix.generative_cli fid ...``)."""
+    """Standalone entry point (``python -m metrix.cli.fid fid ...``)."""
     parser = argparse.ArgumentParser(prog="metrix")
     add_fid_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """The Metric base: a frozen, keyword-only dataclass of configuration and keys.
 
-A metric declares its configuration and :data:`~metrix.keys.Key` fields, a nested ``State``
+A metric declares its configuration and :data:`~metrix.core.keys.Key` fields, a nested ``State``
 and a jit-safe ``get_state(**inputs)``::
 
     class Accuracy(mx.Metric):
@@ -15,7 +15,7 @@ and a jit-safe ``get_state(**inputs)``::
 
 Subclasses become frozen keyword-only dataclasses without a decorator. ``get_state`` is
 wrapped so that positional arguments bind like keyword ones, numpy inputs become jax
-arrays, annotated inputs are type-checked (see :mod:`metrix.typecheck`), and the returned
+arrays, annotated inputs are type-checked (see :mod:`metrix.core.typecheck`), and the returned
 state records its ``parent`` metric.
 """
 
@@ -177,7 +177,7 @@ class Metric(Frozen):
         """The identity of merge, with the shapes and dtypes of a real state."""
         return self.State.empty(parent=self)
 
-    # -- sharing one state between metrics (see metrix.collection) -------------------------
+    # -- sharing one state between metrics (see metrix.core.collection) -------------------------
     def state_sharing_key(self) -> Any:
         """What the state depends on besides the inputs, or ``None`` (never shared).
 

@@ -86,7 +86,7 @@ class State(Frozen):
     automatically. They implement :meth:`compute`; :meth:`merge`, :meth:`empty` and
     :meth:`empty_like` follow from the field declarations. A subclass whose fields do not
     merge independently (Chan's moment merge, say) overrides :meth:`merge` and the
-    collective hooks in :mod:`metrix.distributed`.
+    collective hooks in :mod:`metrix.core.distributed`.
     """
 
     parent: Any = static_field(default=None)

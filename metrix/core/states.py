@@ -1,6 +1,6 @@
 """The standard states every metric reuses.
 
-Each is a short :class:`~metrix.state.State` subclass: field declarations, a ``from_*``
+Each is a short :class:`~metrix.core.state.State` subclass: field declarations, a ``from_*``
 constructor for one batch, and ``compute``. Metrics subclass them (``class State(AverageState)``)
 to get a readable name such as ``Accuracy.State``.
 """

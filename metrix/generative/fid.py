@@ -85,7 +85,7 @@ class FID(Metric):
     ``FID = ||mu_r - mu_g||^2 + tr(S_r) + tr(S_g) - 2 tr sqrt(S_r S_g)`` with the means and
     (ddof = 1) covariances of the two sets (:func:`frechet_distance`).
 
-    State: two :class:`~metrix.states.MeanCovState` (``real``, ``generated``): count, mean and
+    State: two :class:`~metrix.core.states.MeanCovState` (``real``, ``generated``): count, mean and
     scatter matrix, Chan-merged, O(d^2) memory whatever the number of rows.
 
     Inputs (all optional per batch): ``real`` / ``generated`` as ``(N, num_features)``

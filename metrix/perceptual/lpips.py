@@ -6,7 +6,7 @@ taps ``f_l`` (AlexNet, VGG16 or SqueezeNet1.1) and calibration weights ``w_l >= 
     u_l = f_l(x') / (||f_l(x')||_2 over channels + 1e-10)      v_l likewise for y
     d(x, y) = sum_l mean_{h,w} sum_c w_{l,c} (u_{l,hwc} - v_{l,hwc})^2
 
-(``x'`` is the image after lpips' scaling layer; the maths is :mod:`metrix.lpips_core`).
+(``x'`` is the image after lpips' scaling layer; the maths is :mod:`metrix.perceptual.lpips_math`).
 The state is the exact mean of ``d`` over all unmasked image pairs (an ``AverageState``),
 so any split into batches, devices or hosts gives the same value. With ``capacity=N`` every
 pair's distance is kept too, in a fixed-capacity buffer (``compute()`` then returns
@@ -30,13 +30,13 @@ with :meth:`LPIPS.load_weights` (the calibration defaults to the lpips package's
     state = metric.get_state(img_a, img_b, **weights)  # one compiled program per shape
 
 ``get_state`` called eagerly runs the backbone and distances as one program compiled by
-metrix (on CPU with ``metrix.lpips_core.LPIPS_CPU_COMPILER_OPTIONS[net]``, the faster
+metrix (on CPU with ``metrix.perceptual.lpips_math.LPIPS_CPU_COMPILER_OPTIONS[net]``, the faster
 convolutions), then a tiny compiled state step; inside your own ``jax.jit`` both are
 inlined and compiled with your options.
 
 **Non-negative calibration.** The weights are used as given (lpips does the same at
 inference, and its shipped weights contain exact zeros). When you train them, apply
-:func:`metrix.lpips_core.project_nonnegative` after every optimizer step (projected gradient
+:func:`metrix.perceptual.lpips_math.project_nonnegative` after every optimizer step (projected gradient
 descent, lpips' ``clamp(min=0)``); ``examples/train_lpips_2afc.py`` shows the loop.
 
 **Spatial mode.** ``spatial=True`` computes lpips' per-pixel map (each layer's map resized

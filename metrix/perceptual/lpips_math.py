@@ -212,7 +212,7 @@ def lpips_features(
     )
 
 
-# metrix.xla_cpu.EIGEN_KERNELS (YNNPACK off, see there): XLA's Eigen convolutions are
+# metrix.backbones.xla_cpu.EIGEN_KERNELS (YNNPACK off, see there): XLA's Eigen convolutions are
 # faster on all three trunks (steady-state ms per call, 2-core AVX-512 Xeon, interleaved:
 # alex 64x64 x32 pairs 25.3 vs 29.1, alex 256x256 x8 134 vs 158, squeeze 64x64 x32 37 vs
 # 51, squeeze 256x256 x8 175 vs 293; AlexNet's 5x5 conv on 7x7 maps alone: 6.6 vs 10.2).

@@ -155,7 +155,7 @@ def _shard_batch(batch: Any, mesh: Mesh | None, *, axis: int = 0) -> Any:
             raise ValueError(
                 f"evaluate: a batch array of shape {x.shape} cannot be split over {devices} "
                 f"devices along axis {axis}; use a batch size divisible by {devices} "
-                "(metrix.evaluate.pad_batch pads the last batch and adds a mask)"
+                "(metrix.runtime.evaluate.pad_batch pads the last batch and adds a mask)"
             )
         spec = PartitionSpec(*([None] * axis), name)
         return jax.device_put(x, NamedSharding(mesh, spec))

