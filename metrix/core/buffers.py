@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metrix.core import numerics
-from metrix.core.fields import ConcatKind, exact_sum_field, static_field, sum_field
+from metrix.core.fields import ConcatKind, dropped_field, fill_count_field, static_field
 from metrix.core.state import State
 
 
@@ -36,8 +36,8 @@ class BufferState(State):
     ``"truncate"`` (keep the first rows, as for image summaries).
     """
 
-    count: jax.Array = sum_field(dtype=jnp.int32)
-    dropped: jax.Array = exact_sum_field()
+    count: jax.Array = fill_count_field()
+    dropped: jax.Array = dropped_field()
     capacity: int = static_field(default=0)
     overflow: str = static_field(default="error")
 
@@ -104,35 +104,6 @@ class BufferState(State):
             raise ValueError(f"{cls.__qualname__}.empty() needs a capacity (from the metric or as an argument)")
         overflow = overflow or getattr(parent, "overflow", None) or "error"
         return super().empty(parent, capacity=int(capacity), overflow=overflow, **static)
-
-    @classmethod
-    def _identity_for(cls, name, kind, shape, dtype, parent, static):
-        if isinstance(kind, ConcatKind):
-            return jnp.zeros((static["capacity"], *shape), dtype)
-        return kind.identity(shape, dtype)
-
-    # -- the algebra --------------------------------------------------------------------
-    def merge(self, other):
-        self._check_mergeable(other)
-        capacity = self.capacity
-        n_a, n_b = self.count, other.count
-        kept_b = jnp.minimum(n_b, capacity - n_a)
-        rows = jnp.arange(capacity)
-        source = rows - n_a
-        from_b = (source >= 0) & (source < kept_b)
-        source = jnp.clip(source, 0, capacity - 1)
-        merged = {}
-        for name in self._buffer_fields:
-            a, b = getattr(self, name), getattr(other, name)
-            take = jnp.take(b, source, axis=0)
-            merged[name] = jnp.where(from_b.reshape((-1,) + (1,) * (a.ndim - 1)), take, a)
-        for name in self._data_fields:
-            if name in merged or name in ("count", "dropped"):
-                continue
-            merged[name] = self.field_kind(name).merge(getattr(self, name), getattr(other, name))
-        lost = (n_b - kept_b).astype(jnp.float32)
-        dropped = numerics.df_add(numerics.df_add(self.dropped, other.dropped), numerics.df_from(lost))
-        return self._with_parent(other).replace(count=n_a + kept_b, dropped=dropped, **merged)
 
     # -- reading ------------------------------------------------------------------------
     @property

@@ -1,12 +1,54 @@
-"""Field kinds: how each field of a State merges, its identity, its fold and its collective."""
+"""Field kinds: each declares, for one field of a State, the whole of how it combines.
+
+A field kind is the single place that knows how its values combine. ``State.merge``,
+``State.empty``/``empty_like``, :func:`metrix.merge_stacked` and :func:`metrix.allreduce` are
+loops over the fields that call the kind's four operations (Kauldron's per-field mergers and
+torchmetrics' ``dist_reduce_fx`` are the models):
+
+======================= ============================== ========== ========================
+kind (constructor)      merge(a, b)                    identity   collective (allreduce)
+======================= ============================== ========== ========================
+``sum_field``           ``a + b``                      ``0``      ``psum``
+``exact_sum_field``     double-float TwoSum (exact)    ``0``      gather + TwoSum tree
+``min_field``           ``minimum(a, b)``              ``+inf``   ``pmin``
+``max_field``           ``maximum(a, b)``              ``-inf``   ``pmax``
+``concat_field``        rows of b after those of a     no rows    rows placed at the
+                        (fixed capacity, BufferState)             device's offset, psum
+``truncate_field``      rows of a then b, first num    no rows    gather + fold
+``nested_field``        ``a.merge(b)``                 ``empty``  the inner state's own
+``last_field``          b where b was seen, else a     ``0``      gather + fold
+``chan_mean_field``     Chan: ``a + (b - a) n_b / n``  ``0``      ``psum`` of ``n_i mean_i``
+``chan_m2_field``       Chan: ``M2_a + M2_b + d d^T    ``0``      ``psum`` (parallel-axis
+                        n_a n_b / n``                             theorem)
+``static_field``        must be equal (treedef)        unchanged  unchanged
+======================= ============================== ========== ========================
+
+The four operations of a kind, each on the states it combines (so a kind may read the other
+fields it depends on, e.g. a buffer's fill count or a Chan mean's count):
+
+* ``merge_field(name, a, b)``: the field of ``a.merge(b)`` (``a`` already carries the parent);
+* ``empty_field(name, state_cls, parent, static)``: its identity, from the declaration;
+* ``fold_field(name, stacked)``: the field of the merge of states stacked on a leading axis,
+  in order (the same as merging them left to right, to float rounding);
+* ``allreduce_field(name, state, axis_name)``: the same across the devices of ``axis_name``
+  inside ``shard_map``/``pmap``, with a result typed replicated.
+
+Kinds whose values merge on their own implement the value-level ``merge(a, b)``; the default
+``fold`` is then a log2(n) tree of vmapped merges and the default ``allreduce`` gathers the
+devices' values and folds them, so a new kind is correct with ``merge`` alone and overrides
+``fold``/``allreduce`` only to be cheaper.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -20,13 +62,70 @@ _META = "metrix"
 
 
 # ---------------------------------------------------------------------------------------
-# Field kinds
+# Folding a leading axis; collectives
+# ---------------------------------------------------------------------------------------
+
+
+def _take(x, *, start, stop, step):
+    return x[start:stop:step]
+
+
+def pairwise_fold(stacked, merge_pairs: Callable, length: int):
+    """Fold a leading axis with a tree of merges: pairs (0,1), (2,3), ... then pairs of pairs.
+
+    ``merge_pairs(a, b)`` merges two equally long stacks elementwise. An odd element at the end
+    is carried to the next level unchanged, so the order of the elements is kept and merges
+    that are not commutative (buffers, "last") come out as a left-to-right fold would.
+    log2(length) levels, each one vectorised call.
+    """
+    while length > 1:
+        paired = 2 * (length // 2)
+        even = jax.tree.map(functools.partial(_take, start=0, stop=paired, step=2), stacked)
+        odd = jax.tree.map(functools.partial(_take, start=1, stop=paired, step=2), stacked)
+        merged = merge_pairs(even, odd)
+        if length % 2:
+            rest = jax.tree.map(functools.partial(_take, start=paired, stop=length, step=1), stacked)
+            merged = jax.tree.map(lambda m, r: jnp.concatenate([m, r]), merged, rest)
+        stacked, length = merged, paired // 2 + length % 2
+    return jax.tree.map(lambda x: x[0], stacked)
+
+
+def gather(x, axis_name):
+    """All devices' values stacked in device order, typed replicated (not device-varying)."""
+    return lax.all_gather(x, axis_name, to="invarying")
+
+
+def exact_psum(x, axis_name):
+    """``psum`` of values that are nonzero on at most one device, bit for bit.
+
+    Adding zeros is exact except that ``-0.0 + 0.0 == +0.0``; summing the bit patterns as
+    unsigned integers instead keeps every value (signed zeros and NaN payloads included).
+    """
+    dtype = jnp.dtype(x.dtype)
+    if dtype == jnp.bool_:
+        return lax.psum(x.astype(jnp.uint8), axis_name).astype(jnp.bool_)
+    if jnp.issubdtype(dtype, jnp.integer):
+        return lax.psum(x, axis_name)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(dtype.itemsize)
+    if unsigned is None or jnp.issubdtype(dtype, jnp.complexfloating):
+        return lax.psum(x, axis_name)
+    bits = lax.psum(lax.bitcast_convert_type(x, unsigned), axis_name)
+    return lax.bitcast_convert_type(bits, dtype)
+
+
+def exact_fold(stacked):
+    """Exact (double-float TwoSum) sum of double-floats stacked on a leading axis."""
+    return pairwise_fold(stacked, numerics.df_add, stacked.shape[0])
+
+
+# ---------------------------------------------------------------------------------------
+# The base kind
 # ---------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldKind:
-    """How one field merges, and how to build its identity for ``empty()``.
+    """How one field merges, its identity, its fold over a stacked axis and its collective.
 
     ``shape`` and ``dtype`` describe the field for ``State.empty(parent)``; either may be a
     callable of the parent metric (e.g. ``lambda m: (m.num_classes,)``).
@@ -36,12 +135,40 @@ class FieldKind:
     shape: Any = ()
     dtype: Any = jnp.float32
 
-    # -- merging two values -------------------------------------------------------------
+    # -- values on their own (kinds that merge independently implement these) -----------
     def merge(self, a, b):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}.merge")
+
+    def identity(self, shape, dtype):
+        return jnp.zeros(shape, dtype)
 
     def identity_like(self, x):
-        raise NotImplementedError
+        return jnp.zeros_like(x)
+
+    def fold(self, stacked):
+        """Merge values stacked on a leading axis, in order (default: a tree of merges)."""
+        return pairwise_fold(stacked, jax.vmap(self.merge), stacked.shape[0])
+
+    def allreduce(self, value, axis_name):
+        """Merge across devices (default: gather every device's value, then fold)."""
+        return self.fold(gather(value, axis_name))
+
+    # -- the field inside its states (what State calls) ---------------------------------
+    def merge_field(self, name: str, a: State, b: State):
+        return self.merge(getattr(a, name), getattr(b, name))
+
+    def fold_field(self, name: str, stacked: State):
+        return self.fold(getattr(stacked, name))
+
+    def allreduce_field(self, name: str, state: State, axis_name):
+        return self.allreduce(getattr(state, name), axis_name)
+
+    def empty_field(self, name: str, state_cls: type, parent: Any, static: dict):
+        shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
+        return self.identity(shape, dtype)
+
+    def empty_like_field(self, name: str, state: State):
+        return self.identity_like(getattr(state, name))
 
     def resolved_shape_dtype(self, parent, state_cls, field_name):
         shape = self.shape(parent) if isinstance(self.shape, types.FunctionType) else self.shape
@@ -55,34 +182,46 @@ class FieldKind:
         return tuple(shape), jnp.dtype(dtype)
 
 
+# ---------------------------------------------------------------------------------------
+# Independent kinds: sum, exact sum, min, max
+# ---------------------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True)
 class SumKind(FieldKind):
+    """``a + b``; one ``psum`` across devices (float rounding only)."""
+
     name: str = "sum"
 
     def merge(self, a, b):
         return a + b
 
-    def identity_like(self, x):
-        return jnp.zeros_like(x)
+    def fold(self, stacked):
+        return jnp.sum(stacked, axis=0, dtype=stacked.dtype)
 
-    def identity(self, shape, dtype):
-        return jnp.zeros(shape, dtype)
+    def allreduce(self, value, axis_name):
+        return lax.psum(value, axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExactSumKind(FieldKind):
-    """A double-float sum: value stored as ``(..., 2)`` float32 (hi, lo); see numerics."""
+    """A double-float sum: value stored as ``(..., 2)`` float32 (hi, lo); see numerics.
+
+    Across devices the values are gathered and summed by a TwoSum tree: a ``psum`` of the hi
+    and lo parts would round away the compensation that keeps counts exact. These fields are
+    small (counts, totals, histograms), so gathering P copies costs little.
+    """
 
     name: str = "exact_sum"
 
     def merge(self, a, b):
         return numerics.df_add(a, b)
 
-    def identity_like(self, x):
-        return jnp.zeros_like(x)
-
     def identity(self, shape, dtype):
         return jnp.zeros((*shape, 2), dtype)
+
+    def fold(self, stacked):
+        return exact_fold(stacked)
 
 
 def _lowest(dtype):
@@ -105,46 +244,55 @@ def _highest(dtype):
 
 @dataclasses.dataclass(frozen=True)
 class MinKind(FieldKind):
+    """Elementwise minimum; identity +inf (the dtype's max for ints); ``pmin`` (exact)."""
+
     name: str = "min"
 
     def merge(self, a, b):
         return jnp.minimum(a, b)
 
+    def identity(self, shape, dtype):
+        return jnp.full(shape, _highest(dtype), dtype)
+
     def identity_like(self, x):
         return jnp.full_like(x, _highest(x.dtype))
 
-    def identity(self, shape, dtype):
-        return jnp.full(shape, _highest(dtype), dtype)
+    def fold(self, stacked):
+        return jnp.min(stacked, axis=0)
+
+    def allreduce(self, value, axis_name):
+        return lax.pmin(value, axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
 class MaxKind(FieldKind):
+    """Elementwise maximum; identity -inf (the dtype's min for ints); ``pmax`` (exact)."""
+
     name: str = "max"
 
     def merge(self, a, b):
         return jnp.maximum(a, b)
 
-    def identity_like(self, x):
-        return jnp.full_like(x, _lowest(x.dtype))
-
     def identity(self, shape, dtype):
         return jnp.full(shape, _lowest(dtype), dtype)
 
-
-@dataclasses.dataclass(frozen=True)
-class ConcatKind(FieldKind):
-    """Rows appended into a fixed-capacity buffer; the owning state must be a BufferState.
-
-    ``shape`` is the shape of one row (item); the buffer is ``(capacity, *shape)``.
-    """
-
-    name: str = "concat"
-
     def identity_like(self, x):
-        return jnp.zeros_like(x)
+        return jnp.full_like(x, _lowest(x.dtype))
 
-    def identity(self, shape, dtype):
-        return jnp.zeros(shape, dtype)
+    def fold(self, stacked):
+        return jnp.max(stacked, axis=0)
+
+    def allreduce(self, value, axis_name):
+        return lax.pmax(value, axis_name)
+
+
+# ---------------------------------------------------------------------------------------
+# States inside states
+# ---------------------------------------------------------------------------------------
+
+
+def _each(value, fn):
+    return tuple(fn(v) for v in value) if isinstance(value, tuple) else fn(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,9 +308,122 @@ class NestedKind(FieldKind):
         return a.merge(b)
 
     def identity_like(self, x):
-        if isinstance(x, tuple):
-            return tuple(s.empty_like() for s in x)
-        return x.empty_like()
+        return _each(x, lambda s: s.empty_like())
+
+    def fold(self, stacked):
+        return _each(stacked, lambda s: s._merge_stacked())
+
+    def allreduce(self, value, axis_name):
+        return _each(value, lambda s: s._allreduce(axis_name))
+
+    def empty_field(self, name, state_cls, parent, static):
+        if self.state_cls is None:
+            raise ValueError(
+                f"{state_cls.__qualname__}.{name}: nested_field() needs its State class "
+                "for empty(); pass nested_field(TheState)."
+            )
+        return self.state_cls.empty(parent)
+
+
+# ---------------------------------------------------------------------------------------
+# Rows: fixed-capacity buffers (BufferState) and truncated rows (AutoState)
+# ---------------------------------------------------------------------------------------
+
+
+def _buffer_counts(state):
+    return state.capacity, state.count
+
+
+def _place_stacked(values, counts, capacity: int):
+    """Rows of P stacked buffers ``(P, capacity, ...)`` one after the other in one buffer."""
+    offsets = jnp.cumsum(counts) - counts  # rows before buffer p
+    rows = jnp.arange(capacity)
+    destination = offsets[:, None] + rows[None, :]
+    valid = (rows[None, :] < counts[:, None]) & (destination < capacity)
+    target = jnp.where(valid, destination, capacity).reshape(-1)  # capacity = dropped
+    flat = values.reshape((-1, *values.shape[2:]))
+    return jnp.zeros(values.shape[1:], values.dtype).at[target].set(flat, mode="drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConcatKind(FieldKind):
+    """Rows appended into a fixed-capacity buffer; the owning state must be a BufferState.
+
+    ``shape`` is the shape of one row (item); the buffer is ``(capacity, *shape)``. Merging
+    puts b's first ``capacity - count_a`` rows after a's ``count_a`` rows (O(capacity)).
+    Across devices, each device places its rows at offset ``sum_{j<i} count_j`` of an
+    otherwise zero buffer and the buffers are ``psum``-ed as unsigned bit patterns (exact: each
+    slot is nonzero on at most one device): O(capacity) payload, no merge tree.
+    """
+
+    name: str = "concat"
+
+    def merge_field(self, name, a, b):
+        capacity, n_a = _buffer_counts(a)
+        kept_b = jnp.minimum(b.count, capacity - n_a)
+        source = jnp.arange(capacity) - n_a
+        from_b = (source >= 0) & (source < kept_b)
+        mine, theirs = getattr(a, name), getattr(b, name)
+        take = jnp.take(theirs, jnp.clip(source, 0, capacity - 1), axis=0)
+        return jnp.where(from_b.reshape((-1,) + (1,) * (mine.ndim - 1)), take, mine)
+
+    def fold_field(self, name, stacked):
+        return _place_stacked(getattr(stacked, name), stacked.count, stacked.capacity)
+
+    def allreduce_field(self, name, state, axis_name):
+        capacity = state.capacity
+        counts = gather(state.count, axis_name)  # (P,) int32, device order
+        me = lax.axis_index(axis_name)
+        offset = jnp.sum(jnp.where(jnp.arange(counts.shape[0]) < me, counts, 0))
+        rows = jnp.arange(capacity)
+        destination = offset + rows
+        target = jnp.where((rows < state.count) & (destination < capacity), destination, capacity)
+        value = getattr(state, name)
+        placed = jnp.zeros_like(value).at[target].set(value, mode="drop")
+        return exact_psum(placed, axis_name)
+
+    def empty_field(self, name, state_cls, parent, static):
+        shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
+        return jnp.zeros((static["capacity"], *shape), dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class FillCountKind(FieldKind):
+    """A buffer's fill count: rows stored, ``min(count_a + count_b, capacity)`` (int32)."""
+
+    name: str = "fill_count"
+    dtype: Any = jnp.int32
+
+    def merge_field(self, name, a, b):
+        return jnp.minimum(a.count + b.count, a.capacity).astype(a.count.dtype)
+
+    def fold_field(self, name, stacked):
+        return jnp.minimum(jnp.sum(stacked.count), stacked.capacity).astype(stacked.count.dtype)
+
+    def allreduce_field(self, name, state, axis_name):
+        total = jnp.sum(gather(state.count, axis_name))
+        return jnp.minimum(total, state.capacity).astype(state.count.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class DroppedKind(ExactSumKind):
+    """Rows a buffer could not hold (exact): the sum of the parts' drops plus the rows that
+    did not fit when they were put together, ``max(count_a + count_b - capacity, 0)``."""
+
+    name: str = "dropped"
+
+    def merge_field(self, name, a, b):
+        lost = jnp.maximum(a.count + b.count - a.capacity, 0).astype(jnp.float32)
+        return numerics.df_add(numerics.df_add(a.dropped, b.dropped), numerics.df_from(lost))
+
+    def fold_field(self, name, stacked):
+        lost = jnp.maximum(jnp.sum(stacked.count) - stacked.capacity, 0).astype(jnp.float32)
+        return numerics.df_add(exact_fold(stacked.dropped), numerics.df_from(lost))
+
+    def allreduce_field(self, name, state, axis_name):
+        total = jnp.sum(gather(state.count, axis_name))
+        lost = jnp.maximum(total - state.capacity, 0).astype(jnp.float32)
+        return numerics.df_add(exact_fold(gather(state.dropped, axis_name)), numerics.df_from(lost))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,22 +462,29 @@ class TruncateKind(FieldKind):
             return value
         return lax.slice_in_dim(value, 0, num, axis=self.axis)
 
-    def merge_in(self, state, a, b):
-        num = self.num_rows(state)
-        if jnp.size(a) == 0:
-            return self.truncate(b, num)
-        if jnp.size(b) == 0 or a.shape[self.axis] >= num:
-            return self.truncate(a, num)
-        return self.truncate(jnp.concatenate([a, b], axis=self.axis), num)
+    def merge_field(self, name, a, b):
+        num = self.num_rows(a)
+        mine, theirs = getattr(a, name), getattr(b, name)
+        if jnp.size(mine) == 0:
+            return self.truncate(theirs, num)
+        if jnp.size(theirs) == 0 or mine.shape[self.axis] >= num:
+            return self.truncate(mine, num)
+        return self.truncate(jnp.concatenate([mine, theirs], axis=self.axis), num)
 
-    def fold_stacked(self, stacked, num: int):
-        """Merge values stacked on a new leading axis, in order (rows of 0, then 1, ...)."""
-        if stacked.size == 0:
-            return stacked[0]
-        axis = self.axis % (stacked.ndim - 1)
-        rows = jnp.moveaxis(stacked, 0, axis)  # (..., stack, rows, ...)
+    def _fold_rows(self, stacked_rows, num: int):
+        """Rows of values stacked on a new leading axis, in order (rows of 0, then 1, ...)."""
+        if stacked_rows.size == 0:
+            return stacked_rows[0]
+        axis = self.axis % (stacked_rows.ndim - 1)
+        rows = jnp.moveaxis(stacked_rows, 0, axis)  # (..., stack, rows, ...)
         shape = rows.shape[:axis] + (rows.shape[axis] * rows.shape[axis + 1],) + rows.shape[axis + 2 :]
         return self.truncate(rows.reshape(shape), num)
+
+    def fold_field(self, name, stacked):
+        return self._fold_rows(getattr(stacked, name), self.num_rows(stacked))
+
+    def allreduce_field(self, name, state, axis_name):
+        return self._fold_rows(gather(getattr(state, name), axis_name), self.num_rows(state))
 
     def identity_like(self, x):
         return lax.slice_in_dim(x, 0, 0, axis=self.axis)
@@ -234,6 +502,133 @@ class TruncateKind(FieldKind):
         return super().resolved_shape_dtype(parent, state_cls, field_name)
 
 
+# ---------------------------------------------------------------------------------------
+# Fields that read other fields: the last value seen, Chan's moments
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LastKind(FieldKind):
+    """The most recently merged value: b's where b's ``seen_field`` is set, else a's."""
+
+    name: str = "last"
+    seen_field: str = "seen"
+
+    def merge_field(self, name, a, b):
+        return jnp.where(getattr(b, self.seen_field), getattr(b, name), getattr(a, name))
+
+    def fold_field(self, name, stacked):
+        seen = jnp.asarray(getattr(stacked, self.seen_field)).reshape(-1)
+        # The last element seen; the first one when none was (as a left fold keeps it).
+        last = seen.shape[0] - 1 - jnp.argmax(seen[::-1])
+        return getattr(stacked, name)[jnp.where(jnp.any(seen), last, 0)]
+
+    def allreduce_field(self, name, state, axis_name):
+        gathered = jax.tree.map(lambda x: gather(x, axis_name), state)
+        return self.fold_field(name, gathered)
+
+
+def _chan_terms(counts_a, mean_a, counts_b, mean_b):
+    """Chan's pairwise update: ``delta = mean_b - mean_a``, the weight ``n_b / n`` and ``n_a n_b / n``."""
+    n_a, n_b = numerics.df_value(counts_a), numerics.df_value(counts_b)
+    n = n_a + n_b
+    frac_b = jnp.where(n > 0, n_b / jnp.where(n > 0, n, 1), 0)
+    return mean_b - mean_a, frac_b, n_a * frac_b
+
+
+def _per_variable(kind, weight):
+    """A count-shaped weight broadcast against the means (a trailing variable axis when outer)."""
+    return weight[..., None] if kind.covariance else weight
+
+
+def _outer(kind, delta):
+    return delta[..., :, None] * delta[..., None, :] if kind.covariance else delta * delta
+
+
+def _pooled_mean(kind, n_i, means, total):
+    """``sum_i n_i mean_i / n`` over a leading axis of parts (0 where there is no data)."""
+    has_data = total > 0
+    mean = jnp.sum(_per_variable(kind, n_i) * means, axis=0) / _per_variable(kind, jnp.where(has_data, total, 1))
+    return jnp.where(_per_variable(kind, has_data), mean, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChanMeanKind(FieldKind):
+    """A mean merged with Chan et al.'s update, weighted by the double-float ``count_field``:
+    ``mean = mean_a + (mean_b - mean_a) n_b / n``. With ``covariance`` the means carry a
+    trailing variable axis that the count does not have. Across devices: one ``psum`` of
+    ``n_i mean_i`` divided by the exact total count."""
+
+    name: str = "chan_mean"
+    count_field: str = "count"
+    covariance: bool = False
+
+    def merge_field(self, name, a, b):
+        delta, frac_b, _ = _chan_terms(
+            getattr(a, self.count_field), getattr(a, name), getattr(b, self.count_field), getattr(b, name)
+        )
+        return getattr(a, name) + delta * _per_variable(self, frac_b)
+
+    def fold_field(self, name, stacked):
+        counts = getattr(stacked, self.count_field)
+        total = numerics.df_value(exact_fold(counts))
+        return _pooled_mean(self, numerics.df_value(counts), getattr(stacked, name), total)
+
+    def allreduce_field(self, name, state, axis_name):
+        total = numerics.df_value(exact_fold(gather(getattr(state, self.count_field), axis_name)))
+        n_i = numerics.df_value(getattr(state, self.count_field))
+        has_data = total > 0
+        pooled = lax.psum(_per_variable(self, n_i) * getattr(state, name), axis_name)
+        mean = pooled / _per_variable(self, jnp.where(has_data, total, 1))
+        return jnp.where(_per_variable(self, has_data), mean, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChanM2Kind(FieldKind):
+    """Sum of squared deviations (or the scatter matrix) merged with Chan et al.'s update:
+    ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n``, ``delta = mean_b - mean_a`` (never
+    ``E[x^2] - E[x]^2``). Folded and allreduced with the parallel-axis theorem,
+    ``M2 = sum_i [M2_i + n_i (mean_i - mean)(mean_i - mean)^T]``: one ``psum``, O(d^2) payload."""
+
+    name: str = "chan_m2"
+    count_field: str = "count"
+    mean_field: str = "mean"
+    covariance: bool = False
+
+    def merge_field(self, name, a, b):
+        delta, _, scale = _chan_terms(
+            getattr(a, self.count_field),
+            getattr(a, self.mean_field),
+            getattr(b, self.count_field),
+            getattr(b, self.mean_field),
+        )
+        correction = _outer(self, delta) * (scale[..., None, None] if self.covariance else scale)
+        return getattr(a, name) + getattr(b, name) + correction
+
+    def _deviations(self, n_i, means, m2s, mean):
+        """``M2_i + n_i (mean_i - mean)(mean_i - mean)^T`` per part (parts without data have
+        ``mean_i = 0`` but ``n_i = 0``: their correction vanishes)."""
+        weight = n_i[..., None, None] if self.covariance else n_i
+        return m2s + weight * _outer(self, means - mean)
+
+    def fold_field(self, name, stacked):
+        counts = getattr(stacked, self.count_field)
+        n_i, means = numerics.df_value(counts), getattr(stacked, self.mean_field)
+        mean = _pooled_mean(self, n_i, means, numerics.df_value(exact_fold(counts)))
+        return jnp.sum(self._deviations(n_i, means, getattr(stacked, name), mean), axis=0)
+
+    def allreduce_field(self, name, state, axis_name):
+        pooled = ChanMeanKind(count_field=self.count_field, covariance=self.covariance)
+        mean = pooled.allreduce_field(self.mean_field, state, axis_name)
+        n_i = numerics.df_value(getattr(state, self.count_field))
+        return lax.psum(self._deviations(n_i, getattr(state, self.mean_field), getattr(state, name), mean), axis_name)
+
+
+# ---------------------------------------------------------------------------------------
+# Field constructors (what states declare)
+# ---------------------------------------------------------------------------------------
+
+
 def _field(kind: FieldKind, default=dataclasses.MISSING, **kwargs) -> Any:
     return dataclasses.field(default=default, metadata={_META: kind}, **kwargs)
 
@@ -244,7 +639,10 @@ def sum_field(*, shape: Any = (), dtype: Any = jnp.float32) -> Any:
 
 
 def exact_sum_field(*, shape: Any = ()) -> Any:
-    """A double-float sum (``(*shape, 2)`` float32), exact for integers up to 2^48."""
+    """A double-float sum (``(*shape, 2)`` float32), exact for integers up to 2^48.
+
+    Build its value with :func:`metrix.core.numerics.df_from` (a float32 array -> ``(..., 2)``).
+    """
     return _field(ExactSumKind(shape=shape, dtype=jnp.float32))
 
 
@@ -261,6 +659,16 @@ def max_field(*, shape: Any = (), dtype: Any = jnp.float32) -> Any:
 def concat_field(*, item_shape: Any = (), dtype: Any = jnp.float32) -> Any:
     """A fixed-capacity buffer of rows of shape ``item_shape`` (owner: a BufferState)."""
     return _field(ConcatKind(shape=item_shape, dtype=dtype))
+
+
+def fill_count_field() -> Any:
+    """A BufferState's fill count (rows stored, int32, at most ``capacity``)."""
+    return _field(FillCountKind())
+
+
+def dropped_field() -> Any:
+    """A BufferState's exact count of the rows that did not fit."""
+    return _field(DroppedKind())
 
 
 def nested_field(state_cls: type[State] | None = None) -> Any:
@@ -280,6 +688,24 @@ def truncate_field(*, num_field: str, axis: int = 0, item_shape: Any = None, dty
     return _field(TruncateKind(shape=item_shape, dtype=dtype, num_field=num_field, axis=axis))
 
 
+def last_field(*, seen_field: str = "seen", shape: Any = (), dtype: Any = jnp.float32) -> Any:
+    """The value of the last merged state whose boolean ``seen_field`` is set."""
+    return _field(LastKind(shape=shape, dtype=dtype, seen_field=seen_field))
+
+
+def chan_mean_field(*, count_field: str = "count", shape: Any = (), covariance: bool = False) -> Any:
+    """A mean merged with Chan's update, weighted by the exact ``count_field``."""
+    return _field(ChanMeanKind(shape=shape, count_field=count_field, covariance=covariance))
+
+
+def chan_m2_field(
+    *, count_field: str = "count", mean_field: str = "mean", shape: Any = (), covariance: bool = False
+) -> Any:
+    """Squared deviations (``covariance=True``: the scatter matrix over the trailing axis of
+    the means) merged with Chan's update."""
+    return _field(ChanM2Kind(shape=shape, count_field=count_field, mean_field=mean_field, covariance=covariance))
+
+
 def static_field(default: Any = dataclasses.MISSING) -> Any:
     """Configuration kept in the pytree definition (hashable); must be equal to merge."""
     return dataclasses.field(default=default, metadata={_META: "static"})
@@ -292,7 +718,12 @@ __all__ = [
     "min_field",
     "max_field",
     "concat_field",
+    "fill_count_field",
+    "dropped_field",
     "truncate_field",
     "nested_field",
+    "last_field",
+    "chan_mean_field",
+    "chan_m2_field",
     "static_field",
 ]

@@ -29,10 +29,6 @@ def df_from(x, dtype=jnp.float32):
     return jnp.stack([x, jnp.zeros_like(x)], axis=-1)
 
 
-def df_zeros(shape=(), dtype=jnp.float32):
-    return jnp.zeros((*shape, 2), dtype)
-
-
 def df_add(a, b):
     """Sum of two double-floats, renormalised so ``|lo| <= ulp(hi) / 2``."""
     s, e = two_sum(a[..., 0], b[..., 0])

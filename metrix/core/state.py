@@ -8,7 +8,7 @@ from typing import Any, ClassVar, TypeVar
 import jax
 from typing_extensions import dataclass_transform
 
-from metrix.core.fields import _META, FieldKind, NestedKind, TruncateKind, static_field
+from metrix.core.fields import _META, FieldKind, TruncateKind, gather, pairwise_fold, static_field
 
 _Self = TypeVar("_Self", bound="State")
 
@@ -83,17 +83,18 @@ class State(Frozen):
     """Base of all states: an immutable, mergeable pytree.
 
     Subclasses are made frozen, keyword-only dataclasses and registered as pytrees
-    automatically. They implement :meth:`compute`; :meth:`merge`, :meth:`empty` and
-    :meth:`empty_like` follow from the field declarations. A subclass whose fields do not
-    merge independently (Chan's moment merge, say) overrides :meth:`merge` and the
-    collective hooks in :mod:`metrix.core.distributed`.
+    automatically. They implement :meth:`compute`; :meth:`merge`, :meth:`empty`,
+    :meth:`empty_like`, :func:`metrix.merge_stacked` and :func:`metrix.allreduce` are loops over
+    the field declarations, each field combined by its kind (:mod:`metrix.core.fields`). A
+    subclass may still write its own ``merge``: it is then folded and allreduced by gathering
+    states and applying that merge (override ``_allreduce`` for a cheaper collective).
     """
 
     parent: Any = static_field(default=None)
 
     _data_fields: ClassVar[tuple[str, ...]] = ()
     _static_fields: ClassVar[tuple[str, ...]] = ("parent",)
-    _state_aware_fields: ClassVar[tuple[str, ...]] = ()
+    _truncate_fields: ClassVar[tuple[str, ...]] = ()
     _undeclared_fields_are_static: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
@@ -115,11 +116,12 @@ class State(Frozen):
                 raise TypeError(
                     f"{cls.__qualname__}.{f.name}: every State field must be declared with a "
                     "metrix field (sum_field, exact_sum_field, min_field, max_field, concat_field, "
-                    "truncate_field, nested_field or static_field) so merge knows what to do with it."
+                    "truncate_field, nested_field, last_field, chan_mean_field, chan_m2_field or "
+                    "static_field) so merge knows what to do with it."
                 )
         cls._data_fields = tuple(data)
         cls._static_fields = tuple(static)
-        cls._state_aware_fields = tuple(n for n in data if isinstance(cls.field_kind(n), TruncateKind))
+        cls._truncate_fields = tuple(n for n in data if isinstance(cls.field_kind(n), TruncateKind))
         _register_pytree(cls, cls._data_fields, cls._static_fields)
         # Already a pytree dataclass: `@flax.struct.dataclass` (Kauldron-style user code) must
         # leave it as it is instead of registering the class a second time.
@@ -150,20 +152,44 @@ class State(Frozen):
                 )
 
     def merge(self: _Self, other: _Self) -> _Self:
-        """Combine with another state of the same metric (associative; ``empty()`` is its identity)."""
+        """Combine with another state of the same metric (associative; ``empty()`` is its identity).
+
+        Each field is merged by its kind (:mod:`metrix.core.fields`), which may read the other
+        fields of both states (a buffer's fill count, a Chan mean's count).
+        """
         self._check_mergeable(other)
-        merged = {}
         base = self._with_parent(other)
-        for name in self._data_fields:
-            kind = self.field_kind(name)
-            if name in self._state_aware_fields:
-                merged[name] = kind.merge_in(base, getattr(self, name), getattr(other, name))
-            else:
-                merged[name] = kind.merge(getattr(self, name), getattr(other, name))
-        return base.replace(**merged)
+        return base.replace(**{n: self.field_kind(n).merge_field(n, base, other) for n in self._data_fields})
 
     def _with_parent(self: _Self, other: State) -> _Self:
         return self if self.parent is not None else self.replace(parent=other.parent)
+
+    def _merges_by_fields(self) -> bool:
+        """False for a subclass that writes its own ``merge`` (its fields' folds and
+        collectives would not be what its merge does)."""
+        return type(self).merge is State.merge
+
+    def _merge_stacked(self: _Self) -> _Self:
+        """The merge of the states stacked on this state's leading axis, in order.
+
+        Each field folds by its kind (sums reduce, buffers place rows, Chan moments pool); a
+        state with its own ``merge`` is folded by a log2(n) tree of that merge instead.
+        """
+        if not self._merges_by_fields():
+            length = jax.tree.leaves(self)[0].shape[0]
+            return pairwise_fold(self, jax.vmap(lambda a, b: a.merge(b)), length)
+        return self.replace(**{n: self.field_kind(n).fold_field(n, self) for n in self._data_fields})
+
+    def _allreduce(self: _Self, axis_name) -> _Self:
+        """The merge of this state across the devices of ``axis_name`` (inside
+        ``shard_map``/``pmap``), typed replicated: each field by its kind's collective. A state
+        with its own ``merge`` gathers every device's state and folds them with it. Override
+        to give a state a cheaper exact collective."""
+        if not self._merges_by_fields():
+            return jax.tree.map(lambda x: gather(x, axis_name), self)._merge_stacked()
+        return self.replace(
+            **{n: self.field_kind(n).allreduce_field(n, self, axis_name) for n in self._data_fields}
+        )
 
     def compute(self) -> Any:
         """Turn the accumulated state into values (a jax scalar, array or dict of them)."""
@@ -171,31 +197,13 @@ class State(Frozen):
 
     def empty_like(self: _Self) -> _Self:
         """The identity of merge with exactly this state's shapes and dtypes."""
-        return self.replace(
-            **{n: self.field_kind(n).identity_like(getattr(self, n)) for n in self._data_fields}
-        )
+        return self.replace(**{n: self.field_kind(n).empty_like_field(n, self) for n in self._data_fields})
 
     @classmethod
     def empty(cls: type[_Self], parent: Any = None, **static) -> _Self:
         """The identity of merge built from the field declarations (shapes may use ``parent``)."""
-        values = {}
-        for name in cls._data_fields:
-            kind = cls.field_kind(name)
-            if isinstance(kind, NestedKind):
-                if kind.state_cls is None:
-                    raise ValueError(
-                        f"{cls.__qualname__}.{name}: nested_field() needs its State class "
-                        "for empty(); pass nested_field(TheState)."
-                    )
-                values[name] = kind.state_cls.empty(parent)
-                continue
-            shape, dtype = kind.resolved_shape_dtype(parent, cls, name)
-            values[name] = cls._identity_for(name, kind, shape, dtype, parent, static)
+        values = {n: cls.field_kind(n).empty_field(n, cls, parent, static) for n in cls._data_fields}
         return cls(parent=parent, **static, **values)
-
-    @classmethod
-    def _identity_for(cls, name, kind, shape, dtype, parent, static):
-        return kind.identity(shape, dtype)
 
 
 # The base itself is a dataclass (so subclasses inherit ``parent``) but not a pytree.
@@ -239,7 +247,7 @@ class AutoState(State):
         return self.replace(
             **{
                 n: self.field_kind(n).truncate(getattr(self, n), self.field_kind(n).num_rows(self))
-                for n in self._state_aware_fields
+                for n in self._truncate_fields
             }
         )
 

@@ -14,7 +14,15 @@ import jax.numpy as jnp
 
 from metrix.core import numerics
 from metrix.core.buffers import BufferState
-from metrix.core.fields import concat_field, exact_sum_field, max_field, min_field, sum_field
+from metrix.core.fields import (
+    chan_m2_field,
+    chan_mean_field,
+    concat_field,
+    exact_sum_field,
+    last_field,
+    max_field,
+    min_field,
+)
 from metrix.core.masks import broadcast_mask
 from metrix.core.state import State
 
@@ -100,8 +108,8 @@ class WelfordState(State):
     """
 
     count: jax.Array = exact_sum_field()
-    mean: jax.Array = sum_field()
-    m2: jax.Array = sum_field()
+    mean: jax.Array = chan_mean_field()
+    m2: jax.Array = chan_m2_field()
 
     @classmethod
     def from_values(cls, values, *, mask=None, parent: Any = None):
@@ -112,11 +120,6 @@ class WelfordState(State):
         mean = jnp.sum(jnp.where(keep, values, 0)) / jnp.maximum(n, 1)
         m2 = jnp.sum(jnp.where(keep, jnp.square(values - mean), 0))
         return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
-
-    def merge(self, other):
-        self._check_mergeable(other)
-        count, mean, m2 = chan_merge(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
-        return self._with_parent(other).replace(count=count, mean=mean, m2=m2)
 
     def variance(self, ddof: int = 0):
         n = numerics.df_value(self.count)
@@ -140,8 +143,8 @@ class MeanCovState(State):
     """
 
     count: jax.Array = exact_sum_field()
-    mean: jax.Array = sum_field(shape=lambda m: (m.num_features,))
-    m2: jax.Array = sum_field(shape=lambda m: (m.num_features, m.num_features))
+    mean: jax.Array = chan_mean_field(shape=lambda m: (m.num_features,), covariance=True)
+    m2: jax.Array = chan_m2_field(shape=lambda m: (m.num_features, m.num_features), covariance=True)
 
     @classmethod
     def from_rows(cls, x, *, mask=None, parent: Any = None):
@@ -155,13 +158,6 @@ class MeanCovState(State):
         centred = jnp.where(keep[:, None], x - mean, 0)
         m2 = jnp.matmul(centred.T, centred, precision=_HIGHEST)
         return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
-
-    def merge(self, other):
-        self._check_mergeable(other)
-        count, mean, m2 = chan_merge(
-            self.count, self.mean, self.m2, other.count, other.mean, other.m2, outer=True
-        )
-        return self._with_parent(other).replace(count=count, mean=mean, m2=m2)
 
     def covariance(self, ddof: int = 1):
         return self.m2 / (numerics.df_value(self.count) - ddof)
@@ -203,17 +199,12 @@ class MaxState(State):
 class LastState(State):
     """The most recently merged value: ``merge(a, b)`` is b unless b is empty."""
 
-    value: jax.Array = sum_field(shape=None)
+    value: jax.Array = last_field(shape=None)
     seen: jax.Array = max_field(dtype=jnp.bool_)
 
     @classmethod
     def from_value(cls, value, *, parent: Any = None):
         return cls(parent=parent, value=jnp.asarray(value), seen=jnp.asarray(True))
-
-    def merge(self, other):
-        self._check_mergeable(other)
-        value = jnp.where(other.seen, other.value, self.value)
-        return self._with_parent(other).replace(value=value, seen=self.seen | other.seen)
 
     def compute(self):
         return self.value

@@ -17,6 +17,8 @@ import typing
 import jaxtyping
 import typeguard
 
+from metrix.core import annotations as annotation_lib
+
 _enabled = os.environ.get("METRIX_TYPECHECK", "1").lower() not in ("0", "false", "no", "off")
 
 
@@ -52,28 +54,13 @@ def _is_jaxtyping(annotation) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def checked_annotations(fn) -> dict[str, typing.Any]:
-    """The jaxtyping annotations of ``fn``'s parameters (string annotations resolved).
-
-    Each parameter is resolved on its own, so an unresolvable return annotation (say a
-    nested ``State`` class) does not switch checking off for the inputs.
-    """
-    resolved = {}
-    for name, annotation in getattr(fn, "__annotations__", {}).items():
-        if name == "return":
-            continue
-
-        def holder():
-            pass
-
-        holder.__annotations__ = {name: annotation}
-        try:
-            hint = typing.get_type_hints(holder, globalns=fn.__globals__, include_extras=True)[name]
-        except Exception:  # an unresolvable forward reference: leave that argument unchecked
-            continue
-        if _is_jaxtyping(hint):
-            resolved[name] = hint
-    return resolved
+def checked_annotations(fn, owner: str = "") -> dict[str, typing.Any]:
+    """The jaxtyping annotations of ``fn``'s parameters, resolved (the return annotation is
+    not read). An argument annotation that cannot be resolved raises
+    :class:`~metrix.core.annotations.AnnotationError`: the metric base calls this when the
+    class is created, so a typo never switches checking off silently."""
+    hints = annotation_lib.parameter_hints(fn, owner)
+    return {name: hint for name, hint in hints.items() if _is_jaxtyping(hint)}
 
 
 def _describe(value) -> str:
