@@ -14,7 +14,7 @@ def test_two_sum_is_error_free():
 
 
 def test_counts_exact_past_float32():
-    total = numerics.df_zeros()
+    total = numerics.df_from(0.0)
     for _ in range(5):  # 2^24 + 1 is not a float32: add it as 2^24 and 1
         total = numerics.df_add(total, numerics.df_from(2.0**24))
         total = numerics.df_add(total, numerics.df_from(1.0))

@@ -1,5 +1,4 @@
-"""The ``metrix`` command: ``eval``, ``list``, ``demo``, ``fid``, ``bertscore`` (see docs/cli.md)."""
+"""The ``metrix`` command: ``eval``, ``list``, ``demo``, ``fid``, ``bertscore`` (see docs/cli.md).
 
-from metrix.cli.main import main
-
-__all__ = ["main"]
+The entry point is :func:`metrix.cli.main.main` (console script ``metrix``, ``python -m metrix``).
+"""

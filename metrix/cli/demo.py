@@ -28,7 +28,7 @@ NUM_CLASSES = 10
 
 def default_config_path() -> Path:
     """``configs/demo.yaml`` of the source tree this package lives in."""
-    return Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    return Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def load_digits_split(seed: int = 0):

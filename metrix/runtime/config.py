@@ -28,14 +28,16 @@ refused, since loading one would run its code.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from metrix.core import annotations as annotation_lib
 from metrix.core import keys as keys_lib
 from metrix.core.metric import Metric
 
@@ -63,62 +65,39 @@ def metric_registry() -> dict[str, type[Metric]]:
 
 
 # ---------------------------------------------------------------------------------------
-# Field types from annotations (strings under `from __future__ import annotations`)
+# Field types, from the resolved annotations (metrix.core.annotations)
 # ---------------------------------------------------------------------------------------
-
-
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside brackets."""
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        depth += ch in "[("
-        depth -= ch in "])"
-        if ch == sep and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    parts.append(current.strip())
-    return parts
-
-
-def _annotation_text(annotation: Any) -> str:
-    if isinstance(annotation, str):
-        return annotation
-    return getattr(annotation, "__name__", repr(annotation))
 
 
 class _Unsupported(Exception):
     pass
 
 
-def _check_one(alt: str, value: Any) -> tuple[bool, Any]:
-    """Whether ``value`` fits the single type ``alt``; returns (ok, converted value)."""
-    if alt == "None":
+def _check_one(hint: Any, value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the single type ``hint``; returns (ok, converted value)."""
+    if hint is type(None) or hint is None:
         return value is None, value
-    if alt == "bool":
-        return isinstance(value, bool), value
-    if alt == "int":
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if alt == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if alt == "str":
-        return isinstance(value, str), value
-    if alt in ("Key", "mx.Key", "keys.Key"):
+    if keys_lib.is_key_annotation(hint):
         if not isinstance(value, str):
             return False, value
         keys_lib.parse_path(value)  # ValueError for a malformed path, reported by the caller
         return True, value
-    if alt.startswith("Literal[") and alt.endswith("]"):
-        choices = ast.literal_eval("(" + alt[len("Literal[") : -1] + ",)")
-        return value in choices and not isinstance(value, bool), value
-    if alt.startswith("tuple[") and alt.endswith("]"):
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return value in args and not isinstance(value, bool), value
+    if origin is tuple:
         if not isinstance(value, (list, tuple)):
             return False, value
-        inner = _split_top(alt[len("tuple[") : -1], ",")
-        if len(inner) == 2 and inner[1] == "...":
-            inner = [inner[0]] * len(value)
+        inner = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
         if len(inner) != len(value):
             return False, value
         out = []
@@ -128,12 +107,13 @@ def _check_one(alt: str, value: Any) -> tuple[bool, Any]:
                 return False, value
             out.append(v)
         return True, tuple(out)
-    raise _Unsupported(alt)
+    raise _Unsupported(hint)
 
 
-def _check_type(annotation: str, value: Any) -> tuple[bool, Any]:
-    """Check ``value`` against a union annotation; types a config cannot express never match."""
-    for alt in _split_top(annotation, "|"):
+def _check_type(hint: Any, value: Any) -> tuple[bool, Any]:
+    """Check ``value`` against a (union) type; types a config cannot express never match."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for alt in typing.get_args(hint) if union else (hint,):
         try:
             ok, converted = _check_one(alt, value)
         except _Unsupported:
@@ -167,6 +147,7 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
         )
         raise ConfigError(f"{where}: unknown metric {name!r}.{hint}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = annotation_lib.field_hints(cls)
     options = {k: v for k, v in entry.items() if k != _METRIC}
     kwargs = {}
     for option, value in options.items():
@@ -176,9 +157,9 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
             raise ConfigError(
                 f"{where}: {name} has no option {option!r}.{hint} Its options are {sorted(fields)}."
             )
-        annotation = _annotation_text(fields[option].type)
+        annotation = annotation_lib.annotation_text(fields[option].type)
         try:
-            ok, converted = _check_type(annotation, value)
+            ok, converted = _check_type(hints[option], value)
         except ValueError as err:  # a malformed key path
             raise ConfigError(f"{where}.{option}: {name}.{option}: {err}") from None
         if not ok:
@@ -193,7 +174,7 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
         raise ConfigError(
             f"{where}: {name} requires {', '.join(repr(m) for m in missing)} "
             f"(e.g. {missing[0]}: preds.{missing[0]})"
-            if all(keys_lib.is_key_annotation(_annotation_text(fields[m].type)) for m in missing)
+            if all(keys_lib.is_key_annotation(hints[m]) for m in missing)
             else f"{where}: {name} requires {', '.join(repr(m) for m in missing)}"
         )
     try:
