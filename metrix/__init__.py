@@ -62,8 +62,11 @@ from metrix.core.buffers import BufferState, CapacityOverflowError
 from metrix.core.collection import Collection
 from metrix.core.distributed import allreduce, merge_stacked, process_allreduce, register_allreduce
 from metrix.core.fields import (
+    chan_m2_field,
+    chan_mean_field,
     concat_field,
     exact_sum_field,
+    last_field,
     max_field,
     min_field,
     nested_field,
