@@ -196,6 +196,22 @@ def targets(sections: list[dict]) -> list[str]:
     return out
 
 
+KEPT_MARKER = "<!-- hand-written from here on: kept by --write-results -->"
+
+
+def kept_measurements(path: Path) -> list[str]:
+    """The hand-written tail of an existing RESULTS.md (from ``KEPT_MARKER`` on), or nothing.
+
+    It records measurements behind implementation choices (kernels, layouts), which no
+    benchmark re-runs: docstrings point there instead of quoting machine-specific timings.
+    """
+    if not path.exists():
+        return []
+    text = path.read_text()
+    start = text.find(KEPT_MARKER)
+    return [] if start < 0 else text[start:].rstrip("\n").split("\n")
+
+
 def write_results(sections: list[dict], path: Path | None = None) -> Path:
     """Write RESULTS.md. Each section: ``{"name", "text", "seconds", "ok", "rows"}`` where
     ``rows`` is what the module's ``main`` returned (a list of rows, or anything else / None)."""
@@ -237,5 +253,6 @@ def write_results(sections: list[dict], path: Path | None = None) -> Path:
             lines += rows_table(rows) + [""]
         lines += ["```", section.get("text", "").rstrip(), "```", ""]
     path = path or HERE / "RESULTS.md"
+    lines += kept_measurements(path)
     path.write_text("\n".join(lines))
     return path

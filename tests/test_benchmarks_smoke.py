@@ -96,6 +96,18 @@ def test_runner_writes_results(tmp_path, capsys):
     assert "metrix" in text
 
 
+def test_rewriting_results_keeps_the_hand_written_tail(tmp_path):
+    from benchmarks import common
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"# old generated part\nstale\n\n{common.KEPT_MARKER}\n## Measurements\n| a | b |\n")
+    common.write_results([{"name": "overhead", "text": "ok", "rows": None}], path)
+    text = path.read_text()
+    assert "stale" not in text and "## overhead" in text
+    assert text.count(common.KEPT_MARKER) == 1
+    assert text.endswith(f"{common.KEPT_MARKER}\n## Measurements\n| a | b |")
+
+
 def test_targets_read_each_benchmark_and_flag_misses():
     sections = [
         {"name": "overhead", "rows": [{"name": "metrix", "ratio": 1.02}]},

@@ -50,9 +50,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def _gelu_erf(x: jax.Array) -> jax.Array:
     """Exact GELU as torch computes it, ``x / 2 * (1 + erf(x / sqrt(2)))``.
 
-    ``jax.nn.gelu(approximate=False)`` uses ``erfc``, whose XLA:CPU expansion took 3x the
-    time of ``erf`` here (4.4 vs 1.3-1.5 ms per 3072 x 1536 block; 3% of a MiniLM encoder
-    call). Both are within 1.1e-6 of the float64 GELU on N(0, 9) inputs.
+    ``jax.nn.gelu(approximate=False)`` uses ``erfc``, whose XLA:CPU expansion is several
+    times slower than ``erf`` (figures: benchmarks/RESULTS.md). Both are within 1.1e-6 of the
+    float64 GELU on N(0, 9) inputs.
     """
     return x * 0.5 * (1.0 + jax.lax.erf(x * np.float32(math.sqrt(0.5)).astype(x.dtype)))
 
@@ -547,10 +547,9 @@ class BertEncoder:
 
 
 # On CPU the encoder compiles with metrix.backbones.xla_cpu.EIGEN_KERNELS (YNNPACK off): XLA's own
-# emitters ran it 5-9% faster (wall and CPU time, packed MiniLM rows 64 x 48 on a 2-core
-# AVX-512 Xeon; YNNPACK for dots only was 6% slower, for dots + elementwise + reductions 2x
-# slower). Outputs agree to ~5e-6. cpu_jit drops the options under a caller's trace, where
-# JAX would reject them.
+# emitters ran it faster than YNNPACK in every variant tried (figures: benchmarks/RESULTS.md).
+# Outputs agree to ~5e-6. cpu_jit drops the options under a caller's trace, where JAX would
+# reject them.
 
 
 _APPLY_CACHE: dict[tuple[BertConfig, int], Any] = {}

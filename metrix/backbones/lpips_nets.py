@@ -106,8 +106,8 @@ def _max_pool(x: jax.Array, window: int, stride: int, ceil_mode: bool = False) -
 
     Written as the elementwise max of the ``window**2`` strided slices rather than a
     ``reduce_window``: XLA:CPU fuses the slices (and the ReLU before them) into one loop,
-    which made whole LPIPS programs 4-23% faster (alex 256x256: 133 -> 123 ms per 8 pairs,
-    squeeze 64x64: 37 -> 29 ms per 32 pairs, vgg 64x64: 334 -> 321 ms per 16 pairs).
+    where a ``reduce_window`` runs on its own (figures: benchmarks/RESULTS.md, "Measurements
+    behind implementation choices").
     """
     outs, pads = [], []
     for n in x.shape[1:3]:

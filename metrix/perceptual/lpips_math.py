@@ -25,9 +25,9 @@ A softplus parametrisation was not chosen: it cannot represent the shipped zeros
 
 **Speed on CPU.** :func:`compiled_lpips_distance` is ``lpips_distance`` as one compiled
 program per input shape. On CPU it compiles with ``LPIPS_CPU_COMPILER_OPTIONS[net]``:
-these hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which takes
-13-40% less time on the three trunks and gives the same distances to ~1e-8 (figures at
-``LPIPS_CPU_COMPILER_OPTIONS``).
+these hand the convolutions to XLA's own (Eigen) kernels instead of YNNPACK, which are
+faster on all three trunks and give the same distances to ~1e-8 (figures:
+benchmarks/RESULTS.md, "Measurements behind implementation choices").
 The options only reach programs metrix compiles itself: called inside your own
 ``jax.jit`` the function is inlined into your program and compiled with your options
 (pass ``compiler_options=LPIPS_CPU_COMPILER_OPTIONS[net]`` to your top-level ``jax.jit``
@@ -213,10 +213,8 @@ def lpips_features(
 
 
 # metrix.backbones.xla_cpu.EIGEN_KERNELS (YNNPACK off, see there): XLA's Eigen convolutions are
-# faster on all three trunks (steady-state ms per call, 2-core AVX-512 Xeon, interleaved:
-# alex 64x64 x32 pairs 25.3 vs 29.1, alex 256x256 x8 134 vs 158, squeeze 64x64 x32 37 vs
-# 51, squeeze 256x256 x8 175 vs 293; AlexNet's 5x5 conv on 7x7 maps alone: 6.6 vs 10.2).
-# Keeping YNNPACK for convolutions or reductions only was as slow as the default.
+# faster on all three trunks; keeping YNNPACK for convolutions or reductions only was as slow
+# as the default (figures: benchmarks/RESULTS.md).
 LPIPS_CPU_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
     net: dict(EIGEN_KERNELS) for net in ("alex", "squeeze", "vgg")
 }
