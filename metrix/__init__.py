@@ -5,9 +5,57 @@ state pytree; states ``merge`` across batches, devices and hosts; ``compute()`` 
 The layers and what may import what: docs/architecture.md.
 """
 
+# ruff: noqa: I001  (the imports are grouped by layer, not sorted)
+
 # The state algebra (metrix.core)
-# Seed-compatible layers, importable as metrix.nnx, metrix.protocols, metrix.stateful
-from metrix import nnx, protocols, stateful
+from metrix.core.fields import (
+    chan_m2_field,
+    chan_mean_field,
+    concat_field,
+    exact_sum_field,
+    last_field,
+    max_field,
+    min_field,
+    nested_field,
+    static_field,
+    sum_field,
+    truncate_field,
+)
+from metrix.core.state import AutoState, AutoStateOutput, MergeError, State
+from metrix.core.buffers import BufferState, CapacityOverflowError
+from metrix.core.states import (
+    AverageState,
+    CollectState,
+    HistogramState,
+    LastState,
+    MaxState,
+    MeanCovState,
+    MinState,
+    SumState,
+    WelfordState,
+    chan_merge,
+)
+from metrix.core.metric import Metric
+from metrix.core.keys import ContextKeyError, Key, REQUIRED
+from metrix.core.typecheck import InputTypeError, set_typechecking, typechecking
+from metrix.core.masks import broadcast_mask
+from metrix.core.tree import compute, empty_states, get_states, merge
+from metrix.core.collection import Collection
+from metrix.core.distributed import allreduce, merge_stacked, process_allreduce, register_allreduce
+
+# Domains
+from metrix.statistics import (
+    Average,
+    Histogram,
+    Max,
+    Min,
+    Norm,
+    Quantiles,
+    Std,
+    Sum,
+    quantiles_from_histogram,
+    tree_norm,
+)
 from metrix.classification import (
     Accuracy,
     AveragePrecision,
@@ -58,45 +106,84 @@ from metrix.classification import (
     threshold_grid,
     top_k_correct,
 )
-from metrix.core.buffers import BufferState, CapacityOverflowError
-from metrix.core.collection import Collection
-from metrix.core.distributed import allreduce, merge_stacked, process_allreduce, register_allreduce
-from metrix.core.fields import (
-    chan_m2_field,
-    chan_mean_field,
-    concat_field,
-    exact_sum_field,
-    last_field,
-    max_field,
-    min_field,
-    nested_field,
-    static_field,
-    sum_field,
-    truncate_field,
+from metrix.regression import (
+    CoMomentState,
+    ConcordanceCorrCoef,
+    CosineSimilarity,
+    ExplainedVariance,
+    MAE,
+    MAPE,
+    MSE,
+    MaxError,
+    PearsonCorrCoef,
+    R2Score,
+    RMSE,
+    SMAPE,
+    SpearmanCorrCoef,
+    absolute_error,
+    absolute_percentage_error,
+    average_ranks,
+    concordance_from_moments,
+    cosine_similarity,
+    explained_variance_from_moments,
+    pearson_from_moments,
+    r2_from_moments,
+    spearman_corrcoef,
+    squared_error,
+    symmetric_absolute_percentage_error,
 )
-from metrix.core.keys import REQUIRED, ContextKeyError, Key
-from metrix.core.masks import broadcast_mask
-from metrix.core.metric import Metric
-from metrix.core.state import AutoState, AutoStateOutput, MergeError, State
-from metrix.core.states import (
-    AverageState,
-    CollectState,
-    HistogramState,
-    LastState,
-    MaxState,
-    MeanCovState,
-    MinState,
-    SumState,
-    WelfordState,
-    chan_merge,
+from metrix.image import (
+    MS_SSIM_BETAS,
+    MultiScaleSSIM,
+    PSNR,
+    SSIM,
+    gaussian_kernel,
+    multiscale_ssim,
+    psnr,
+    ssim,
+    ssim_and_contrast,
 )
-from metrix.core.tree import compute, empty_states, get_states, merge
-from metrix.core.typecheck import InputTypeError, set_typechecking, typechecking
+from metrix.segmentation import (
+    Dice,
+    MeanIoU,
+    confusion_matrix,
+    dice_from_confusion,
+    iou_from_confusion,
+    per_class_counts,
+)
+from metrix.ranking import (
+    HitRate,
+    MAP,
+    MRR,
+    NDCG,
+    PrecisionAtK,
+    RecallAtK,
+    average_precision,
+    dcg,
+    hit_rate,
+    ndcg,
+    precision_at_k,
+    ranked_relevance,
+    recall_at_k,
+    reciprocal_rank,
+)
+from metrix.text import (
+    BERTScore,
+    BERTScoreBufferState,
+    BERTScoreIdf,
+    BERTScoreIdfState,
+    BERTScorePairs,
+    BERTScoreResult,
+    BERTScoreSums,
+    Perplexity,
+    load_bert_encoder,
+    token_nll,
+)
 from metrix.generative import (
-    FID,
-    KID,
     DensityCoverage,
+    FID,
     InceptionScore,
+    KID,
     PrecisionRecall,
     ReferenceStats,
     density_coverage,
@@ -106,21 +193,17 @@ from metrix.generative import (
     polynomial_mmd,
     precision_recall,
 )
-from metrix.image import (
-    MS_SSIM_BETAS,
-    PSNR,
-    SSIM,
-    MultiScaleSSIM,
-    gaussian_kernel,
-    multiscale_ssim,
-    psnr,
-    ssim,
-    ssim_and_contrast,
+from metrix.perceptual import (
+    LPIPS,
+    LPIPSDistances,
+    LPIPSFromFeatures,
+    LPIPSState,
+    LPIPSWithDistances,
 )
 from metrix.losses import (
+    Huber,
     L1,
     L2,
-    Huber,
     Loss,
     LossState,
     NegativeCosineSimilarity,
@@ -166,54 +249,13 @@ from metrix.metric_learning import (
     supcon_losses,
     triplet_margin_terms,
 )
-from metrix.perceptual import (
-    LPIPS,
-    LPIPSDistances,
-    LPIPSFromFeatures,
-    LPIPSState,
-    LPIPSWithDistances,
-)
-from metrix.ranking import (
-    MAP,
-    MRR,
-    NDCG,
-    HitRate,
-    PrecisionAtK,
-    RecallAtK,
-    average_precision,
-    dcg,
-    hit_rate,
-    ndcg,
-    precision_at_k,
-    ranked_relevance,
-    recall_at_k,
-    reciprocal_rank,
-)
-from metrix.regression import (
-    MAE,
-    MAPE,
-    MSE,
-    RMSE,
-    SMAPE,
-    CoMomentState,
-    ConcordanceCorrCoef,
-    CosineSimilarity,
-    ExplainedVariance,
-    MaxError,
-    PearsonCorrCoef,
-    R2Score,
-    SpearmanCorrCoef,
-    absolute_error,
-    absolute_percentage_error,
-    average_ranks,
-    concordance_from_moments,
-    cosine_similarity,
-    explained_variance_from_moments,
-    pearson_from_moments,
-    r2_from_moments,
-    spearman_corrcoef,
-    squared_error,
-    symmetric_absolute_percentage_error,
+from metrix.summaries import (
+    ShowConfusionMatrix,
+    ShowHistogram,
+    ShowImages,
+    apply_colormap,
+    confusion_image,
+    normalize_images,
 )
 
 # Running metrics (metrix.runtime) and the stateful layer
@@ -232,48 +274,9 @@ from metrix.runtime import (
     save_states,
     window_step,
 )
-from metrix.segmentation import (
-    Dice,
-    MeanIoU,
-    confusion_matrix,
-    dice_from_confusion,
-    iou_from_confusion,
-    per_class_counts,
-)
 from metrix.stateful import Stateful
 
-# Domains
-from metrix.statistics import (
-    Average,
-    Histogram,
-    Max,
-    Min,
-    Norm,
-    Quantiles,
-    Std,
-    Sum,
-    quantiles_from_histogram,
-    tree_norm,
-)
-from metrix.summaries import (
-    ShowConfusionMatrix,
-    ShowHistogram,
-    ShowImages,
-    apply_colormap,
-    confusion_image,
-    normalize_images,
-)
-from metrix.text import (
-    BERTScore,
-    BERTScoreBufferState,
-    BERTScoreIdf,
-    BERTScoreIdfState,
-    BERTScorePairs,
-    BERTScoreResult,
-    BERTScoreSums,
-    Perplexity,
-    load_bert_encoder,
-    token_nll,
-)
+# Seed-compatible layers, importable as metrix.nnx, metrix.protocols, metrix.stateful
+from metrix import nnx, protocols, stateful
 
 __version__ = "0.1.0"

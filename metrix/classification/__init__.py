@@ -12,6 +12,8 @@ One module per family, each a pure function beside a short metric class:
   ``ExpectedCalibrationError``, ``ReliabilityDiagram``.
 """
 
+import importlib
+
 from metrix.classification.accuracy import Accuracy, BinaryAccuracy, binarize, top_k_correct
 from metrix.classification.calibration import (
     BrierScore,
@@ -64,53 +66,6 @@ from metrix.classification.curves import (
     threshold_grid,
 )
 
-__all__ = [
-    "Accuracy",
-    "BinaryAccuracy",
-    "top_k_correct",
-    "binarize",
-    "ConfusionState",
-    "confusion_counts",
-    "stat_scores",
-    "score_from_confusion",
-    "balanced_accuracy_from_confusion",
-    "matthews_corrcoef_from_confusion",
-    "cohen_kappa_from_confusion",
-    "Precision",
-    "Recall",
-    "F1Score",
-    "FBetaScore",
-    "Specificity",
-    "BalancedAccuracy",
-    "MatthewsCorrCoef",
-    "CohenKappa",
-    "ConfusionMatrix",
-    "UndefinedMetricWarning",
-    "threshold_grid",
-    "binary_distinct_points",
-    "binary_roc_curve",
-    "binary_precision_recall_curve",
-    "binary_roc_auc",
-    "binary_average_precision",
-    "binned_counts",
-    "binned_roc_curve",
-    "binned_roc_auc",
-    "binned_precision_recall_curve",
-    "binned_average_precision",
-    "ScoresState",
-    "BinnedScoresState",
-    "RocAuc",
-    "AveragePrecision",
-    "RocCurve",
-    "PrecisionRecallCurve",
-    "BrierScore",
-    "CalibrationState",
-    "ExpectedCalibrationError",
-    "LogLoss",
-    "ReliabilityDiagram",
-    "brier_values",
-    "calibration_bins",
-    "calibration_error_from_bins",
-    "confidence_and_correct",
-    "log_loss_values",
-]
+# Everything the submodules export (their own __all__), without repeating the names here.
+_SUBMODULES = ("accuracy", "confusion", "curves", "calibration",)
+__all__ = [name for sub in _SUBMODULES for name in importlib.import_module(f"{__name__}.{sub}").__all__]

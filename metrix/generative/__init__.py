@@ -9,6 +9,8 @@
   feature buffers).
 """
 
+import importlib
+
 from metrix.generative.fid import FID, ReferenceStats
 from metrix.generative.frechet import frechet_distance
 from metrix.generative.inception_score import InceptionScore, inception_score
@@ -20,17 +22,6 @@ from metrix.generative.manifold import (
     precision_recall,
 )
 
-__all__ = [
-    "frechet_distance",
-    "FID",
-    "ReferenceStats",
-    "KID",
-    "kid_subset_indices",
-    "polynomial_mmd",
-    "InceptionScore",
-    "inception_score",
-    "DensityCoverage",
-    "PrecisionRecall",
-    "density_coverage",
-    "precision_recall",
-]
+# Everything the submodules export (their own __all__), without repeating the names here.
+_SUBMODULES = ("frechet", "fid", "kid", "inception_score", "manifold",)
+__all__ = [name for sub in _SUBMODULES for name in importlib.import_module(f"{__name__}.{sub}").__all__]

@@ -3,6 +3,8 @@
 :mod:`metrix.backbones.lpips_nets`.
 """
 
+import importlib
+
 from metrix.perceptual.lpips import (
     LPIPS,
     LPIPSDistances,
@@ -11,10 +13,6 @@ from metrix.perceptual.lpips import (
     LPIPSWithDistances,
 )
 
-__all__ = [
-    "LPIPS",
-    "LPIPSDistances",
-    "LPIPSFromFeatures",
-    "LPIPSState",
-    "LPIPSWithDistances",
-]
+# Everything the submodules export (their own __all__), without repeating the names here.
+_SUBMODULES = ("lpips",)
+__all__ = [name for sub in _SUBMODULES for name in importlib.import_module(f"{__name__}.{sub}").__all__]

@@ -1,5 +1,7 @@
 """Running metrics: evaluation loops, training helpers, checkpoints, configs and plots."""
 
+import importlib
+
 from metrix.runtime.checkpoint import (
     CheckpointError,
     read_checkpoint_info,
@@ -19,27 +21,6 @@ from metrix.runtime.plotting import (
 )
 from metrix.runtime.training import TrainMetrics, empty_like_states, log_and_reset, window_step
 
-__all__ = [
-    "evaluate",
-    "evaluate_scan",
-    "initial_states",
-    "pad_batch",
-    "TrainMetrics",
-    "empty_like_states",
-    "log_and_reset",
-    "window_step",
-    "CheckpointError",
-    "read_checkpoint_info",
-    "restore_states",
-    "save_states",
-    "ConfigError",
-    "load_config",
-    "metric_registry",
-    "plot",
-    "plot_confusion_matrix",
-    "plot_histogram",
-    "plot_precision_recall",
-    "plot_reliability",
-    "plot_roc",
-    "plot_scalars",
-]
+# Everything the submodules export (their own __all__), without repeating the names here.
+_SUBMODULES = ("evaluate", "training", "checkpoint", "config", "plotting",)
+__all__ = [name for sub in _SUBMODULES for name in importlib.import_module(f"{__name__}.{sub}").__all__]

@@ -2,6 +2,8 @@
 (:mod:`~metrix.text.bertscore`) and their maths (:mod:`~metrix.text.bertscore_math`).
 """
 
+import importlib
+
 from metrix.text.bertscore import (
     BERTScore,
     BERTScoreBufferState,
@@ -14,15 +16,6 @@ from metrix.text.bertscore import (
 )
 from metrix.text.perplexity import Perplexity, token_nll
 
-__all__ = [
-    "Perplexity",
-    "token_nll",
-    "BERTScore",
-    "BERTScoreBufferState",
-    "BERTScoreIdf",
-    "BERTScoreIdfState",
-    "BERTScorePairs",
-    "BERTScoreResult",
-    "BERTScoreSums",
-    "load_bert_encoder",
-]
+# Everything the submodules export (their own __all__), without repeating the names here.
+_SUBMODULES = ("perplexity", "bertscore",)
+__all__ = [name for sub in _SUBMODULES for name in importlib.import_module(f"{__name__}.{sub}").__all__]
