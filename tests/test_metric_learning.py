@@ -16,6 +16,7 @@ import pytest
 
 import metrix as mx
 from metrix import metric_learning as ml
+from tests import helpers
 
 PAIR_LOSSES = [
     mx.ContrastiveLoss(),
@@ -105,8 +106,7 @@ def test_contrastive_loss_brute_force_and_merged_state_pools_pairs():
     loss = mx.ContrastiveLoss(margin=2.0, pos_margin=0.5)
     batches = [_batch(s, n=n) for s, n in [(3, 5), (4, 9), (5, 7)]]
     pos_all, neg_all = [], []
-    state = loss.empty()
-    get_state = jax.jit(loss.get_state)
+    state = helpers.accumulate(loss, batches=batches, jit=True)
     for x, y in batches:
         d = _np_dist(x)
         for i, j in itertools.product(range(len(y)), repeat=2):
@@ -114,7 +114,6 @@ def test_contrastive_loss_brute_force_and_merged_state_pools_pairs():
                 pos_all.append(max(d[i, j] - 0.5, 0))
             elif y[i] != y[j]:
                 neg_all.append(max(2.0 - d[i, j], 0))
-        state = state.merge(get_state(x, y))
     np.testing.assert_allclose(state.compute(), np.mean(pos_all) + np.mean(neg_all), rtol=1e-5)
 
 

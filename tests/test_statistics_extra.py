@@ -1,6 +1,6 @@
 """Norm, Histogram and Quantiles: references from numpy / optax, merged uneven batches."""
 
-import itertools
+import functools
 
 import jax
 import numpy as np
@@ -9,17 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metrix as mx
+from tests import helpers
 
 SPLITS = (0, 13, 70, 101)
 
 
-def merged(metric, jit=False, splits=SPLITS, **inputs):
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for start, stop in itertools.pairwise(splits):
-        batch = jax.tree.map(lambda v, a=start, b=stop: v[a:b], inputs)  # every leaf (pytrees)
-        state = state.merge(get_state(**batch))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+merged = functools.partial(helpers.merged, splits=SPLITS)  # splits every leaf (pytrees)
 
 
 def gradients(seed):
@@ -35,10 +30,7 @@ def test_global_gradient_norm_averaged_over_steps():
     steps = [jax.tree.map(lambda x: x.astype(np.float32), gradients(s)) for s in range(3)]
     metric = mx.Norm(values="grads")
     for jit in (False, True):
-        get_state = jax.jit(metric.get_state) if jit else metric.get_state
-        state = metric.empty()
-        for g in steps:
-            state = state.merge(get_state(g))
+        state = helpers.accumulate(metric, batches=[(g,) for g in steps], jit=jit)
         want = np.mean([float(optax.global_norm(g)) for g in steps])
         np.testing.assert_allclose(state.compute(), want, rtol=1e-6)
 
@@ -74,7 +66,7 @@ def test_histogram_matches_numpy(masked, jit):
     mask = rng.uniform(size=101) < 0.7
     m = mask if masked else None
     metric = mx.Histogram(num_bins=7, low=-2.0, high=2.0)
-    got = merged(metric, jit, values=values, mask=m)
+    got = merged(metric, jit=jit, values=values, mask=m)
     kept = values[mask] if masked else values
     want, edges = np.histogram(kept[np.isfinite(kept)], bins=7, range=(-2.0, 2.0))
     np.testing.assert_array_equal(np.asarray(got), want)
@@ -95,7 +87,7 @@ def test_quantiles_within_one_bin_of_numpy():
     metric = mx.Quantiles(quantiles=qs, num_bins=200)
     width = 1.0 / 200
     for jit in (False, True):
-        got = np.asarray(merged(metric, jit, values=values, mask=mask))
+        got = np.asarray(merged(metric, jit=jit, values=values, mask=mask))
         kept = values[mask].astype(np.float64)
         assert np.all(np.abs(got - np.quantile(kept, qs, method="lower")) <= width * (1 + 1e-4))
         # Dense data: neighbouring order statistics share a bin, so the linear quantile is as close.

@@ -16,6 +16,7 @@ import pytest
 from sklearn import metrics as skm
 
 import metrix as mx
+from tests import helpers
 
 N = 203
 SPLITS = (0, 17, 121, N)  # three uneven batches
@@ -25,14 +26,8 @@ TASKS = ("binary", "multiclass", "multilabel")
 
 
 def accumulate(metric, jit=False, splits=SPLITS, **inputs):
-    """The merged state of ``inputs`` split along axis 0 at ``splits`` (starting from empty)."""
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    merge = jax.jit(lambda a, b: a.merge(b)) if jit else (lambda a, b: a.merge(b))
-    state = metric.empty()
-    for start, stop in zip(splits[:-1], splits[1:]):
-        batch = {k: (None if v is None else v[start:stop]) for k, v in inputs.items()}
-        state = merge(state, get_state(**batch))
-    return state
+    """The merged state of ``inputs`` split at ``splits``; ``jit``: get_state and merge jitted."""
+    return helpers.accumulate(metric, splits=splits, jit=jit, jit_merge=jit, **inputs)
 
 
 def values(states, jit):

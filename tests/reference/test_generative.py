@@ -6,8 +6,6 @@ Each metric sees random data split into uneven batches and merged, with and with
 eagerly and under ``jax.jit``.
 """
 
-import itertools
-
 import jax
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import scipy.linalg
 
 import metrix as mx
 from metrix.generative import kid_subset_indices
+from tests.helpers import merged
 
 CUTS = (0, 7, 19, 40)  # uneven batches of 7, 12, 21 rows (and the remainder)
 
@@ -25,21 +24,8 @@ def _features(rng, n, d, shift=0.0, scale=1.0):
     return ((rng.normal(size=(n, d)) * spectrum) @ basis.T * scale + shift).astype(np.float32)
 
 
-def _batches(x, cuts=CUTS):
-    edges = [*cuts, len(x)]
-    return [x[a:b] for a, b in itertools.pairwise(edges)]
-
-
-def _merged(metric, real, generated, real_keep=None, gen_keep=None, jit=False):
-    get = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for i, (r, g) in enumerate(zip(_batches(real), _batches(generated))):
-        kw = {"real": r, "generated": g}
-        if real_keep is not None:
-            kw["real_mask"] = _batches(real_keep)[i]
-            kw["generated_mask"] = _batches(gen_keep)[i]
-        state = state.merge(get(**kw))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+def _splits(n):
+    return (*CUTS, n)  # the last batch: the remainder
 
 
 def _masks(rng, n):
@@ -67,10 +53,12 @@ def test_fid_matches_scipy_over_merged_batches(jit, masked, precision):
     metric = mx.FID(num_features=d, precision=precision)
     if masked:
         rk, gk = _masks(rng, 90)
-        value = _merged(metric, real, gen, rk, gk, jit=jit)
+        value = merged(
+            metric, splits=_splits(90), jit=jit, real=real, generated=gen, real_mask=rk, generated_mask=gk
+        )
         expected = fid_scipy(real[rk], gen[gk])
     else:
-        value = _merged(metric, real, gen, jit=jit)
+        value = merged(metric, splits=_splits(90), jit=jit, real=real, generated=gen)
         expected = fid_scipy(real, gen)
     np.testing.assert_allclose(float(value), expected, rtol=2e-5)
 
@@ -191,7 +179,8 @@ def test_kid_matches_numpy_estimator_on_its_subsets(jit, masked):
         rk, gk = _masks(rng, n)
     else:
         rk = gk = np.ones(n, bool)
-    value = _merged(metric, real, gen, *((rk, gk) if masked else ()), jit=jit)
+    masks = {"real_mask": rk, "generated_mask": gk} if masked else {}
+    value = merged(metric, splits=_splits(n), jit=jit, real=real, generated=gen, **masks)
     idx_r, idx_g = map(np.asarray, kid_subset_indices(3, rk.sum(), gk.sum(), 96, 7, 20))
     kept_r, kept_g = real[rk], gen[gk]
     assert idx_r.max() < len(kept_r) and idx_g.max() < len(kept_g)
@@ -270,13 +259,9 @@ def test_inception_score_matches_published_formula(jit, masked, from_logits):
     logits = (rng.normal(size=(n, c)) * 3).astype(np.float32)
     keep = rng.random(n) > 0.25 if masked else np.ones(n, bool)
     metric = mx.InceptionScore(num_classes=c, splits=4, capacity=96)
-    get = jax.jit(metric.get_state) if jit else metric.get_state
     probs = _softmax64(logits).astype(np.float32)
-    state = metric.empty()
-    for x, m in zip(_batches(logits if from_logits else probs), _batches(keep)):
-        kw = {"logits": x} if from_logits else {"probs": x}
-        state = state.merge(get(**kw, mask=m) if masked else get(**kw))
-    value = jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+    kw = {"logits": logits} if from_logits else {"probs": probs}
+    value = merged(metric, splits=_splits(n), jit=jit, **kw, **({"mask": keep} if masked else {}))
     mean, std = inception_score64(_softmax64(logits)[keep], 4)
     np.testing.assert_allclose(float(value["mean"]), mean, rtol=1e-5)
     np.testing.assert_allclose(float(value["std"]), std, rtol=1e-3, atol=1e-6)
@@ -353,9 +338,10 @@ def test_precision_recall_density_coverage_match_prdc(jit, masked):
     d, n = 10, 120
     real, gen = _features(rng, n, d), _features(rng, n, d, shift=0.25, scale=1.3)
     rk, gk = _masks(rng, n) if masked else (np.ones(n, bool), np.ones(n, bool))
-    kw = (rk, gk) if masked else ()
-    pr = _merged(mx.PrecisionRecall(num_features=d, capacity=128, k=3), real, gen, *kw, jit=jit)
-    dc = _merged(mx.DensityCoverage(num_features=d, capacity=128, k=5), real, gen, *kw, jit=jit)
+    masks = {"real_mask": rk, "generated_mask": gk} if masked else {}
+    kw = {"splits": _splits(n), "jit": jit, "real": real, "generated": gen, **masks}
+    pr = merged(mx.PrecisionRecall(num_features=d, capacity=128, k=3), **kw)
+    dc = merged(mx.DensityCoverage(num_features=d, capacity=128, k=5), **kw)
     exp3, exp5 = prdc64(real[rk], gen[gk], 3), prdc64(real[rk], gen[gk], 5)
     for name in ("precision", "recall"):
         np.testing.assert_allclose(float(pr[name]), exp3[name], rtol=1e-6)

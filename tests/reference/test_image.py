@@ -1,25 +1,20 @@
 """PSNR, SSIM and MS-SSIM against scikit-image and torchmetrics over merged uneven batches."""
 
-import itertools
+import functools
 import sys
 import types
 
-import jax
 import numpy as np
 import pytest
 
 import metrix as mx
+from tests import helpers
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 SPLITS = (0, 1, 4, 6)  # images per batch: 1, 3, 2
 
 
-def merged(metric, jit=False, splits=SPLITS, **inputs):
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for start, stop in itertools.pairwise(splits):
-        state = state.merge(get_state(**{k: (None if v is None else v[start:stop]) for k, v in inputs.items()}))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+merged = functools.partial(helpers.merged, splits=SPLITS)
 
 
 def images(seed=0, n=6, h=32, w=27, c=3, scale=1.0, noise=0.15):
@@ -50,10 +45,10 @@ def test_psnr_and_ssim_match_skimage(masked, jit):
     preds, targets, mask = images(scale=255.0)
     keep = np.flatnonzero(mask if masked else np.ones_like(mask))
     m = mask if masked else None
-    psnr = merged(mx.PSNR(data_range=255.0), jit, preds=preds, targets=targets, mask=m)
+    psnr = merged(mx.PSNR(data_range=255.0), jit=jit, preds=preds, targets=targets, mask=m)
     want = np.mean([skimage_metrics.peak_signal_noise_ratio(targets[i], preds[i], data_range=255.0) for i in keep])
     np.testing.assert_allclose(psnr, want, rtol=1e-5)
-    ssim = merged(mx.SSIM(data_range=255.0), jit, preds=preds, targets=targets, mask=m)
+    ssim = merged(mx.SSIM(data_range=255.0), jit=jit, preds=preds, targets=targets, mask=m)
     want = np.mean([
         skimage_metrics.structural_similarity(
             targets[i].astype(np.float64), preds[i].astype(np.float64), channel_axis=-1,
@@ -67,7 +62,7 @@ def test_psnr_and_ssim_match_skimage(masked, jit):
 def test_ssim_reflect_matches_torchmetrics():
     torch, image = torch_metrics()
     preds, targets, mask = images(seed=1)
-    got = merged(mx.SSIM(padding="reflect"), True, preds=preds, targets=targets, mask=mask)
+    got = merged(mx.SSIM(padding="reflect"), jit=True, preds=preds, targets=targets, mask=mask)
     want = image.structural_similarity_index_measure(
         nchw(torch, preds[mask]), nchw(torch, targets[mask]), data_range=1.0
     )
@@ -84,13 +79,13 @@ def test_multiscale_ssim_matches_torchmetrics(normalize):
     splits = (0, 1, 3, 4)
     metric = mx.MultiScaleSSIM(padding="reflect", normalize=normalize)
     # jit only: eager MS-SSIM compiles every op of 5 scales per batch shape (slow on CPU).
-    got = merged(metric, True, splits, preds=preds, targets=targets, mask=mask[:4])
+    got = merged(metric, jit=True, splits=splits, preds=preds, targets=targets, mask=mask[:4])
     want = image.multiscale_structural_similarity_index_measure(
         nchw(torch, preds[mask[:4]]), nchw(torch, targets[mask[:4]]), data_range=1.0, normalize=normalize
     )
     np.testing.assert_allclose(got, float(want), rtol=1e-5)
     # The default ('valid', Wang et al.) differs from torchmetrics only in its last SSIM term.
-    valid = merged(mx.MultiScaleSSIM(normalize=normalize), True, splits, preds=preds, targets=targets, mask=mask[:4])
+    valid = merged(mx.MultiScaleSSIM(normalize=normalize), jit=True, splits=splits, preds=preds, targets=targets, mask=mask[:4])
     assert abs(float(valid) - float(want)) < 0.05
 
 

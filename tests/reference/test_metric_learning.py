@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import metrix as mx
+from tests import helpers
 
 torch = pytest.importorskip("torch")
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
@@ -226,12 +227,10 @@ def test_triplet_state_merged_over_uneven_batches(jit, masked):
     rng = np.random.default_rng(1)
     keep = rng.random(45) > 0.3 if masked else np.ones(45, bool)
     loss = mx.TripletMarginLoss(margin=0.2, normalize=True, reduction="mean")
-    get_state = jax.jit(loss.get_state) if jit else loss.get_state
     bounds = [0, 7, 25, 45]
-    state = loss.empty()
+    state = helpers.accumulate(loss, x, y, splits=bounds, jit=jit, mask=keep)
     totals, counts = 0.0, 0
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        state = state.merge(get_state(x[lo:hi], y[lo:hi], mask=keep[lo:hi]))
         sel = keep[lo:hi]
         total, count = _pml_sum_and_count(x[lo:hi][sel], y[lo:hi][sel], 0.2)
         totals, counts = totals + total, counts + count
@@ -243,10 +242,7 @@ def test_arcface_state_merged_is_mean_over_all_examples(jit):
     x, y = make_batch(6, 30, "singletons")
     loss = mx.ArcFaceLoss(num_classes=int(y.max()) + 1, embedding_dim=8)
     params = loss.init(jax.random.PRNGKey(0))
-    get_state = jax.jit(loss.get_state) if jit else loss.get_state
-    state = loss.empty()
-    for lo, hi in [(0, 4), (4, 19), (19, 30)]:
-        state = state.merge(get_state(x[lo:hi], y[lo:hi], params))
+    state = helpers.accumulate(loss, x, y, splits=(0, 4, 19, 30), jit=jit, shared={"params": params})
     ref = pml_losses.ArcFaceLoss(num_classes=loss.num_classes, embedding_size=8, margin=np.degrees(0.5), scale=64)
     with torch.no_grad():
         ref.W.copy_(torch.tensor(np.asarray(params["weights"])))

@@ -1,5 +1,6 @@
 """Ranking metrics against sklearn's ndcg_score, torchmetrics' retrieval functions and hand cases."""
 
+import functools
 import itertools
 import sys
 import types
@@ -10,17 +11,13 @@ import pytest
 from sklearn.metrics import ndcg_score
 
 import metrix as mx
+from tests import helpers
 
 SPLITS = (0, 3, 11, 16)  # queries per batch: 3, 8, 5
 NAMES = ("MRR", "MAP", "PrecisionAtK", "RecallAtK", "HitRate")
 
 
-def merged(metric, jit=False, splits=SPLITS, **inputs):
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for start, stop in itertools.pairwise(splits):
-        state = state.merge(get_state(**{k: (None if v is None else v[start:stop]) for k, v in inputs.items()}))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+merged = functools.partial(helpers.merged, splits=SPLITS)
 
 
 def data(seed=0, q=16, items=9):
@@ -53,7 +50,7 @@ def retrieval():
 @pytest.mark.parametrize("masked, jit", [(False, False), (True, True)])
 def test_ndcg_matches_sklearn(k, masked, jit):
     scores, relevance, item_mask, query_mask = data()
-    got = merged(mx.NDCG(k=k), jit, scores=scores, relevance=relevance, item_mask=item_mask,
+    got = merged(mx.NDCG(k=k), jit=jit, scores=scores, relevance=relevance, item_mask=item_mask,
                  mask=query_mask if masked else None)
     queries = np.flatnonzero(query_mask) if masked else range(len(scores))
     # sklearn on each query's real items only (it cannot take padded lists).

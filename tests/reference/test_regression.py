@@ -1,5 +1,6 @@
 """Regression metrics against sklearn / scipy / torchmetrics over uneven merged batches."""
 
+import functools
 import itertools
 
 import jax
@@ -10,18 +11,10 @@ import scipy.stats
 from sklearn import metrics as skm
 
 import metrix as mx
+from tests import helpers
 
 SPLITS = (0, 37, 160, 301)  # three uneven batches
-
-
-def merged(metric, jit=False, splits=SPLITS, **inputs):
-    """Merge the states of ``inputs`` split along axis 0 at ``splits`` (starting from empty)."""
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for start, stop in itertools.pairwise(splits):
-        batch = {k: (None if v is None else v[start:stop]) for k, v in inputs.items()}
-        state = state.merge(get_state(**batch))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+merged = functools.partial(helpers.merged, splits=SPLITS)
 
 
 def data(seed=0, n=301, d=None, offset=0.0):

@@ -1,24 +1,19 @@
 """MeanIoU and Dice against sklearn's jaccard_score / f1_score over merged uneven batches."""
 
-import itertools
+import functools
 
-import jax
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score
 
 import metrix as mx
+from tests import helpers
 
 C = 6
 SPLITS = (0, 2, 7, 10)  # images per batch: 2, 5, 3
 
 
-def merged(metric, jit=False, splits=SPLITS, **inputs):
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for start, stop in itertools.pairwise(splits):
-        state = state.merge(get_state(**{k: (None if v is None else v[start:stop]) for k, v in inputs.items()}))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
+merged = functools.partial(helpers.merged, splits=SPLITS)
 
 
 def data(seed=0):
@@ -42,8 +37,8 @@ def test_mean_iou_and_dice_match_sklearn(masked, jit):
     m = mask if masked else None
     keep = mask if masked else np.ones_like(mask)
     _, iou, dice = reference(targets[keep], preds[keep])
-    np.testing.assert_allclose(merged(mx.MeanIoU(num_classes=C, preds="p"), jit, targets=targets, preds=preds, mask=m), iou, rtol=1e-6)
-    np.testing.assert_allclose(merged(mx.Dice(num_classes=C, preds="p"), jit, targets=targets, preds=preds, mask=m), dice, rtol=1e-6)
+    np.testing.assert_allclose(merged(mx.MeanIoU(num_classes=C, preds="p"), jit=jit, targets=targets, preds=preds, mask=m), iou, rtol=1e-6)
+    np.testing.assert_allclose(merged(mx.Dice(num_classes=C, preds="p"), jit=jit, targets=targets, preds=preds, mask=m), dice, rtol=1e-6)
 
 
 def test_per_class_and_absent_classes():
@@ -66,7 +61,7 @@ def test_ignore_index_and_logits():
     keep = targets != 255
     _, iou, dice = reference(targets[keep], argmax[keep])
     for jit in (False, True):
-        got = merged(mx.MeanIoU(num_classes=C, logits="l", ignore_index=255), jit, targets=targets, logits=logits)
+        got = merged(mx.MeanIoU(num_classes=C, logits="l", ignore_index=255), jit=jit, targets=targets, logits=logits)
         np.testing.assert_allclose(got, iou, rtol=1e-6)
     np.testing.assert_allclose(mx.Dice(num_classes=C, ignore_index=255)(targets, logits=logits), dice, rtol=1e-6)
 

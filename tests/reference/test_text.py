@@ -9,16 +9,9 @@ import pytest
 import scipy.special
 
 import metrix as mx
+from tests.helpers import merged
 
 VOCAB = 11
-
-
-def merged(metric, batches, jit=False):
-    get_state = jax.jit(metric.get_state) if jit else metric.get_state
-    state = metric.empty()
-    for batch in batches:
-        state = state.merge(get_state(**batch))
-    return jax.jit(lambda s: s.compute())(state) if jit else state.compute()
 
 
 def nll(logits, labels):
@@ -42,7 +35,7 @@ def uneven_batches(seed=0):
 @pytest.mark.parametrize("jit", [False, True])
 def test_token_weighted_equals_exp_of_total_nll(jit):
     batches = uneven_batches()
-    got = merged(mx.Perplexity(logits="l", labels="y", mask="m"), batches, jit=jit)
+    got = merged(mx.Perplexity(logits="l", labels="y", mask="m"), batches=batches, jit=jit)
     total = sum(nll(b["logits"], b["labels"])[b["mask"]].sum() for b in batches)
     tokens = sum(b["mask"].sum() for b in batches)
     np.testing.assert_allclose(got, np.exp(total / tokens), rtol=1e-5)
@@ -59,7 +52,7 @@ def test_batch_weighting_would_differ():
         {"logits": easy, "labels": np.zeros((1, 100), np.int32)},
         {"logits": hard, "labels": np.ones((1, 2), np.int32)},
     ]
-    got = float(merged(mx.Perplexity(), batches))
+    got = float(merged(mx.Perplexity(), batches=batches))
     nlls = [nll(b["logits"], b["labels"]) for b in batches]
     token_weighted = np.exp(np.concatenate([x.ravel() for x in nlls]).mean())
     batch_weighted = np.mean([np.exp(x.mean()) for x in nlls])
@@ -77,16 +70,16 @@ def test_matches_torchmetrics_with_ignore_index():
     for b in batches:
         b["labels"] = np.where(b.pop("mask"), b["labels"], -100).astype(np.int32)
         reference.update(torch.tensor(b["logits"]), torch.tensor(b["labels"], dtype=torch.long))
-    got = merged(mx.Perplexity(ignore_index=-100), batches, jit=True)
+    got = merged(mx.Perplexity(ignore_index=-100), batches=batches, jit=True)
     np.testing.assert_allclose(got, float(reference.compute()), rtol=1e-5)
 
 
 def test_log_probs_input_equals_logits_input():
     batches = uneven_batches(seed=2)
-    from_logits = merged(mx.Perplexity(), batches)
+    from_logits = merged(mx.Perplexity(), batches=batches)
     for b in batches:
         b["log_probs"] = jax.nn.log_softmax(b.pop("logits"), axis=-1)
-    np.testing.assert_allclose(merged(mx.Perplexity(), batches), from_logits, rtol=1e-6)
+    np.testing.assert_allclose(merged(mx.Perplexity(), batches=batches), from_logits, rtol=1e-6)
 
 
 def test_edge_cases_and_errors():
