@@ -46,7 +46,7 @@ import functools
 import operator
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +54,6 @@ import numpy as np
 from jax import lax
 
 from metrix.core import numerics
-
-if TYPE_CHECKING:  # only for annotations: state.py imports this module
-    from metrix.core.state import State
 
 _META = "metrix"
 
@@ -154,20 +151,20 @@ class FieldKind:
         return self.fold(gather(value, axis_name))
 
     # -- the field inside its states (what State calls) ---------------------------------
-    def merge_field(self, name: str, a: State, b: State):
+    def merge_field(self, name: str, a, b):
         return self.merge(getattr(a, name), getattr(b, name))
 
-    def fold_field(self, name: str, stacked: State):
+    def fold_field(self, name: str, stacked):
         return self.fold(getattr(stacked, name))
 
-    def allreduce_field(self, name: str, state: State, axis_name):
+    def allreduce_field(self, name: str, state, axis_name):
         return self.allreduce(getattr(state, name), axis_name)
 
     def empty_field(self, name: str, state_cls: type, parent: Any, static: dict):
         shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
         return self.identity(shape, dtype)
 
-    def empty_like_field(self, name: str, state: State):
+    def empty_like_field(self, name: str, state):
         return self.identity_like(getattr(state, name))
 
     def resolved_shape_dtype(self, parent, state_cls, field_name):
@@ -671,7 +668,7 @@ def dropped_field() -> Any:
     return _field(DroppedKind())
 
 
-def nested_field(state_cls: type[State] | None = None) -> Any:
+def nested_field(state_cls: type | None = None) -> Any:
     """A State inside a State; merges by the inner state's rules."""
     return _field(NestedKind(state_cls=state_cls))
 
