@@ -8,8 +8,6 @@ split into batches, devices or hosts gives the same result.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
@@ -63,10 +61,10 @@ def _filter_valid(maps, window):
     return x[..., 0]
 
 
-def _check_size(name, shape, window_size):
+def _check_size(shape, window_size):
     if shape[-3] < window_size or shape[-2] < window_size:
         raise ValueError(
-            f"{name}: images of {shape[-3]}x{shape[-2]} pixels are smaller than the "
+            f"images of {shape[-3]}x{shape[-2]} pixels are smaller than the "
             f"{window_size}x{window_size} window"
         )
 
@@ -89,7 +87,7 @@ def ssim_and_contrast(
         ssim = (2 mu_p mu_t + C1) / (mu_p^2 + mu_t^2 + C1) * cs
     """
     preds, targets = _float(preds), _float(targets)
-    _check_size("SSIM", preds.shape, window_size)
+    _check_size(preds.shape, window_size)
     *batch, h, w, c = preds.shape
     # One (h, w) map per image and channel; the five local moments filtered in one go.
     p = jnp.moveaxis(preds.reshape(-1, h, w, c), -1, 1).reshape(-1, h, w)
@@ -100,7 +98,7 @@ def ssim_and_contrast(
         p = jnp.pad(p, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
         t = jnp.pad(t, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
     elif padding != "valid":
-        raise ValueError(f"SSIM: padding must be 'valid' or 'reflect', got {padding!r}")
+        raise ValueError(f"padding must be 'valid' or 'reflect', got {padding!r}")
     moments = _filter_valid(jnp.concatenate([p, t, p * p, t * t, p * t]), window)
     mu_p, mu_t, pp, tt, pt = jnp.split(moments, 5)
     var_p = jnp.maximum(pp - mu_p**2, 0)
@@ -146,7 +144,7 @@ def multiscale_ssim(
     smallest = window_size * 2 ** (len(betas) - 1)  # the coarsest scale must hold a window
     if preds.shape[-3] < smallest or preds.shape[-2] < smallest:
         raise ValueError(
-            f"MultiScaleSSIM: {len(betas)} scales with an {window_size}-pixel window need images "
+            f"{len(betas)} scales with an {window_size}-pixel window need images "
             f"of at least {smallest}x{smallest}, got {preds.shape[-3]}x{preds.shape[-2]}"
         )
     terms = []
@@ -165,17 +163,13 @@ def multiscale_ssim(
     return jnp.prod(stack**weights, axis=0)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _per_image_values(metric, preds, targets):
-    # One compiled program per (metric, shapes): eager calls do not dispatch op by op.
-    return metric.per_image(preds, targets)
-
-
 class _PerImage(Metric):
     preds: Key = REQUIRED
     targets: Key = REQUIRED
     mask: Key | None = None
     data_range: float = 1.0
+
+    eager_compile = True  # one compiled program per (metric, shapes): no op-by-op dispatch
 
     class State(AverageState):
         pass
@@ -189,7 +183,7 @@ class _PerImage(Metric):
         targets: Float[Array, "*b h w c"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        return self.State.from_values(_per_image_values(self, preds, targets), mask=mask)
+        return self.State.from_values(self.per_image(preds, targets), mask=mask)
 
 
 class PSNR(_PerImage):
@@ -245,7 +239,7 @@ class MultiScaleSSIM(_PerImage):
 
     def __post_init__(self):
         if self.normalize not in (None, "relu", "simple"):
-            raise ValueError(f"MultiScaleSSIM: normalize must be None, 'relu' or 'simple', got {self.normalize!r}")
+            raise ValueError(f"normalize must be None, 'relu' or 'simple', got {self.normalize!r}")
 
     def per_image(self, preds, targets):
         return multiscale_ssim(

@@ -14,9 +14,6 @@ relevant; NDCG uses the graded relevance as linear gains.
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
@@ -131,12 +128,6 @@ def ndcg(scores, relevance, k=None, item_mask=None):
     return jnp.where(ideal > 0, actual / jnp.where(ideal > 0, ideal, 1), 0.0)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _per_query_values(metric, scores, relevance, item_mask):
-    # One compiled program per (metric, shapes): eager calls do not dispatch op by op.
-    return metric.per_query(scores, relevance, item_mask)
-
-
 class _PerQuery(Metric):
     scores: Key = REQUIRED
     relevance: Key = REQUIRED
@@ -145,12 +136,14 @@ class _PerQuery(Metric):
     k: int | None = None
     skip_empty: bool = False
 
+    eager_compile = True  # one compiled program per (metric, shapes): no op-by-op dispatch
+
     class State(AverageState):
         pass
 
     def __post_init__(self):
         if self.k is not None and (not isinstance(self.k, int) or self.k < 1):
-            raise ValueError(f"{type(self).__name__}: k must be a positive int or None, got {self.k!r}")
+            raise ValueError(f"k must be a positive int or None, got {self.k!r}")
 
     def per_query(self, scores, relevance, item_mask):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -166,7 +159,7 @@ class _PerQuery(Metric):
         keep = broadcast_mask(mask, scores.shape[:-1])
         if self.skip_empty:
             keep = keep & jnp.any(valid & (relevance > 0), axis=-1)
-        return self.State.from_values(_per_query_values(self, scores, relevance, valid), mask=keep)
+        return self.State.from_values(self.per_query(scores, relevance, valid), mask=keep)
 
 
 class NDCG(_PerQuery):

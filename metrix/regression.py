@@ -70,9 +70,9 @@ def symmetric_absolute_percentage_error(preds, targets, eps: float = _PERCENT_EP
     return 2.0 * absolute_error(preds, targets) / denom
 
 
-def _check_same_shape(name, preds, targets):
+def _check_same_shape(preds, targets):
     if preds.shape != targets.shape:
-        raise ValueError(f"{name}: preds {preds.shape} and targets {targets.shape} must have one shape")
+        raise ValueError(f"preds {preds.shape} and targets {targets.shape} must have one shape")
 
 
 class _ElementwiseError(Metric):
@@ -94,7 +94,7 @@ class _ElementwiseError(Metric):
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        _check_same_shape(type(self).__name__, preds, targets)
+        _check_same_shape(preds, targets)
         return self.State.from_values(self.errors(preds, targets), mask=mask)
 
 
@@ -161,7 +161,7 @@ class MaxError(Metric):
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        _check_same_shape("MaxError", preds, targets)
+        _check_same_shape(preds, targets)
         return self.State.from_values(absolute_error(preds, targets), mask=mask)
 
 
@@ -208,7 +208,7 @@ def _output_shape(metric) -> tuple[int, ...]:
     return () if num_outputs is None else (int(num_outputs),)
 
 
-def _as_rows(name, preds, targets, mask, num_outputs):
+def _as_rows(preds, targets, mask, num_outputs):
     """Flatten to ``(N,)`` (one variable) or ``(N, d)`` rows, with the mask as rows too.
 
     Rows are float32 (or wider) whatever the input dtype, so states have the dtypes of
@@ -217,13 +217,13 @@ def _as_rows(name, preds, targets, mask, num_outputs):
     preds, targets = _float(preds), _float(targets)
     dtype = jnp.promote_types(jnp.promote_types(preds.dtype, targets.dtype), jnp.float32)
     preds, targets = preds.astype(dtype), targets.astype(dtype)
-    _check_same_shape(name, preds, targets)
+    _check_same_shape(preds, targets)
     keep = broadcast_mask(mask, preds.shape)
     if num_outputs is None:
         return preds.reshape(-1), targets.reshape(-1), keep.reshape(-1)
     if preds.ndim < 1 or preds.shape[-1] != num_outputs:
         raise ValueError(
-            f"{name}: num_outputs={num_outputs} needs inputs of shape (*b, {num_outputs}), got {preds.shape}"
+            f"num_outputs={num_outputs} needs inputs of shape (*b, {num_outputs}), got {preds.shape}"
         )
     d = num_outputs
     return preds.reshape(-1, d), targets.reshape(-1, d), keep.reshape(-1, d)
@@ -366,13 +366,13 @@ class _MomentMetric(Metric):
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        p, t, keep = _as_rows(type(self).__name__, preds, targets, mask, self.num_outputs)
+        p, t, keep = _as_rows(preds, targets, mask, self.num_outputs)
         return self.State.from_rows(p, t, keep)
 
 
-def _check_multioutput(name, multioutput):
+def _check_multioutput(multioutput):
     if multioutput not in _MULTIOUTPUT:
-        raise ValueError(f"{name}: multioutput must be one of {_MULTIOUTPUT}, got {multioutput!r}")
+        raise ValueError(f"multioutput must be one of {_MULTIOUTPUT}, got {multioutput!r}")
 
 
 class R2Score(_MomentMetric):
@@ -386,7 +386,7 @@ class R2Score(_MomentMetric):
     adjusted: int = 0
 
     def __post_init__(self):
-        _check_multioutput("R2Score", self.multioutput)
+        _check_multioutput(self.multioutput)
         if self.adjusted < 0:
             raise ValueError(f"R2Score: adjusted must be >= 0, got {self.adjusted}")
 
@@ -401,7 +401,7 @@ class ExplainedVariance(_MomentMetric):
     multioutput: str = "uniform_average"
 
     def __post_init__(self):
-        _check_multioutput("ExplainedVariance", self.multioutput)
+        _check_multioutput(self.multioutput)
 
     class State(CoMomentState):
         def compute(self):
@@ -499,7 +499,7 @@ class SpearmanCorrCoef(Metric):
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        p, t, keep = _as_rows("SpearmanCorrCoef", preds, targets, mask, self.num_outputs)
+        p, t, keep = _as_rows(preds, targets, mask, self.num_outputs)
         if self.num_outputs is not None:
             # A row is one example with all its outputs: the mask must not split it.
             if mask is not None and jnp.ndim(mask) >= preds.ndim:

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from metrix.backbones.lpips_nets import _check_calibration
 from metrix.core.metric import Metric
 from metrix.core.state import State
 from metrix.core.states import AverageState
@@ -557,7 +558,7 @@ class LPIPSMetric(LearnedMetric):
                 for c in self.feature_channels
             ]
         if isinstance(calibration, Mapping):
-            lpips_core._check_calibration(self.net, calibration)
+            _check_calibration(self.net, calibration)
             loaded = calibration
         else:
             path = None if calibration == "lpips" else calibration

@@ -171,11 +171,11 @@ class Norm(Metric):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_bins(name, num_bins, low, high):
+def _check_bins(num_bins, low, high):
     if not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"{name}: num_bins must be a positive int, got {num_bins!r}")
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
     if not low < high:
-        raise ValueError(f"{name}: needs low < high, got low={low!r}, high={high!r}")
+        raise ValueError(f"needs low < high, got low={low!r}, high={high!r}")
 
 
 class Histogram(Metric):
@@ -193,7 +193,7 @@ class Histogram(Metric):
     high: float = 1.0
 
     def __post_init__(self):
-        _check_bins("Histogram", self.num_bins, self.low, self.high)
+        _check_bins(self.num_bins, self.low, self.high)
 
     class State(HistogramState):
         pass
@@ -254,7 +254,7 @@ class Quantiles(Metric):
     high: float = 1.0
 
     def __post_init__(self):
-        _check_bins("Quantiles", self.num_bins, self.low, self.high)
+        _check_bins(self.num_bins, self.low, self.high)
         if not all(0.0 <= q <= 1.0 for q in self.quantiles):
             raise ValueError(f"Quantiles: quantiles must lie in [0, 1], got {self.quantiles!r}")
 

@@ -61,9 +61,9 @@ COLORMAPS = tuple(_COLORMAPS)
 """Names of the built-in colormaps."""
 
 
-def _check_cmap(owner: str, cmap: str | None) -> None:
+def _check_cmap(cmap: str | None) -> None:
     if cmap is not None and cmap not in _COLORMAPS:
-        raise ValueError(f"{owner}: unknown colormap {cmap!r}; built-in ones are {COLORMAPS}")
+        raise ValueError(f"unknown colormap {cmap!r}; built-in ones are {COLORMAPS}")
 
 
 def apply_colormap(x, name: str = "viridis"):
@@ -71,7 +71,7 @@ def apply_colormap(x, name: str = "viridis"):
 
     Values outside ``[0, 1]`` are clipped; NaN maps to black.
     """
-    _check_cmap("apply_colormap", name)
+    _check_cmap(name)
     table = jnp.asarray(_COLORMAPS[name], jnp.float32)
     x = jnp.asarray(x, jnp.float32)
     positions = jnp.linspace(0.0, 1.0, table.shape[0])
@@ -137,7 +137,7 @@ class ShowImages(Metric):
     image_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self):
-        _check_cmap(type(self).__name__, self.cmap)
+        _check_cmap(self.cmap)
         if self.num_images < 1:
             raise ValueError(f"ShowImages: num_images must be >= 1, got {self.num_images}")
 
@@ -253,7 +253,7 @@ class ShowConfusionMatrix(ConfusionMatrix):
         super().__post_init__()
         if self.task == "multilabel":
             raise ValueError("ShowConfusionMatrix: task='multilabel' has no single matrix image")
-        _check_cmap(type(self).__name__, self.cmap)
+        _check_cmap(self.cmap)
         if self.cell_size < 1:
             raise ValueError(f"ShowConfusionMatrix: cell_size must be >= 1, got {self.cell_size}")
 

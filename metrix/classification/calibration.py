@@ -19,8 +19,6 @@ eagerly; under ``jit`` the element is left out, counted in the state's ``invalid
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
@@ -30,6 +28,7 @@ from metrix.core.fields import exact_sum_field
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
+from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
 
 _TASKS = ("binary", "multiclass", "multilabel")
@@ -37,44 +36,40 @@ _NORMS = ("l1", "l2", "max")
 PROBABILITY_SUM_TOLERANCE = 1e-3
 
 
-def _is_concrete(*arrays) -> bool:
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays if a is not None)
-
-
 # ---------------------------------------------------------------------------------------
 # Inputs: probabilities, labels, validity
 # ---------------------------------------------------------------------------------------
 
 
-def _prepare(owner, task, num_classes, preds, labels, mask, from_logits):
+def _prepare(task, num_classes, preds, labels, mask, from_logits):
     """Probabilities, labels, the mask of usable examples and the count of rejected ones.
 
     Returns per *example* arrays: binary/multilabel examples are elements ``(*b)`` /
     ``(*b, L)``; multiclass examples are rows ``(*b)`` with ``(*b, C)`` probabilities.
     """
     if task not in _TASKS:
-        raise ValueError(f"{owner}: task must be one of {_TASKS}, got {task!r}")
+        raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
     if not jnp.issubdtype(preds.dtype, jnp.floating):
         raise TypeError(
-            f"{owner}: preds must be floating probabilities or logits, got {preds.dtype}"
+            f"preds must be floating probabilities or logits, got {preds.dtype}"
         )
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"{owner}: labels must be integers or booleans, got {labels.dtype}")
+        raise TypeError(f"labels must be integers or booleans, got {labels.dtype}")
     preds = preds.astype(jnp.float32)
     if task == "multiclass":
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
-                f"{owner}: multiclass needs num_classes >= 2 (static), got {num_classes!r}"
+                f"multiclass needs num_classes >= 2 (static), got {num_classes!r}"
             )
         if preds.ndim < 1 or preds.shape[-1] != num_classes:
             raise ValueError(
-                f"{owner}: preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+                f"preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
             )
         if labels.shape != preds.shape[:-1]:
             raise ValueError(
-                f"{owner}: multiclass labels must have shape {preds.shape[:-1]}, got {labels.shape}"
+                f"multiclass labels must have shape {preds.shape[:-1]}, got {labels.shape}"
             )
         if from_logits:
             probs = jax.nn.softmax(preds, axis=-1)
@@ -88,11 +83,11 @@ def _prepare(owner, task, num_classes, preds, labels, mask, from_logits):
     else:
         if preds.shape != labels.shape:
             raise ValueError(
-                f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
+                f"preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
             )
         if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
             raise ValueError(
-                f"{owner}: multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+                f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
             )
         if from_logits:
             probs = jax.nn.sigmoid(preds)
@@ -109,51 +104,28 @@ def _prepare(owner, task, num_classes, preds, labels, mask, from_logits):
     return probs, labels, keep & ~bad, invalid, n_labels, n_preds
 
 
-def _refuse_bad_inputs(metric, n_labels, n_preds, *inputs):
-    """Eagerly (concrete inputs) raise a ValueError naming what was wrong."""
-    if not _is_concrete(*inputs):
-        return
-    n_labels, n_preds = int(n_labels), int(n_preds)
-    if n_labels or n_preds:
-        task = metric.task
-        if task == "multiclass" and not metric.from_logits:
-            what = "rows not summing to 1 or outside [0, 1]"
-        else:
-            what = "NaN logits" if metric.from_logits else "probabilities outside [0, 1] or NaN"
-        limit = metric.num_classes if task == "multiclass" else 2
-        raise ValueError(
-            f"{type(metric).__name__}: {n_labels} label(s) outside [0, {limit}) and {n_preds} bad "
-            f"prediction(s) ({what})."
-        )
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _batch_sums(metric, preds, labels, mask):
-    """One batch's sums for ``metric`` (its ``_sums``), jitted: one compiled call when eager."""
-    probs, labels, keep, invalid, n_labels, n_preds = _prepare(
-        type(metric).__name__,
-        metric.task,
-        metric.num_classes,
-        preds,
-        labels,
-        mask,
-        metric.from_logits,
+def _bad_inputs_message(metric, bad) -> str:
+    """What was wrong with a batch: ``bad`` holds the counts of bad labels and predictions."""
+    if metric.task == "multiclass" and not metric.from_logits:
+        what = "rows not summing to 1 or outside [0, 1]"
+    else:
+        what = "NaN logits" if metric.from_logits else "probabilities outside [0, 1] or NaN"
+    limit = metric.num_classes if metric.task == "multiclass" else 2
+    return (
+        f"{int(bad[0])} label(s) outside [0, {limit}) and {int(bad[1])} bad prediction(s) "
+        f"({what})."
     )
-    sums = metric._sums(jnp.asarray(preds, jnp.float32), probs, jnp.where(keep, labels, 0), keep)
-    return sums, invalid, n_labels, n_preds
 
 
-def _refuse_invalid(owner, invalid, value):
-    """Raise eagerly when invalid inputs were seen; NaN under jit."""
-    if not _is_concrete(invalid):
-        return jnp.where(numerics.df_value(invalid) > 0, jnp.nan, value)
-    bad = numerics.df_to_python(invalid)
-    if bad:
-        raise ValueError(
-            f"{owner}: {bad} input example(s) were invalid (labels out of range, NaN or "
-            "improper probabilities; left out under jit); the value is refused."
-        )
-    return value
+def _refuse_invalid(state, value):
+    """``value``, refused when the state saw invalid examples: an error eagerly, NaN under jit."""
+    return refuse(
+        numerics.df_value(state.invalid),
+        value,
+        lambda _: f"{metric_name(state)}: {numerics.df_to_python(state.invalid)} input "
+        "example(s) were invalid (labels out of range, NaN or improper probabilities; left out "
+        "under jit); the value is refused.",
+    )
 
 
 class _MeanState(State):
@@ -164,9 +136,7 @@ class _MeanState(State):
     invalid: jax.Array = exact_sum_field()
 
     def compute(self):
-        return _refuse_invalid(
-            type(self.parent).__name__, self.invalid, numerics.df_divide(self.total, self.count)
-        )
+        return _refuse_invalid(self, numerics.df_divide(self.total, self.count))
 
 
 class _ProbabilisticMetric(Metric):
@@ -177,17 +147,15 @@ class _ProbabilisticMetric(Metric):
     num_classes: int | None = None
     from_logits: bool = False
 
+    eager_compile = True
+
     def __post_init__(self):
         if self.task not in _TASKS:
-            raise ValueError(
-                f"{type(self).__name__}: task must be one of {_TASKS}, got {self.task!r}"
-            )
+            raise ValueError(f"task must be one of {_TASKS}, got {self.task!r}")
         if self.task != "binary" and (
             not isinstance(self.num_classes, int) or self.num_classes < 1
         ):
-            raise ValueError(
-                f"{type(self).__name__}: task={self.task!r} needs num_classes= (static int)"
-            )
+            raise ValueError(f"task={self.task!r} needs num_classes= (static int)")
 
     def _sums(self, preds, probs, labels, keep):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -198,8 +166,13 @@ class _ProbabilisticMetric(Metric):
         labels: Shaped[Array, "..."],
         mask: Shaped[Array, "..."] | None = None,
     ) -> State:
-        sums, invalid, n_labels, n_preds = _batch_sums(self, preds, labels, mask)
-        _refuse_bad_inputs(self, n_labels, n_preds, preds, labels, mask)
+        probs, targets, keep, invalid, n_labels, n_preds = _prepare(
+            self.task, self.num_classes, preds, labels, mask, self.from_logits
+        )
+        refuse(jnp.stack([n_labels, n_preds]), None, lambda bad: _bad_inputs_message(self, bad))
+        sums = self._sums(
+            jnp.asarray(preds, jnp.float32), probs, jnp.where(keep, targets, 0), keep
+        )
         exact = {name: numerics.df_from(value) for name, value in sums.items()}
         return self.State(parent=self, invalid=numerics.df_from(invalid), **exact)
 
@@ -361,11 +334,7 @@ class CalibrationState(State):
         return self._checked(value)
 
     def _checked(self, value):
-        owner = type(self.parent).__name__
-        if not _is_concrete(self.invalid):
-            flag = numerics.df_value(self.invalid) > 0
-            return jax.tree.map(lambda v: jnp.where(flag, jnp.nan, v), value)
-        return jax.tree.map(lambda v: _refuse_invalid(owner, self.invalid, v), value)
+        return _refuse_invalid(self, value)
 
     def calibration_error(self, norm: str = "l1"):
         value = calibration_error_from_bins(
@@ -396,13 +365,9 @@ class ExpectedCalibrationError(_ProbabilisticMetric):
     def __post_init__(self):
         super().__post_init__()
         if self.norm not in _NORMS:
-            raise ValueError(
-                f"{type(self).__name__}: norm must be one of {_NORMS}, got {self.norm!r}"
-            )
+            raise ValueError(f"norm must be one of {_NORMS}, got {self.norm!r}")
         if not isinstance(self.num_bins, int) or self.num_bins < 1:
-            raise ValueError(
-                f"{type(self).__name__}: num_bins must be a positive int, got {self.num_bins!r}"
-            )
+            raise ValueError(f"num_bins must be a positive int, got {self.num_bins!r}")
 
     class State(CalibrationState):
         pass

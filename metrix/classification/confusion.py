@@ -9,19 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Shaped
 
-from metrix.classification._common import (
-    _AVERAGES,
-    _check_task,
-    _is_concrete,
-    _jit_when_eager,
-    _nan_where,
-)
+from metrix.classification._common import _AVERAGES, _check_task
 from metrix.classification.accuracy import binarize
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
+from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
 
 # ---------------------------------------------------------------------------------------
@@ -29,8 +24,8 @@ from metrix.core.state import State
 # ---------------------------------------------------------------------------------------
 
 
-
-def _confusion_and_invalid_impl(
+@functools.partial(jax.jit, static_argnames=("task", "num_classes", "threshold", "from_logits"))
+def _confusion_and_invalid(
     preds,
     labels,
     *,
@@ -39,20 +34,19 @@ def _confusion_and_invalid_impl(
     threshold=0.5,
     from_logits=False,
     mask=None,
-    owner="confusion_counts",
 ):
     """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
-    _check_task(owner, task, num_classes)
+    _check_task(task, num_classes)
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
     if jnp.issubdtype(labels.dtype, jnp.floating):
-        raise TypeError(f"{owner}: labels must be integers or booleans, got {labels.dtype}")
+        raise TypeError(f"labels must be integers or booleans, got {labels.dtype}")
     scores = jnp.issubdtype(preds.dtype, jnp.floating)
     if task == "multiclass":
         if scores:
             if preds.ndim < 1 or preds.shape[-1] != num_classes:
                 raise ValueError(
-                    f"{owner}: multiclass scores must have shape (*b, num_classes={num_classes}), "
+                    f"multiclass scores must have shape (*b, num_classes={num_classes}), "
                     f"got {preds.shape}"
                 )
             bad_pred = jnp.any(jnp.isnan(preds), axis=-1)
@@ -62,18 +56,18 @@ def _confusion_and_invalid_impl(
             hard = preds.astype(jnp.int32)
         if hard.shape != labels.shape:
             raise ValueError(
-                f"{owner}: predictions of shape {preds.shape} do not match labels of shape "
+                f"predictions of shape {preds.shape} do not match labels of shape "
                 f"{labels.shape} (multiclass labels are (*b,) class indices)"
             )
         n = num_classes
     else:
         if preds.shape != labels.shape:
             raise ValueError(
-                f"{owner}: preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
+                f"preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
             )
         if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
             raise ValueError(
-                f"{owner}: multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+                f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
             )
         bad_pred = jnp.isnan(preds) if scores else (preds < 0) | (preds > 1)
         hard = binarize(preds, threshold, from_logits)
@@ -95,11 +89,6 @@ def _confusion_and_invalid_impl(
     index = jnp.where(keep, index, cells).reshape(-1)
     counts = jnp.zeros((cells,), jnp.float32).at[index].add(1.0, mode="drop").reshape(shape)
     return counts, invalid_label.sum(dtype=jnp.float32), invalid_pred.sum(dtype=jnp.float32)
-
-
-_confusion_and_invalid = _jit_when_eager(
-    _confusion_and_invalid_impl, ("task", "num_classes", "threshold", "from_logits", "owner")
-)
 
 
 def confusion_counts(
@@ -126,7 +115,6 @@ def confusion_counts(
         threshold=threshold,
         from_logits=from_logits,
         mask=mask,
-        owner="confusion_counts",
     )
     return counts
 
@@ -138,19 +126,6 @@ def _confusion_shape(m):
         return (m.num_classes, 2, 2)
     return (m.num_classes, m.num_classes)
 
-
-
-def _refuse_invalid(owner, invalid, value):
-    """Raise eagerly when invalid inputs were seen; NaN (floats) under jit."""
-    if not _is_concrete(invalid):
-        return _nan_where(numerics.df_value(invalid) > 0, value)
-    bad = numerics.df_to_python(invalid)
-    if bad:
-        raise ValueError(
-            f"{owner}: {bad} input element(s) had a label out of range, a predicted label out of "
-            "range or a NaN score (they were left out of the counts under jit); the value is refused."
-        )
-    return value
 
 
 class ConfusionState(State):
@@ -167,7 +142,7 @@ class ConfusionState(State):
 
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
-        owner = type(metric).__name__
+        """One batch's state; invalid elements raise eagerly (counted in ``invalid`` under jit)."""
         counts, bad_labels, bad_preds = _confusion_and_invalid(
             preds,
             labels,
@@ -176,16 +151,14 @@ class ConfusionState(State):
             threshold=metric.threshold,
             from_logits=metric.from_logits,
             mask=mask,
-            owner=owner,
         )
-        if _is_concrete(preds, labels, mask):
-            n_labels, n_preds = int(bad_labels), int(bad_preds)
-            if n_labels or n_preds:
-                n = 2 if metric.task != "multiclass" else metric.num_classes
-                raise ValueError(
-                    f"{owner}: {n_labels} label(s) outside [0, {n}) and {n_preds} invalid "
-                    "prediction(s) (NaN scores or predicted labels out of range)."
-                )
+        n = 2 if metric.task != "multiclass" else metric.num_classes
+        refuse(
+            jnp.stack([bad_labels, bad_preds]),
+            None,
+            lambda bad: f"{int(bad[0])} label(s) outside [0, {n}) and {int(bad[1])} invalid "
+            "prediction(s) (NaN scores or predicted labels out of range).",
+        )
         return cls(
             parent=metric,
             matrix=numerics.df_from(counts),
@@ -203,8 +176,14 @@ class ConfusionState(State):
         return (m[..., 0] + m[..., 1]).astype(np.int64)
 
     def checked(self, value):
-        owner = type(self.parent).__name__ if self.parent is not None else "ConfusionState"
-        return _refuse_invalid(owner, self.invalid, value)
+        """``value``, refused when invalid inputs were seen: an error eagerly, NaN under jit."""
+        return refuse(
+            numerics.df_value(self.invalid),
+            value,
+            lambda _: f"{metric_name(self)}: {numerics.df_to_python(self.invalid)} input "
+            "element(s) had a label out of range, a predicted label out of range or a NaN score "
+            "(they were left out of the counts under jit); the value is refused.",
+        )
 
 
 def stat_scores(matrix, task: str):
@@ -391,13 +370,13 @@ class _ConfusionMetric(Metric):
     threshold: float = 0.5
     from_logits: bool = False
 
+    eager_compile = True
+
     def __post_init__(self):
-        _check_task(type(self).__name__, self.task, self.num_classes)
+        _check_task(self.task, self.num_classes)
         average = getattr(self, "average", "macro")
         if average not in _AVERAGES:
-            raise ValueError(
-                f"{type(self).__name__}: average must be one of {_AVERAGES}, got {average!r}"
-            )
+            raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
 
     class State(ConfusionState):
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -10,20 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Shaped
 
-from metrix.classification._common import (
-    _AVERAGES,
-    _check_task,
-    _is_concrete,
-    _jit_when_eager,
-    _nan_where,
-)
-from metrix.classification.confusion import _refuse_invalid
+from metrix.classification._common import _AVERAGES, _check_task
 from metrix.core import numerics
 from metrix.core.buffers import BufferState
 from metrix.core.fields import concat_field, exact_sum_field
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
+from metrix.core.refuse import is_concrete, metric_name, refuse
 from metrix.core.state import State
 
 # ---------------------------------------------------------------------------------------
@@ -165,7 +160,7 @@ def binary_roc_auc(scores, labels, valid=None):
     run in numpy (one sort, fast); traced inputs run the jit-able jnp version (``valid``
     marks the rows to use). One class only: NaN (with a warning when eager).
     """
-    if _is_concrete(scores, labels, valid):
+    if is_concrete(scores, labels, valid):
         s, y = np.asarray(scores), np.asarray(labels)
         if valid is not None:
             keep = np.asarray(valid, bool)
@@ -186,7 +181,7 @@ def binary_average_precision(scores, labels, valid=None):
     No interpolation; 0 when there are no positives (sklearn, with a warning when eager).
     numpy for concrete inputs, jit-able jnp otherwise (as :func:`binary_roc_auc`).
     """
-    if _is_concrete(scores, labels, valid):
+    if is_concrete(scores, labels, valid):
         s, y = np.asarray(scores), np.asarray(labels)
         if valid is not None:
             keep = np.asarray(valid, bool)
@@ -267,20 +262,20 @@ def binned_average_precision(positives, negatives):
 # -- inputs and states -----------------------------------------------------------------------
 
 
-def _score_rows(owner, task, num_classes, preds, labels, mask):
+def _score_rows(task, num_classes, preds, labels, mask):
     """Flatten ``(*b, ...)`` inputs to rows; returns scores, labels, row mask, bad-row flags."""
     preds = jnp.asarray(preds)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(preds.dtype, jnp.floating):
-        raise TypeError(f"{owner}: preds must be floating scores, got {preds.dtype}")
+        raise TypeError(f"preds must be floating scores, got {preds.dtype}")
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"{owner}: labels must be integers or booleans, got {labels.dtype}")
+        raise TypeError(f"labels must be integers or booleans, got {labels.dtype}")
     preds, labels = preds.astype(jnp.float32), labels.astype(jnp.int32)
     if task == "binary":
         if preds.shape != labels.shape:
             raise ValueError(
-                f"{owner}: binary preds {preds.shape} and labels {labels.shape} must have one shape"
+                f"binary preds {preds.shape} and labels {labels.shape} must have one shape"
             )
         row_shape = labels.shape
         scores, y = preds.reshape(-1), labels.reshape(-1)
@@ -288,21 +283,21 @@ def _score_rows(owner, task, num_classes, preds, labels, mask):
     else:
         if preds.ndim < 1 or preds.shape[-1] != num_classes:
             raise ValueError(
-                f"{owner}: preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+                f"preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
             )
         row_shape = preds.shape[:-1]
         scores = preds.reshape(-1, num_classes)
         if task == "multiclass":
             if labels.shape != row_shape:
                 raise ValueError(
-                    f"{owner}: multiclass labels must have shape {row_shape} (class indices), got {labels.shape}"
+                    f"multiclass labels must have shape {row_shape} (class indices), got {labels.shape}"
                 )
             y = labels.reshape(-1)
             bad = (y < 0) | (y >= num_classes)
         else:
             if labels.shape != preds.shape:
                 raise ValueError(
-                    f"{owner}: multilabel labels must have shape {preds.shape}, got {labels.shape}"
+                    f"multilabel labels must have shape {preds.shape}, got {labels.shape}"
                 )
             y = labels.reshape(-1, num_classes)
             bad = jnp.any((y < 0) | (y > 1), axis=-1)
@@ -311,25 +306,10 @@ def _score_rows(owner, task, num_classes, preds, labels, mask):
     return scores, y, keep, bad
 
 
-def _refuse_bad_rows(owner, task, num_classes, n_bad, *inputs):
-    """Eagerly (concrete inputs) raise on masked-in rows with NaN scores or bad labels."""
-    if _is_concrete(*inputs):
-        n_bad = int(n_bad)
-        if n_bad:
-            limit = num_classes if task == "multiclass" else 2
-            raise ValueError(
-                f"{owner}: {n_bad} example(s) with a NaN score or a label outside [0, {limit})."
-            )
-
-
-def _buffer_rows_impl(preds, labels, mask, *, task, num_classes, capacity, owner):
-    """One batch's rows packed into a new (parentless) buffer, and the number of bad rows."""
-    scores, y, keep, bad = _score_rows(owner, task, num_classes, preds, labels, mask)
-    state = ScoresState.from_rows(capacity=capacity, mask=keep, scores=scores, labels=y)
-    return state, jnp.sum(keep & bad)
-
-
-_buffer_rows = _jit_when_eager(_buffer_rows_impl, ("task", "num_classes", "capacity", "owner"))
+def _refuse_bad_rows(task, num_classes, n_bad):
+    """Refuse masked-in rows with NaN scores or bad labels (eagerly; counted under jit)."""
+    limit = num_classes if task == "multiclass" else 2
+    refuse(n_bad, None, lambda n: f"{n} example(s) with a NaN score or a label outside [0, {limit}).")
 
 
 def _score_item_shape(m):
@@ -342,6 +322,12 @@ def _label_item_shape(m):
 
 def _num_columns(m):
     return 1 if m.task == "binary" else m.num_classes
+
+
+_STORED_BAD_ROWS = (
+    "{}: stored rows hold NaN scores or labels out of range (accepted under jit); the value is "
+    "refused."
+)
 
 
 class ScoresState(BufferState):
@@ -358,21 +344,13 @@ class ScoresState(BufferState):
 
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
-        owner = type(metric).__name__
-        rows, n_bad = _buffer_rows(
-            preds,
-            labels,
-            mask,
-            task=metric.task,
-            num_classes=metric.num_classes,
-            capacity=metric.capacity,
-            owner=owner,
+        """One batch's rows in a new buffer; bad rows raise eagerly (under jit: kept, refused
+        at compute)."""
+        scores, y, keep, bad = _score_rows(metric.task, metric.num_classes, preds, labels, mask)
+        _refuse_bad_rows(metric.task, metric.num_classes, jnp.sum(keep & bad))
+        return cls.from_rows(
+            capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y
         )
-        _refuse_bad_rows(owner, metric.task, metric.num_classes, n_bad, preds, labels, mask)
-        fields = {
-            f: getattr(rows, f) for f in rows._data_fields + rows._static_fields if f != "parent"
-        }
-        return cls(parent=metric, **fields)
 
     def bad_rows(self):
         """Jit-safe flag: a stored row has a NaN score or an out-of-range label."""
@@ -411,11 +389,8 @@ class ScoresState(BufferState):
         rows = self.rows()
         scores, labels, m = rows["scores"], rows["labels"], self.parent
         limit = m.num_classes if m.task == "multiclass" else 2
-        if np.isnan(scores).any() or (labels < 0).any() or (labels >= limit).any():
-            raise ValueError(
-                f"{type(m).__name__}: stored rows hold NaN scores or labels out of range "
-                "(accepted under jit); the value is refused."
-            )
+        bad = np.isnan(scores).any() or (labels < 0).any() or (labels >= limit).any()
+        refuse(bad, None, _STORED_BAD_ROWS.format(metric_name(self)))
         if m.task == "binary":
             return [scores], [labels]
         if m.task == "multiclass":
@@ -432,15 +407,7 @@ class ScoresState(BufferState):
     def checked(self, value):
         """Refuse overflowed buffers and bad rows: raise eagerly, NaN under jit."""
         value = self.check_capacity(value)
-        bad = self.bad_rows()
-        if not _is_concrete(bad):
-            return _nan_where(bad, value)
-        if bool(bad):
-            raise ValueError(
-                f"{type(self.parent).__name__}: stored rows hold NaN scores or labels out of "
-                "range (accepted under jit); the value is refused."
-            )
-        return value
+        return refuse(self.bad_rows(), value, _STORED_BAD_ROWS.format(metric_name(self)))
 
     def compute(self):
         return self.parent._compute_exact(self)
@@ -456,20 +423,15 @@ def binned_counts(
     number of classes / labels (one-vs-rest). Bad rows are left out.
     """
     pos, neg, invalid = _binned_counts(
-        preds,
-        labels,
-        mask,
-        task=task,
-        num_classes=num_classes,
-        thresholds=thresholds,
-        owner="binned_counts",
+        preds, labels, mask, task=task, num_classes=num_classes, thresholds=thresholds
     )
-    _refuse_bad_rows("binned_counts", task, num_classes, invalid, preds, labels, mask)
+    _refuse_bad_rows(task, num_classes, invalid)
     return pos, neg
 
 
-def _binned_counts_impl(preds, labels, mask, *, task, num_classes, thresholds, owner):
-    scores, y, keep, bad = _score_rows(owner, task, num_classes, preds, labels, mask)
+@functools.partial(jax.jit, static_argnames=("task", "num_classes", "thresholds"))
+def _binned_counts(preds, labels, mask, *, task, num_classes, thresholds):
+    scores, y, keep, bad = _score_rows(task, num_classes, preds, labels, mask)
     invalid = jnp.sum(keep & bad, dtype=jnp.float32)
     keep = keep & ~bad
     if task == "binary":
@@ -495,11 +457,6 @@ def _binned_counts_impl(preds, labels, mask, *, task, num_classes, thresholds, o
     return histogram(y == 1), histogram(y == 0), invalid
 
 
-_binned_counts = _jit_when_eager(
-    _binned_counts_impl, ("task", "num_classes", "thresholds", "owner")
-)
-
-
 class BinnedScoresState(State):
     """Per-threshold positive / negative counts (exact), O(K N) memory; merges as sums."""
 
@@ -509,7 +466,7 @@ class BinnedScoresState(State):
 
     @classmethod
     def from_inputs(cls, metric, preds, labels, mask=None):
-        owner = type(metric).__name__
+        """One batch's counts; bad rows raise eagerly (left out and counted under jit)."""
         pos, neg, invalid = _binned_counts(
             preds,
             labels,
@@ -517,9 +474,8 @@ class BinnedScoresState(State):
             task=metric.task,
             num_classes=metric.num_classes,
             thresholds=metric.thresholds,
-            owner=owner,
         )
-        _refuse_bad_rows(owner, metric.task, metric.num_classes, invalid, preds, labels, mask)
+        _refuse_bad_rows(metric.task, metric.num_classes, invalid)
         return cls(
             parent=metric,
             positives=numerics.df_from(pos),
@@ -537,14 +493,21 @@ class BinnedScoresState(State):
         return numerics.df_value(self.positives).sum(-1)
 
     def checked(self, value):
-        return _refuse_invalid(type(self.parent).__name__, self.invalid, value)
+        """``value``, refused when bad rows were seen: an error eagerly, NaN under jit."""
+        return refuse(
+            numerics.df_value(self.invalid),
+            value,
+            lambda _: f"{metric_name(self)}: {numerics.df_to_python(self.invalid)} input "
+            "example(s) had a NaN score or a label out of range (they were left out of the "
+            "counts under jit); the value is refused.",
+        )
 
     def compute(self):
         return self.parent._compute_binned(self)
 
 
 def _warn_undefined(values, what):
-    if _is_concrete(values) and bool(jnp.any(jnp.isnan(values))):
+    if is_concrete(values) and bool(jnp.any(jnp.isnan(values))):
         warnings.warn(
             f"{what} is undefined (NaN) for a class with only one label value.",
             UndefinedMetricWarning,
@@ -587,21 +550,21 @@ class _RankingMetric(Metric):
     capacity: int = 65536
 
     key_aliases = {"logits": "preds", "targets": "labels"}
+    eager_compile = True
 
     def __post_init__(self):
-        owner = type(self).__name__
-        _check_task(owner, self.task, self.num_classes)
+        _check_task(self.task, self.num_classes)
         if self.thresholds is not None and (
             not isinstance(self.thresholds, int) or self.thresholds < 2
         ):
             raise ValueError(
-                f"{owner}: thresholds must be None (exact) or an int >= 2, got {self.thresholds!r}"
+                f"thresholds must be None (exact) or an int >= 2, got {self.thresholds!r}"
             )
         if self.thresholds is None and (not isinstance(self.capacity, int) or self.capacity < 1):
-            raise ValueError(f"{owner}: capacity must be a positive int, got {self.capacity!r}")
+            raise ValueError(f"capacity must be a positive int, got {self.capacity!r}")
         average = getattr(self, "average", "macro")
         if average not in _AVERAGES:
-            raise ValueError(f"{owner}: average must be one of {_AVERAGES}, got {average!r}")
+            raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
 
     class State(ScoresState):
         pass
@@ -633,7 +596,7 @@ class _AreaMetric(_RankingMetric):
 
     def _compute_exact(self, state: ScoresState):
         micro = self.average == "micro" and self.task != "binary"
-        if _is_concrete(state.scores, state.count):
+        if is_concrete(state.scores, state.count):
             # Eager: everything on the host copy in numpy (one sort per column).
             scores, labels = state.host_columns(micro)
             values = np.array(
@@ -704,7 +667,7 @@ class _CurveMetric(_RankingMetric):
         raise NotImplementedError
 
     def _compute_exact(self, state: ScoresState):
-        if not _is_concrete(state.scores, state.count):
+        if not is_concrete(state.scores, state.count):
             raise TypeError(
                 f"{type(self).__name__}: the exact curve has a data-dependent length, so compute "
                 "it eagerly (outside jit), or use thresholds=N for fixed-length binned curves."

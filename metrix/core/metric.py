@@ -17,6 +17,25 @@ Subclasses become frozen keyword-only dataclasses without a decorator. ``get_sta
 wrapped so that positional arguments bind like keyword ones, numpy inputs become jax
 arrays, annotated inputs are type-checked (see :mod:`metrix.core.typecheck`), and the returned
 state records its ``parent`` metric.
+
+**One error boundary.** Errors raised while a metric is built (``__post_init__``) or reads
+its inputs (``get_state`` / ``get_values``, everything they call) get the metric's name as a
+prefix, once: ``F1Score: labels must be integers or booleans, got float32``. The pure
+functions a metric calls therefore raise without a name (:class:`named_errors` is the
+boundary; a message that already starts with the name keeps it once). Only exceptions whose
+message is their single string argument are renamed (``ValueError``, ``TypeError``, ``KeyError``,
+``IndexError`` and their subclasses, and metrix's own errors such as
+``CapacityOverflowError``); the type, traceback and ``raise ... from`` chain stay those of
+the original. Compute-time refusals take the name from ``state.parent``
+(:func:`metrix.core.refuse.metric_name`).
+
+**One eager-compile switch.** ``eager_compile = True`` on a metric class runs its
+``get_state`` as one cached compiled program per configuration (the frozen, hashable metric
+is a static argument, so equal configurations share it) and input shapes when the inputs
+are concrete, and inline when they are traced (your ``jit``, ``vmap``, ``grad``). Input
+checks that need concrete values stay eager: :func:`metrix.core.refuse.refuse` calls inside
+the program are raised right after it. :meth:`Metric.run_compiled` does the same for one
+inner step of a ``get_state``.
 """
 
 from __future__ import annotations
@@ -27,11 +46,13 @@ import inspect
 import typing
 from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from typing_extensions import dataclass_transform
 
 from metrix.core import keys as keys_lib
+from metrix.core import refuse as refuse_lib
 from metrix.core import typecheck
 from metrix.core.state import Frozen, State, drop_frozen_methods
 
@@ -44,27 +65,142 @@ def _as_jax(value):
     return value
 
 
+# -- the error boundary ----------------------------------------------------------------------
+
+# Exceptions whose message is their one string argument: safe to give a prefix.
+_RENAMED_TYPES = (ValueError, TypeError, KeyError, IndexError)
+
+
+def _message_is_args(cls) -> bool:
+    """Whether ``str()`` of ``cls`` instances shows ``args[0]`` (builtin or metrix ``__str__``)."""
+    for klass in cls.__mro__:
+        if "__str__" in klass.__dict__:
+            return klass.__module__ == "builtins" or klass.__module__.startswith("metrix")
+    return False  # pragma: no cover - object defines __str__
+
+
+def _names(message: str, name: str) -> bool:
+    """Whether ``message`` already starts with ``name`` (``"F1Score: ..."``, ``"F1Score.x"``)."""
+    if not message.startswith(name):
+        return False
+    rest = message[len(name) : len(name) + 1]
+    return not (rest.isalnum() or rest == "_")
+
+
+def add_name(err: BaseException, name: str) -> BaseException:
+    """Prefix ``err``'s message with ``name`` in place, once, where that is safe; returns it.
+
+    Safe: ``ValueError`` / ``TypeError`` / ``KeyError`` / ``IndexError`` (and subclasses) or
+    an error class defined in metrix, not one of JAX's own, with a single string argument
+    that ``str()`` shows. A message that already starts with ``name`` is left alone.
+    """
+    cls = type(err)
+    module = cls.__module__
+    if module.split(".")[0] in ("jax", "jaxlib"):
+        return err
+    if not (isinstance(err, _RENAMED_TYPES) or module.startswith("metrix")):
+        return err
+    if len(err.args) != 1 or not isinstance(err.args[0], str) or not _message_is_args(cls):
+        return err
+    if not _names(err.args[0], name):
+        err.args = (f"{name}: {err.args[0]}",)
+    return err
+
+
+class named_errors:  # lower case: used like a function, ``with named_errors(name):``
+    """Context manager: errors raised inside start with ``name`` (see :func:`add_name`).
+
+    The exception itself propagates (its message renamed in place), so its type, traceback
+    and cause are untouched. ``Metric`` wraps construction and input methods in it; other
+    configuration objects (e.g. miners) may use it the same way.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, cls, err, tb):
+        if err is not None:
+            add_name(err, self.name)
+        return False
+
+
+def _named_post_init(fn):
+    @functools.wraps(fn)
+    def __post_init__(self, *args, **kwargs):
+        with named_errors(type(self).__name__):
+            fn(self, *args, **kwargs)
+
+    __post_init__._metrix_wrapped = True
+    return __post_init__
+
+
+# -- the eager-compile switch -----------------------------------------------------------------
+
+_ARRAY_LEAVES = (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
+
+
+def _compilable(metric, args, kwargs) -> bool:
+    """Concrete array inputs and a hashable metric: one compiled program can run them."""
+    for leaf in jax.tree.leaves((args, kwargs)):
+        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, _ARRAY_LEAVES):
+            return False
+    try:
+        hash(metric)
+    except TypeError:  # a configuration holding arrays or lists: run it op by op
+        return False
+    return True
+
+
+@functools.cache
+def _program(fn):
+    """``fn(metric, *args, **kwargs)`` jitted with the metric static, its refusals collected."""
+
+    def program(metric, args, kwargs):
+        with refuse_lib.deferred_refusals() as pending:
+            out = fn(metric, *args, **kwargs)
+        return out, refuse_lib.collected(pending)
+
+    return jax.jit(program, static_argnums=0)
+
+
+# -- input methods ----------------------------------------------------------------------------
+
+
 def _wrap_input_method(cls, method_name: str, fn):
     signature = inspect.signature(fn)
+    is_get_state = method_name == "get_state"
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        kwargs = _rename_aliases(type(self), method_name, kwargs)
-        try:
-            bound = signature.bind(self, *args, **kwargs)
-        except TypeError as err:
-            params = [p for p in signature.parameters if p != "self"]
-            raise TypeError(
-                f"{type(self).__name__}.{method_name}(): {err}; its inputs are {params}"
-            ) from None
-        arguments = {k: _as_jax(v) for k, v in bound.arguments.items() if k != "self"}
-        typecheck.check_inputs(f"{type(self).__name__}.{method_name}", fn, arguments)
-        var_kw = [p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD]
-        extra = arguments.pop(var_kw[0], {}) if var_kw else {}
-        result = fn(self, **arguments, **extra)
-        if isinstance(result, State) and result.parent is None:
-            result = result.replace(parent=self)
-        return result
+        with named_errors(type(self).__name__):
+            kwargs = _rename_aliases(type(self), method_name, kwargs)
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError as err:
+                params = [p for p in signature.parameters if p != "self"]
+                raise TypeError(
+                    f"{type(self).__name__}.{method_name}(): {err}; its inputs are {params}"
+                ) from None
+            arguments = {k: _as_jax(v) for k, v in bound.arguments.items() if k != "self"}
+            typecheck.check_inputs(f"{type(self).__name__}.{method_name}", fn, arguments)
+            var_kw = [p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD]
+            extra = arguments.pop(var_kw[0], {}) if var_kw else {}
+            if is_get_state and self.eager_compile:
+                result = self.run_compiled(fn, **arguments, **extra)
+                # A cached program returns the state of the (equal) metric it was traced with.
+                traced_with = getattr(result, "parent", self) if isinstance(result, State) else self
+                if traced_with is not self and traced_with == self:
+                    result = result.replace(parent=self)
+            else:
+                result = fn(self, **arguments, **extra)
+            if isinstance(result, State) and result.parent is None:
+                result = result.replace(parent=self)
+            return result
 
     wrapper._metrix_wrapped = True
     return wrapper
@@ -79,6 +215,9 @@ class Metric(Frozen):
     # Kauldron's ``targets`` for ``labels``. An alias is an optional ``Key`` field; setting it
     # together with the key it stands for is an error.
     key_aliases: ClassVar[dict[str, str]] = {}
+    # Run get_state as one cached compiled program per configuration and input shapes when
+    # its inputs are concrete (inline when traced); see the module docstring.
+    eager_compile: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -86,6 +225,9 @@ class Metric(Frozen):
             fn = cls.__dict__.get(name)
             if fn is not None and not getattr(fn, "_metrix_wrapped", False):
                 setattr(cls, name, _wrap_input_method(cls, name, fn))
+        post_init = cls.__dict__.get("__post_init__")
+        if post_init is not None and not getattr(post_init, "_metrix_wrapped", False):
+            cls.__post_init__ = _named_post_init(post_init)
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(frozen=True, kw_only=True, eq=True)(cls)
             drop_frozen_methods(cls)
@@ -176,6 +318,27 @@ class Metric(Frozen):
     def empty(self) -> State:
         """The identity of merge, with the shapes and dtypes of a real state."""
         return self.State.empty(parent=self)
+
+    def run_compiled(self, fn, /, *args, **kwargs):
+        """``fn(self, *args, **kwargs)`` as one cached compiled program, or inline when traced.
+
+        When every leaf of ``args`` / ``kwargs`` is a concrete array (or ``None``) and the
+        metric is hashable, ``fn`` runs jitted with the metric as a static argument: one
+        program per ``fn``, configuration and input shapes, shared by equal metrics. Its
+        :func:`~metrix.core.refuse.refuse` calls are raised after the call, eagerly. Under a
+        trace, or for an unhashable configuration, ``fn`` simply runs. ``fn`` must be a
+        module-level function or a method (it keys the cache), taking the metric first and
+        reading its configuration from it::
+
+            return self.run_compiled(_state_of_distances, distances, mask)
+
+        ``eager_compile = True`` applies this to the whole ``get_state``.
+        """
+        if not _compilable(self, args, kwargs):
+            return fn(self, *args, **kwargs)
+        out, refusals = _program(fn)(self, args, kwargs)
+        refusals.raise_any()
+        return out
 
     # -- sharing one state between metrics (see metrix.core.collection) -------------------------
     def state_sharing_key(self) -> Any:

@@ -12,6 +12,7 @@ from metrix.core.buffers import BufferState
 from metrix.core.fields import concat_field, nested_field
 from metrix.core.keys import Key
 from metrix.core.metric import Metric
+from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -30,20 +31,17 @@ def _features(metric, x, params, side: str):
     if x.ndim == 4:
         if params is None:
             raise TypeError(
-                f"{type(metric).__name__}: {side} has shape {x.shape} (NHWC images), so "
+                f"{side} has shape {x.shape} (NHWC images), so "
                 "get_state() needs params= (FID InceptionV3 params from "
                 "metrix.backbones.inception.load_params)."
             )
         from metrix.backbones.inception import inception_features  # flax only when needed
 
         return inception_features(params, x, taps=(metric.tap,))[metric.tap]
-    raise ValueError(
-        f"{type(metric).__name__}: {side} must be (N, d) features or (N, H, W, C) images, "
-        f"got shape {x.shape}"
-    )
+    raise ValueError(f"{side} must be (N, d) features or (N, H, W, C) images, got shape {x.shape}")
 
 
-def _side_mask(mask, side_mask, n: int, name: str):
+def _side_mask(mask, side_mask, n: int, side: str):
     """The mask of one side: ``side_mask & mask`` (either may be None)."""
     out = None
     for m in (mask, side_mask):
@@ -52,7 +50,7 @@ def _side_mask(mask, side_mask, n: int, name: str):
         m = jnp.asarray(m)
         m = m if m.dtype == jnp.bool_ else m != 0
         if m.shape != (n,):
-            raise ValueError(f"{name}: a mask of shape {m.shape} does not cover {n} rows")
+            raise ValueError(f"a {side} mask of shape {m.shape} does not cover {n} rows")
         out = m if out is None else out & m
     return out
 
@@ -60,14 +58,9 @@ def _side_mask(mask, side_mask, n: int, name: str):
 def _check_width(metric, feats, side: str):
     if feats.shape[-1] != metric.num_features:
         raise ValueError(
-            f"{type(metric).__name__}: {side} features have {feats.shape[-1]} dimensions but "
-            f"the metric has num_features={metric.num_features}"
+            f"{side} features have {feats.shape[-1]} dimensions but the metric has "
+            f"num_features={metric.num_features}"
         )
-
-
-def _is_tracer(*xs) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in xs)
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,7 +92,7 @@ class PairedFeatures(State):
                 continue
             feats = _features(metric, x, params, side).astype(jnp.float32)
             _check_width(metric, feats, side)
-            keep = _side_mask(mask, side_mask, feats.shape[0], f"{type(metric).__name__} {side}")
+            keep = _side_mask(mask, side_mask, feats.shape[0], side)
             sides[side] = FeatureBuffer.from_rows(
                 capacity=metric.capacity, mask=keep, parent=metric, features=feats
             )
@@ -107,14 +100,13 @@ class PairedFeatures(State):
 
     def _check_counts(self, minimum: int, what: str):
         """Raise eagerly when a side has fewer than ``minimum`` rows; False (NaN) under jit."""
-        counts = (self.real.count, self.generated.count)
-        if not _is_tracer(*counts):
-            for side, c in zip(("real", "generated"), counts):
-                if int(c) < minimum:
-                    raise ValueError(
-                        f"{type(self.parent).__name__}: {what} needs at least {minimum} {side} rows, "
-                        f"got {int(c)}"
-                    )
+        for side, count in (("real", self.real.count), ("generated", self.generated.count)):
+            refuse(
+                count < minimum,
+                None,
+                lambda _, side=side, count=count: f"{metric_name(self)}: {what} needs at least "
+                f"{minimum} {side} rows, got {int(count)}",
+            )
         return (self.real.count >= minimum) & (self.generated.count >= minimum)
 
     def _finish(self, values: dict, ok):
@@ -147,9 +139,9 @@ class _PairedFeatureMetric(Metric):
         self,
         real: Shaped[Array, "nr ..."] | None = None,
         generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, nr] | None = None,
-        generated_mask: Shaped[Array, ng] | None = None,
-        mask: Shaped[Array, n] | None = None,
+        real_mask: Shaped[Array, "nr"] | None = None,
+        generated_mask: Shaped[Array, "ng"] | None = None,
+        mask: Shaped[Array, "n"] | None = None,
         params: Any = None,
     ) -> State:
         return self.State.from_inputs(

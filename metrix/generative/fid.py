@@ -123,10 +123,10 @@ class FID(Metric):
 
     def __post_init__(self):
         if self.precision not in _PRECISIONS:
-            raise ValueError(f"FID: precision must be one of {_PRECISIONS}, got {self.precision!r}")
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
         if self.real_stats is not None and self.real_stats.num_features != self.num_features:
             raise ValueError(
-                f"FID: real_stats have {self.real_stats.num_features} features but "
+                f"real_stats have {self.real_stats.num_features} features but "
                 f"num_features={self.num_features}"
             )
 
@@ -198,13 +198,13 @@ class FID(Metric):
         self,
         real: Shaped[Array, "nr ..."] | None = None,
         generated: Shaped[Array, "ng ..."] | None = None,
-        real_mask: Shaped[Array, nr] | None = None,
-        generated_mask: Shaped[Array, ng] | None = None,
-        mask: Shaped[Array, n] | None = None,
+        real_mask: Shaped[Array, "nr"] | None = None,
+        generated_mask: Shaped[Array, "ng"] | None = None,
+        mask: Shaped[Array, "n"] | None = None,
         params: Any = None,
     ) -> State:
         if real is not None and self.real_stats is not None:
-            raise ValueError("FID: the real side is fixed by real_stats; pass only generated=")
+            raise ValueError("the real side is fixed by real_stats; pass only generated=")
         sides = {}
         for side, x, side_mask in (
             ("real", real, real_mask),
@@ -215,7 +215,7 @@ class FID(Metric):
                 continue
             feats = _features(self, x, params, side)
             _check_width(self, feats, side)
-            keep = _side_mask(mask, side_mask, feats.shape[0], f"FID {side}")
+            keep = _side_mask(mask, side_mask, feats.shape[0], side)
             sides[side] = MeanCovState.from_rows(feats, mask=keep, parent=self)
         return self.State(parent=self, **sides)
 

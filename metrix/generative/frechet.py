@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metrix.generative.features import _HIGHEST, _PRECISIONS, _is_tracer
+from metrix.core.refuse import is_concrete
+from metrix.generative.features import _HIGHEST, _PRECISIONS
 
 # ---------------------------------------------------------------------------------------
 # FID
@@ -175,7 +176,7 @@ def frechet_distance(
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     d = np.shape(sigma1)[0]
     if precision == "float64":
-        if not _is_tracer(mu1, sigma1, mu2, sigma2, num_samples1, num_samples2):
+        if is_concrete(mu1, sigma1, mu2, sigma2, num_samples1, num_samples2):
             # eager: float64 numpy inputs are used as they are
             r1, r2 = _rank(num_samples1, d, np), _rank(num_samples2, d, np)
             return jnp.float32(_frechet_distance_f64_host(mu1, sigma1, mu2, sigma2, r1, r2))

@@ -89,14 +89,14 @@ class InceptionScore(Metric):
         self,
         probs: Float[Array, "n c"] | None = None,
         logits: Float[Array, "n c"] | None = None,
-        mask: Shaped[Array, n] | None = None,
+        mask: Shaped[Array, "n"] | None = None,
     ) -> State:
         if (probs is None) == (logits is None):
             raise TypeError("InceptionScore.get_state() needs exactly one of probs= or logits=")
         values = probs if probs is not None else logits
         if values.shape[-1] != self.num_classes:
             raise ValueError(
-                f"InceptionScore: inputs have {values.shape[-1]} classes but num_classes={self.num_classes}"
+                f"inputs have {values.shape[-1]} classes but num_classes={self.num_classes}"
             )
         if logits is not None:
             log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

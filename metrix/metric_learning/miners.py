@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from metrix.core.metric import named_errors
 from metrix.metric_learning.distances import _DISTANCES, pair_masks, pairwise_distances
 
 # ---------------------------------------------------------------------------------------
@@ -44,9 +45,9 @@ class MinedIndices:
         return np.stack(cols, axis=1)
 
 
-def _check_distance(owner, distance):
+def _check_distance(distance):
     if distance not in _DISTANCES:
-        raise ValueError(f"{owner}: distance must be one of {_DISTANCES}, got {distance!r}")
+        raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,7 +63,8 @@ class _Miner:
     normalize: bool = False
 
     def __post_init__(self):
-        _check_distance(type(self).__name__, self.distance)
+        with named_errors(type(self).__name__):  # a miner is no Metric: name it here
+            _check_distance(self.distance)
 
     def _distances(self, embeddings, labels, mask):
         embeddings = jax.lax.stop_gradient(jnp.asarray(embeddings))

@@ -46,9 +46,9 @@ class LossTermsState(State):
         return jnp.sum(means)
 
 
-def _check_reduction(owner, reduction, allowed=_REDUCTIONS):
+def _check_reduction(reduction, allowed=_REDUCTIONS):
     if reduction not in allowed:
-        raise ValueError(f"{owner}: reduction must be one of {allowed}, got {reduction!r}")
+        raise ValueError(f"reduction must be one of {allowed}, got {reduction!r}")
 
 
 def _count(valid, losses, reduction):
@@ -68,9 +68,9 @@ class MetricLearningLoss(Metric):
     num_terms: ClassVar[int] = 1
 
     def __post_init__(self):
-        _check_reduction(type(self).__name__, getattr(self, "reduction", "mean"))
+        _check_reduction(getattr(self, "reduction", "mean"))
         if hasattr(self, "distance"):
-            _check_distance(type(self).__name__, self.distance)
+            _check_distance(self.distance)
 
     class State(LossTermsState):
         pass

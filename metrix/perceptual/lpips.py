@@ -118,13 +118,11 @@ class LPIPSWithDistances(State):
 class _LPIPSBase(Metric):
     """Shared configuration checks and state building (not a public metric)."""
 
-    def _check_config(self, owner: str) -> None:
+    def _check_config(self) -> None:
         if self.capacity is not None and (not isinstance(self.capacity, int) or self.capacity <= 0):
-            raise ValueError(
-                f"{owner}: capacity must be a positive int or None, got {self.capacity!r}"
-            )
+            raise ValueError(f"capacity must be a positive int or None, got {self.capacity!r}")
         if not isinstance(self.spatial, bool):
-            raise TypeError(f"{owner}: spatial must be True or False, got {self.spatial!r}")
+            raise TypeError(f"spatial must be True or False, got {self.spatial!r}")
 
     def empty(self) -> State:
         if self.capacity is None:
@@ -180,11 +178,11 @@ class LPIPS(_LPIPSBase):
     def __post_init__(self):
         if self.net not in lpips_core.LPIPS_CHANNELS:
             raise ValueError(
-                f"LPIPS: unknown net {self.net!r}; expected one of {sorted(lpips_core.LPIPS_CHANNELS)}"
+                f"unknown net {self.net!r}; expected one of {sorted(lpips_core.LPIPS_CHANNELS)}"
             )
         if self.version not in _VERSIONS:
-            raise ValueError(f"LPIPS: version must be one of {_VERSIONS}, got {self.version!r}")
-        self._check_config("LPIPS")
+            raise ValueError(f"version must be one of {_VERSIONS}, got {self.version!r}")
+        self._check_config()
 
     def load_weights(self, *, backbone_path: Any, calibration_path: Any = None) -> dict[str, Any]:
         """``{"backbone_params": ..., "calibration": ...}`` read once from local files, on device.
@@ -223,8 +221,9 @@ class LPIPS(_LPIPSBase):
         calibration: Any,
         mask: Shaped[Array, "n"] | None = None,
     ) -> State:
-        _check_calibration_layers("LPIPS", calibration, len(lpips_core.LPIPS_CHANNELS[self.net]))
-        return _finish(self, self.distances(img_a, img_b, backbone_params, calibration), mask)
+        _check_calibration_layers(calibration, len(lpips_core.LPIPS_CHANNELS[self.net]))
+        distances = self.distances(img_a, img_b, backbone_params, calibration)
+        return self.run_compiled(_state_of_distances, distances, mask)
 
 
 class LPIPSFromFeatures(_LPIPSBase):
@@ -256,16 +255,14 @@ class LPIPSFromFeatures(_LPIPSBase):
     def __post_init__(self):
         if self.net is not None and self.net not in lpips_core.LPIPS_CHANNELS:
             raise ValueError(
-                f"LPIPSFromFeatures: unknown net {self.net!r}; expected one of "
+                f"unknown net {self.net!r}; expected one of "
                 f"{sorted(lpips_core.LPIPS_CHANNELS)} or None"
             )
         if self.version not in _VERSIONS:
-            raise ValueError(
-                f"LPIPSFromFeatures: version must be one of {_VERSIONS}, got {self.version!r}"
-            )
+            raise ValueError(f"version must be one of {_VERSIONS}, got {self.version!r}")
         if self.image_size is not None:
             object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
-        self._check_config("LPIPSFromFeatures")
+        self._check_config()
 
     def load_weights(self, *, calibration_path: Any = None) -> dict[str, Any]:
         """``{"calibration": ...}`` for ``net`` (default: the lpips package's shipped file)."""
@@ -302,43 +299,43 @@ class LPIPSFromFeatures(_LPIPSBase):
             features_b, (jax.Array, Mapping)
         ):
             raise TypeError(
-                "LPIPSFromFeatures.get_state(): features_a and features_b must be sequences "
-                "(list or tuple) of per-layer arrays"
+                "features_a and features_b must be sequences (list or tuple) of per-layer arrays"
             )
-        _check_calibration_layers("LPIPSFromFeatures", calibration, len(features_a))
-        return _finish(self, self.distances(features_a, features_b, calibration), mask)
+        _check_calibration_layers(calibration, len(features_a))
+        distances = self.distances(features_a, features_b, calibration)
+        return self.run_compiled(_state_of_distances, distances, mask)
 
 
 def _state_of_distances(metric: _LPIPSBase, d, mask):
-    """The state of a batch's distances (a spatial map's mean per pair first)."""
+    """The state of a batch's distances (a spatial map's mean per pair first).
+
+    Run through ``metric.run_compiled``: compiled apart from the distances, since the
+    capacity buffer's scatter costs ~3 ms op by op (6% of an alex 64x64 batch of 32), and
+    the distance program stays one per input shape, shared by metrics that differ in
+    capacity or mask. Inlined under a user's jit.
+    """
     if metric.spatial:
         d = jnp.mean(d, axis=(1, 2))
     return metric.state_from_distances(d, mask)
 
 
-# Compiled apart from the distances: the capacity buffer's scatter costs ~3 ms op by op
-# (6% of an alex 64x64 batch of 32), and the distance program stays one per input shape,
-# shared by metrics that differ in capacity or mask. Inlined under a user's jit.
-_finish = jax.jit(_state_of_distances, static_argnums=0)
-
-
-def _check_calibration_layers(owner: str, calibration: Any, n_layers: int) -> None:
+def _check_calibration_layers(calibration: Any, n_layers: int) -> None:
     """A clear error before tracing when the calibration does not have one weight vector per layer."""
     if isinstance(calibration, Mapping):
         keys = set(calibration)
         expected = {f"lin{k}" for k in range(n_layers)}
         if keys != expected:
             raise ValueError(
-                f"{owner}: calibration has keys {sorted(keys)}; expected {sorted(expected)} "
+                f"calibration has keys {sorted(keys)}; expected {sorted(expected)} "
                 "(one (C_l,) weight vector per feature layer)"
             )
     elif isinstance(calibration, Sequence):
         if len(calibration) != n_layers:
             raise ValueError(
-                f"{owner}: calibration has {len(calibration)} layers, expected {n_layers}"
+                f"calibration has {len(calibration)} layers, expected {n_layers}"
             )
     else:
         raise TypeError(
-            f"{owner}: calibration must be a {{'lin0': (C_0,), ...}} mapping or a sequence of "
+            f"calibration must be a {{'lin0': (C_0,), ...}} mapping or a sequence of "
             f"(C_l,) arrays, got {type(calibration).__name__}"
         )

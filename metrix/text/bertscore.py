@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,6 +129,7 @@ class BERTScoreIdf(Metric):
     special_token_ids: tuple[int, ...] = ()
 
     State = BERTScoreIdfState
+    eager_compile = True  # one program per metric and input shapes, not op-by-op dispatches
 
     def get_state(
         self,
@@ -136,9 +137,7 @@ class BERTScoreIdf(Metric):
         reference_mask: Shaped[Array, "b *k l"] | None = None,
         mask: Shaped[Array, "b"] | None = None,
     ) -> BERTScoreIdfState:
-        return _jitted_state(
-            self, {"reference_ids": reference_ids, "reference_mask": reference_mask, "mask": mask}
-        )
+        return self._state(reference_ids, reference_mask, mask)
 
     def _state(self, reference_ids, reference_mask, mask) -> BERTScoreIdfState:
         ids = reference_ids.reshape(-1, reference_ids.shape[-1])
@@ -285,6 +284,7 @@ class BERTScore(Metric):
     capacity: int | None = None
 
     State = BERTScoreSums
+    eager_compile = True  # one program per metric and input shapes, not op-by-op dispatches
 
     def __post_init__(self):
         if self.model_dir is not None and not isinstance(self.model_dir, str):
@@ -406,7 +406,7 @@ class BERTScore(Metric):
             "idf": idf,
             "mask": mask,
         }
-        return _jitted_state(self, inputs)
+        return self._state(**inputs)
 
     def _state(
         self,
@@ -533,14 +533,6 @@ class BERTScore(Metric):
         if isinstance(first, (list, tuple)) and (not first or isinstance(first[0], str)):
             return self.score(*args, **kwargs).state.compute()
         return super().__call__(*args, **kwargs)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jitted_state(metric, inputs: dict[str, Any]) -> State:
-    """``metric._state(**inputs)`` compiled once per metric and input shapes, so that eager
-    ``get_state`` calls run one program instead of dozens of op-by-op dispatches (inside an
-    outer ``jit`` it is simply inlined)."""
-    return metric._state(**inputs)
 
 
 def _groups(refs) -> list[list[str]]:
