@@ -171,8 +171,7 @@ class _PerImage(Metric):
 
     eager_compile = True  # one compiled program per (metric, shapes): no op-by-op dispatch
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def per_image(self, preds, targets):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -131,8 +131,7 @@ class Loss(Metric):
     weight: float | Schedule = 1.0
     normalize_by: Literal["mask", "values"] = "mask"
 
-    class State(LossState):
-        pass
+    State = LossState
 
     def __post_init__(self):
         if self.normalize_by not in ("mask", "values"):
@@ -383,10 +382,6 @@ class NegativeCosineSimilarity(Loss):
         return negative_cosine_similarity_values(preds, targets, self.epsilon)
 
 
-# Re-exported so they are importable from the top-level namespace (metrix/__init__.py
-# star-imports this module, not metrix.runtime.training).
-from metrix.runtime.training import TrainMetrics, log_and_reset, window_step
-
 __all__ = [
     "L1",
     "L2",
@@ -398,15 +393,12 @@ __all__ = [
     "SigmoidBinaryCrossEntropy",
     "SigmoidFocalLoss",
     "SoftmaxCrossEntropy",
-    "TrainMetrics",
     "huber_values",
     "l1_values",
     "l2_values",
-    "log_and_reset",
     "negative_cosine_similarity_values",
     "sigmoid_binary_cross_entropy_values",
     "sigmoid_focal_values",
     "softmax_cross_entropy_values",
     "total_loss",
-    "window_step",
 ]

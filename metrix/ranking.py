@@ -138,8 +138,7 @@ class _PerQuery(Metric):
 
     eager_compile = True  # one compiled program per (metric, shapes): no op-by-op dispatch
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def __post_init__(self):
         if self.k is not None and (not isinstance(self.k, int) or self.k < 1):

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, Shaped
 
 from metrix.core import numerics
 from metrix.core.buffers import BufferState
-from metrix.core.fields import concat_field, exact_sum_field, sum_field
+from metrix.core.fields import chan_m2_field, chan_mean_field, concat_field, exact_sum_field
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
@@ -82,8 +82,7 @@ class _ElementwiseError(Metric):
     targets: Key = REQUIRED
     mask: Key | None = None
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def errors(self, preds, targets):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -152,8 +151,7 @@ class MaxError(Metric):
     targets: Key = REQUIRED
     mask: Key | None = None
 
-    class State(MaxState):
-        pass
+    State = MaxState
 
     def get_state(
         self,
@@ -176,8 +174,7 @@ class CosineSimilarity(Metric):
     mask: Key | None = None
     eps: float = 1e-8
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def get_state(
         self,
@@ -240,8 +237,8 @@ class CoMomentState(State):
     """
 
     count: jax.Array = exact_sum_field(shape=_output_shape)
-    mean: jax.Array = sum_field(shape=lambda m: (*_output_shape(m), 3))
-    m2: jax.Array = sum_field(shape=lambda m: (*_output_shape(m), 3, 3))
+    mean: jax.Array = chan_mean_field(shape=lambda m: (*_output_shape(m), 3), covariance=True)
+    m2: jax.Array = chan_m2_field(shape=lambda m: (*_output_shape(m), 3, 3), covariance=True)
 
     @classmethod
     def from_rows(cls, preds, targets, keep, *, parent: Any = None):
@@ -253,18 +250,6 @@ class CoMomentState(State):
         centred = jnp.where(keep3, z - mean, 0)
         m2 = jnp.einsum("n...i,n...j->...ij", centred, centred, precision=_HIGHEST)
         return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
-
-    def merge(self, other):
-        self._check_mergeable(other)
-        n_a, n_b = numerics.df_value(self.count), numerics.df_value(other.count)
-        n = n_a + n_b
-        frac_b = jnp.where(n > 0, n_b / jnp.where(n > 0, n, 1), 0)
-        delta = other.mean - self.mean
-        mean = self.mean + delta * frac_b[..., None]
-        scale = (n_a * frac_b)[..., None, None]
-        m2 = self.m2 + other.m2 + delta[..., :, None] * delta[..., None, :] * scale
-        count = numerics.df_add(self.count, other.count)
-        return self._with_parent(other).replace(count=count, mean=mean, m2=m2)
 
     # -- derived statistics (per output) ----------------------------------------------
     @property
@@ -357,8 +342,7 @@ class _MomentMetric(Metric):
     mask: Key | None = None
     num_outputs: int | None = None
 
-    class State(CoMomentState):
-        pass
+    State = CoMomentState
 
     def get_state(
         self,

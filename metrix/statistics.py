@@ -35,8 +35,7 @@ class Average(Metric):
     mask: Key | None = None
     weights: Key | None = None
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def get_state(
         self,
@@ -53,8 +52,7 @@ class Sum(Metric):
     values: Key = REQUIRED
     mask: Key | None = None
 
-    class State(SumState):
-        pass
+    State = SumState
 
     def get_state(self, values: Num[Array, "..."], mask: Shaped[Array, "..."] | None = None) -> State:
         return self.State.from_values(values, mask=mask)
@@ -85,8 +83,7 @@ class Min(Metric):
     values: Key = REQUIRED
     mask: Key | None = None
 
-    class State(MinState):
-        pass
+    State = MinState
 
     def get_state(self, values: Num[Array, "..."], mask: Shaped[Array, "..."] | None = None) -> State:
         return self.State.from_values(values, mask=mask)
@@ -98,8 +95,7 @@ class Max(Metric):
     values: Key = REQUIRED
     mask: Key | None = None
 
-    class State(MaxState):
-        pass
+    State = MaxState
 
     def get_state(self, values: Num[Array, "..."], mask: Shaped[Array, "..."] | None = None) -> State:
         return self.State.from_values(values, mask=mask)
@@ -154,8 +150,7 @@ class Norm(Metric):
         if self.ord not in (1, 2, float("inf")):
             raise ValueError(f"Norm: ord must be 1, 2 or inf, got {self.ord!r}")
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def get_state(self, values: Any, mask: Shaped[Array, "*m"] | None = None) -> State:
         if not self.per_example:
@@ -195,8 +190,7 @@ class Histogram(Metric):
     def __post_init__(self):
         _check_bins(self.num_bins, self.low, self.high)
 
-    class State(HistogramState):
-        pass
+    State = HistogramState
 
     def edges(self):
         return jnp.linspace(self.low, self.high, self.num_bins + 1)

@@ -40,8 +40,7 @@ class Accuracy(Metric):
     mask: Key | None = None
     top_k: int = 1
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def get_state(
         self,
@@ -100,8 +99,7 @@ class BinaryAccuracy(Metric):
     threshold: float = 0.5
     from_logits: bool = False
 
-    class State(AverageState):
-        pass
+    State = AverageState
 
     def get_state(
         self,

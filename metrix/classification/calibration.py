@@ -239,8 +239,7 @@ class LogLoss(_ProbabilisticMetric):
     examples. Masks cover the leading axes (multilabel: ``(*b)`` or ``(*b, L)``). jit-able.
     """
 
-    class State(_MeanState):
-        pass
+    State = _MeanState
 
     def _sums(self, preds, probs, labels, keep):
         return _mean_sums(_log_loss(preds, labels, self.task, self.from_logits), keep)
@@ -252,8 +251,7 @@ class BrierScore(_ProbabilisticMetric):
     See :func:`brier_values`; NaN for no examples.
     """
 
-    class State(_MeanState):
-        pass
+    State = _MeanState
 
     def _sums(self, preds, probs, labels, keep):
         return _mean_sums(
@@ -369,8 +367,7 @@ class ExpectedCalibrationError(_ProbabilisticMetric):
         if not isinstance(self.num_bins, int) or self.num_bins < 1:
             raise ValueError(f"num_bins must be a positive int, got {self.num_bins!r}")
 
-    class State(CalibrationState):
-        pass
+    State = CalibrationState
 
     def _sums(self, preds, probs, labels, keep):
         conf, correct = confidence_and_correct(probs, labels, task=self.task)

@@ -378,8 +378,7 @@ class _ConfusionMetric(Metric):
         if average not in _AVERAGES:
             raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
 
-    class State(ConfusionState):
-        pass
+    State = ConfusionState
 
     def get_state(
         self,

@@ -566,8 +566,7 @@ class _RankingMetric(Metric):
         if average not in _AVERAGES:
             raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
 
-    class State(ScoresState):
-        pass
+    State = ScoresState
 
     class BinnedState(BinnedScoresState):
         pass

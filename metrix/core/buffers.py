@@ -10,6 +10,7 @@ import numpy as np
 
 from metrix.core import numerics
 from metrix.core.fields import ConcatKind, dropped_field, fill_count_field, static_field
+from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
 
 
@@ -118,21 +119,14 @@ class BufferState(State):
         """
         if self.overflow == "truncate":
             return value
-        if isinstance(self.dropped, jax.core.Tracer):
-            return jax.tree.map(
-                lambda v: jnp.where(self.overflowed, jnp.nan, v)
-                if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
-                else v,
-                value,
-            )
+        return refuse(self.overflowed, value, lambda _: self._overflow_message(), error=CapacityOverflowError)
+
+    def _overflow_message(self) -> str:
         dropped = numerics.df_to_python(self.dropped)
-        if dropped:
-            name = type(self.parent).__name__ if self.parent is not None else type(self).__qualname__
-            raise CapacityOverflowError(
-                f"{name}: its buffer holds {self.capacity} rows but {self.capacity + dropped} "
-                f"arrived ({dropped} dropped); raise `capacity=` on the metric."
-            )
-        return value
+        return (
+            f"{metric_name(self)}: its buffer holds {self.capacity} rows but {self.capacity + dropped} "
+            f"arrived ({dropped} dropped); raise `capacity=` on the metric."
+        )
 
     def rows(self) -> dict[str, Any]:
         """The stored rows as host numpy arrays, trimmed to the fill count (eager only)."""

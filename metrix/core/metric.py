@@ -7,8 +7,7 @@ and a jit-safe ``get_state(**inputs)``::
         logits: mx.Key = mx.REQUIRED
         labels: mx.Key = mx.REQUIRED
 
-        class State(mx.AverageState):
-            pass
+        State = mx.AverageState  # the metric gets its own subclass, Accuracy.State
 
         def get_state(self, logits: Float[Array, "*b n"], labels: Int[Array, "*b"]):
             return self.State.from_values(jnp.argmax(logits, -1) == labels)
@@ -210,7 +209,7 @@ def _wrap_input_method(cls, method_name: str, fn):
 class Metric(Frozen):
     """Base of every metric, loss and summary (see the module docstring)."""
 
-    State: ClassVar[type[State]] = State
+    State: ClassVar[type[State]] = State  # subclasses name theirs (see _derive_state)
     # Other names accepted for an input (alias key field -> get_state argument), e.g.
     # Kauldron's ``targets`` for ``labels``. An alias is an optional ``Key`` field; setting it
     # together with the key it stands for is an error.
@@ -231,7 +230,13 @@ class Metric(Frozen):
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(frozen=True, kw_only=True, eq=True)(cls)
             drop_frozen_methods(cls)
+        _derive_state(cls)
         cls._check_keys_match_signature()
+        # Annotations fail closed: an input annotation that cannot be resolved raises now.
+        for name in _INPUT_METHODS:
+            fn = getattr(cls, name, None)
+            if fn is not None and getattr(fn, "_metrix_wrapped", False):
+                typecheck.checked_annotations(inspect.unwrap(fn), f"{cls.__qualname__}.{name}")
 
     # -- keys ---------------------------------------------------------------------------
     @classmethod
@@ -358,6 +363,24 @@ class Metric(Frozen):
     def __call__(self, *args, **kwargs):
         """One-shot value: ``get_state(*args, **kwargs).compute()``."""
         return self.get_state(*args, **kwargs).compute()
+
+
+def _derive_state(cls) -> None:
+    """Give ``cls`` its own ``State`` class, ``cls.State``, when it declares nothing new.
+
+    A metric names the state it uses (``State = AverageState``) or inherits its parent's; the
+    class it gets is a subclass named ``<Metric>.State`` (a readable name in reprs, errors and
+    treedefs, and a type no other metric's states have). A ``class State(...)`` written in the
+    metric's body is kept as it is.
+    """
+    state = cls.__dict__.get("State", cls.State)
+    if not (isinstance(state, type) and issubclass(state, State)) or state is State:
+        return
+    qualname = f"{cls.__qualname__}.State"
+    if state.__qualname__ == qualname and state.__module__ == cls.__module__:
+        return  # declared in the body
+    derived = type("State", (state,), {"__module__": cls.__module__, "__qualname__": qualname, "__doc__": state.__doc__})
+    cls.State = derived
 
 
 def _rename_aliases(cls, method_name: str, kwargs: dict) -> dict:

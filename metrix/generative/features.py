@@ -132,8 +132,7 @@ class _PairedFeatureMetric(Metric):
     num_features: int = 2048
     capacity: int = 10_000
 
-    class State(PairedFeatures):
-        pass
+    State = PairedFeatures
 
     def get_state(
         self,

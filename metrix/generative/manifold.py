@@ -130,8 +130,6 @@ class PrecisionRecall(_NearestNeighbourMetric):
     k: int = 3
     _measure = staticmethod(precision_recall)
 
-    class State(_NearestNeighbourMetric.State):
-        pass
 
 
 class DensityCoverage(_NearestNeighbourMetric):
@@ -144,8 +142,6 @@ class DensityCoverage(_NearestNeighbourMetric):
     k: int = 5
     _measure = staticmethod(density_coverage)
 
-    class State(_NearestNeighbourMetric.State):
-        pass
 
 
 __all__ = [

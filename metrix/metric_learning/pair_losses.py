@@ -177,8 +177,6 @@ class ContrastiveLoss(MetricLearningLoss):
 
     num_terms: ClassVar[int] = 2
 
-    class State(LossTermsState):
-        pass
 
     def get_state(
         self,
@@ -347,8 +345,6 @@ class TripletMarginLoss(MetricLearningLoss):
     normalize: bool = False
     reduction: str = "mean"
 
-    class State(LossTermsState):
-        pass
 
     def get_state(
         self,
@@ -417,8 +413,6 @@ class NTXentLoss(MetricLearningLoss):
     temperature: float = 0.5
     reduction: str = "mean"
 
-    class State(LossTermsState):
-        pass
 
     def get_state(
         self,
@@ -467,8 +461,6 @@ class SupConLoss(MetricLearningLoss):
     temperature: float = 0.1
     reduction: str = "mean"
 
-    class State(LossTermsState):
-        pass
 
     def get_state(
         self,
@@ -509,8 +501,6 @@ class MultiSimilarityLoss(MetricLearningLoss):
     base: float = 0.5
     reduction: str = "mean"
 
-    class State(LossTermsState):
-        pass
 
     def get_state(
         self,
@@ -560,8 +550,6 @@ class CircleLoss(MetricLearningLoss):
     gamma: float = 80.0
     reduction: str = "mean"
 
-    class State(LossTermsState):
-        pass
 
     def get_state(
         self,

@@ -119,8 +119,6 @@ class ArcFaceLoss(_MarginSoftmaxLoss):
     scale: float = 64.0
     _kind: ClassVar[str] = "arcface"
 
-    class State(LossTermsState):
-        pass
 
 
 class CosFaceLoss(_MarginSoftmaxLoss):
@@ -132,8 +130,6 @@ class CosFaceLoss(_MarginSoftmaxLoss):
     scale: float = 64.0
     _kind: ClassVar[str] = "cosface"
 
-    class State(LossTermsState):
-        pass
 
 
 def proxy_nca_losses(embeddings, labels, proxies, *, softmax_scale: float = 1.0):
@@ -170,8 +166,6 @@ class ProxyNCALoss(_WeightedLoss):
     softmax_scale: float = 1.0
     reduction: str = "mean"
 
-    class State(LossTermsState):
-        pass
 
     def init(self, rng) -> dict:
         """``{"proxies": (num_classes, embedding_dim)}`` standard normal (PML's init)."""
@@ -232,8 +226,6 @@ class ProxyAnchorLoss(_WeightedLoss):
 
     num_terms: ClassVar[int] = 2
 
-    class State(LossTermsState):
-        pass
 
     def init(self, rng) -> dict:
         """``{"proxies": ...}`` Kaiming-normal with fan_out = num_classes (PML's init)."""

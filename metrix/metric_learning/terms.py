@@ -72,8 +72,7 @@ class MetricLearningLoss(Metric):
         if hasattr(self, "distance"):
             _check_distance(self.distance)
 
-    class State(LossTermsState):
-        pass
+    State = LossTermsState
 
 
 def _keep(n, mask):
