@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import typing
 from typing import Any, ClassVar
 
 import jax
@@ -50,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from typing_extensions import dataclass_transform
 
+from metrix.core import annotations as annotation_lib
 from metrix.core import keys as keys_lib
 from metrix.core import refuse as refuse_lib
 from metrix.core import typecheck
@@ -402,13 +402,5 @@ def _rename_aliases(cls, method_name: str, kwargs: dict) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _key_fields(cls) -> tuple[str, ...]:
-    try:
-        hints = typing.get_type_hints(cls, include_extras=True)
-    except Exception:
-        hints = {}
-    out = []
-    for f in dataclasses.fields(cls):
-        annotation = hints.get(f.name, f.type)
-        if keys_lib.is_key_annotation(annotation):
-            out.append(f.name)
-    return tuple(out)
+    hints = annotation_lib.field_hints(cls)  # fails closed on an unresolvable annotation
+    return tuple(name for name, hint in hints.items() if keys_lib.is_key_annotation(hint))

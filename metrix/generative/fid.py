@@ -102,10 +102,9 @@ class FID(Metric):
     accumulated statistics are float32 either way. Measured against scipy's float64
     ``sqrtm`` on the same statistics (decaying-spectrum ReLU features, both sides close),
     d = 2048, N = 5000: float64 relative error 4e-9 (the float32 result's rounding),
-    float32 8e-8. On CPU the default is also the faster one (2 cores, idle, interleaved
-    runs of ``benchmarks/fid.py``): 0.64 s against 8.1 s for scipy ``sqrtm`` (pytorch-fid)
-    and 2.0 s for torchmetrics' ``eigvals`` (1.20 / 9.42 / 2.83 s with every library on one
-    thread); the float32 option takes 1.1 s (an SVD). With fewer rows than dimensions the
+    float32 8e-8. On CPU the default is also the faster one (``benchmarks/fid.py`` times it
+    against scipy ``sqrtm`` as pytorch-fid uses it and torchmetrics' ``eigvals``; the float32
+    option is an SVD). With fewer rows than dimensions the
     counts bound the covariance ranks, so the known-zero eigenvalues add nothing.
     ``compute`` of fewer than 2 rows on a side is NaN.
     """

@@ -202,7 +202,7 @@ def _sort_rows(x):
     """Each row of ``x`` sorted ascending.
 
     float32 rows sort through order-preserving int32 keys: XLA's CPU sort of int32 is
-    about 4x faster than of float32 (no NaN-aware comparator). NaNs are not expected.
+    much faster than of float32 (no NaN-aware comparator). NaNs are not expected.
     """
     if x.dtype != jnp.float32:
         return jnp.sort(x, axis=1)

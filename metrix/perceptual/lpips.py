@@ -310,8 +310,7 @@ def _state_of_distances(metric: _LPIPSBase, d, mask):
     """The state of a batch's distances (a spatial map's mean per pair first).
 
     Run through ``metric.run_compiled``: compiled apart from the distances, since the
-    capacity buffer's scatter costs ~3 ms op by op (6% of an alex 64x64 batch of 32), and
-    the distance program stays one per input shape, shared by metrics that differ in
+    capacity buffer's scatter is slow op by op, and the distance program stays one per input shape, shared by metrics that differ in
     capacity or mask. Inlined under a user's jit.
     """
     if metric.spatial:

@@ -23,12 +23,11 @@ With several references per candidate, P, R and F are each the maximum over the 
   references (across devices too), pass 2 scores with ``idf=state.compute()``.
 
 **First call.** ``score`` compiles a handful of programs (the encoder per row shape, the
-matching per width) on its first call: ~1.5 s for MiniLM on a 2-core CPU, after which calls
-run at full speed. Processes that start often (scripts, ``metrix bertscore``) can keep the
-compiled programs on disk with JAX's persistent cache,
-``jax.config.update("jax_compilation_cache_dir", DIR)`` (and
-``jax_persistent_cache_min_compile_time_secs=0``): a second process's first call then took
-2.7 s instead of 3.7 s on 512 pairs (warm calls: 2.1 s).
+matching per width) on its first call, after which calls run at full speed. Processes that
+start often (scripts, ``metrix bertscore``) can keep the compiled programs on disk with JAX's
+persistent cache, ``jax.config.update("jax_compilation_cache_dir", DIR)`` (and
+``jax_persistent_cache_min_compile_time_secs=0``), so a second process skips most of that
+compile (figures: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
