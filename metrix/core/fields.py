@@ -36,7 +36,8 @@ fields it depends on, e.g. a buffer's fill count or a Chan mean's count):
 Kinds whose values merge on their own implement the value-level ``merge(a, b)``; the default
 ``fold`` is then a log2(n) tree of vmapped merges and the default ``allreduce`` gathers the
 devices' values and folds them, so a new kind is correct with ``merge`` alone and overrides
-``fold``/``allreduce`` only to be cheaper.
+``fold``/``allreduce`` only to be cheaper. A kind that reads other fields writes
+``merge_field``; its default fold and collective are trees of whole-state merges.
 """
 
 from __future__ import annotations
@@ -154,11 +155,21 @@ class FieldKind:
     def merge_field(self, name: str, a, b):
         return self.merge(getattr(a, name), getattr(b, name))
 
+    def _merges_values(self) -> bool:
+        return type(self).merge is not FieldKind.merge
+
     def fold_field(self, name: str, stacked):
-        return self.fold(getattr(stacked, name))
+        if self._merges_values():
+            return self.fold(getattr(stacked, name))
+        # A kind that reads other fields and writes only merge_field: a tree of whole-state
+        # merges (correct for any kind; override fold_field for a cheaper one).
+        length = jax.tree.leaves(stacked)[0].shape[0]
+        return getattr(pairwise_fold(stacked, jax.vmap(lambda a, b: a.merge(b)), length), name)
 
     def allreduce_field(self, name: str, state, axis_name):
-        return self.allreduce(getattr(state, name), axis_name)
+        if self._merges_values():
+            return self.allreduce(getattr(state, name), axis_name)
+        return self.fold_field(name, jax.tree.map(lambda x: gather(x, axis_name), state))
 
     def empty_field(self, name: str, state_cls: type, parent: Any, static: dict):
         shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
@@ -410,17 +421,17 @@ class DroppedKind(ExactSumKind):
     name: str = "dropped"
 
     def merge_field(self, name, a, b):
-        lost = jnp.maximum(a.count + b.count - a.capacity, 0).astype(jnp.float32)
-        return numerics.df_add(numerics.df_add(a.dropped, b.dropped), numerics.df_from(lost))
+        lost = jnp.maximum(a.count + b.count - a.capacity, 0)
+        return numerics.df_add(numerics.df_add(a.dropped, b.dropped), numerics.df_from_int(lost))
 
     def fold_field(self, name, stacked):
-        lost = jnp.maximum(jnp.sum(stacked.count) - stacked.capacity, 0).astype(jnp.float32)
-        return numerics.df_add(exact_fold(stacked.dropped), numerics.df_from(lost))
+        lost = jnp.maximum(jnp.sum(stacked.count) - stacked.capacity, 0)
+        return numerics.df_add(exact_fold(stacked.dropped), numerics.df_from_int(lost))
 
     def allreduce_field(self, name, state, axis_name):
         total = jnp.sum(gather(state.count, axis_name))
-        lost = jnp.maximum(total - state.capacity, 0).astype(jnp.float32)
-        return numerics.df_add(exact_fold(gather(state.dropped, axis_name)), numerics.df_from(lost))
+        lost = jnp.maximum(total - state.capacity, 0)
+        return numerics.df_add(exact_fold(gather(state.dropped, axis_name)), numerics.df_from_int(lost))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,80 +515,93 @@ class TruncateKind(FieldKind):
 # ---------------------------------------------------------------------------------------
 
 
+def _align(weight, ndim: int):
+    """``weight`` with trailing unit axes up to ``ndim``: a per-part (or per-element) count or
+    flag lined up with the leading axes of the values it weighs."""
+    return jnp.reshape(weight, jnp.shape(weight) + (1,) * (ndim - jnp.ndim(weight)))
+
+
+def _last_of(values, seen):
+    """Fold of ``where(seen_b, b, a)`` over a leading axis: per element, the value of the last
+    part that saw it (the first part's when none did, as a left fold keeps it)."""
+    seen = jnp.broadcast_to(_align(seen, values.ndim), values.shape)
+    length = values.shape[0]
+    last = length - 1 - jnp.argmax(seen[::-1], axis=0)
+    index = jnp.where(jnp.any(seen, axis=0), last, 0)
+    return jnp.take_along_axis(values, index[None], axis=0)[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class LastKind(FieldKind):
-    """The most recently merged value: b's where b's ``seen_field`` is set, else a's."""
+    """The most recently merged value: b's where b's ``seen_field`` is set, else a's
+    (elementwise when ``seen`` has elements)."""
 
     name: str = "last"
     seen_field: str = "seen"
 
     def merge_field(self, name, a, b):
-        return jnp.where(getattr(b, self.seen_field), getattr(b, name), getattr(a, name))
+        theirs = getattr(b, name)
+        seen = _align(getattr(b, self.seen_field), jnp.ndim(theirs))
+        return jnp.where(seen, theirs, getattr(a, name))
 
     def fold_field(self, name, stacked):
-        seen = jnp.asarray(getattr(stacked, self.seen_field)).reshape(-1)
-        # The last element seen; the first one when none was (as a left fold keeps it).
-        last = seen.shape[0] - 1 - jnp.argmax(seen[::-1])
-        return getattr(stacked, name)[jnp.where(jnp.any(seen), last, 0)]
+        return _last_of(getattr(stacked, name), getattr(stacked, self.seen_field))
 
     def allreduce_field(self, name, state, axis_name):
-        gathered = jax.tree.map(lambda x: gather(x, axis_name), state)
-        return self.fold_field(name, gathered)
+        values, seen = (gather(getattr(state, n), axis_name) for n in (name, self.seen_field))
+        return _last_of(values, seen)
 
 
-def _chan_terms(counts_a, mean_a, counts_b, mean_b):
-    """Chan's pairwise update: ``delta = mean_b - mean_a``, the weight ``n_b / n`` and ``n_a n_b / n``."""
+def _chan_terms(counts_a, counts_b):
+    """Chan's pairwise weights ``n_b / n`` and ``n_a n_b / n`` (0 where ``n = 0``)."""
     n_a, n_b = numerics.df_value(counts_a), numerics.df_value(counts_b)
     n = n_a + n_b
     frac_b = jnp.where(n > 0, n_b / jnp.where(n > 0, n, 1), 0)
-    return mean_b - mean_a, frac_b, n_a * frac_b
-
-
-def _per_variable(kind, weight):
-    """A count-shaped weight broadcast against the means (a trailing variable axis when outer)."""
-    return weight[..., None] if kind.covariance else weight
+    return frac_b, n_a * frac_b
 
 
 def _outer(kind, delta):
     return delta[..., :, None] * delta[..., None, :] if kind.covariance else delta * delta
 
 
-def _pooled_mean(kind, n_i, means, total):
+def _pooled_mean(n_i, means, total):
     """``sum_i n_i mean_i / n`` over a leading axis of parts (0 where there is no data)."""
     has_data = total > 0
-    mean = jnp.sum(_per_variable(kind, n_i) * means, axis=0) / _per_variable(kind, jnp.where(has_data, total, 1))
-    return jnp.where(_per_variable(kind, has_data), mean, 0)
+    pooled = jnp.sum(_align(n_i, means.ndim) * means, axis=0)
+    mean = pooled / _align(jnp.where(has_data, total, 1), pooled.ndim)
+    return jnp.where(_align(has_data, pooled.ndim), mean, 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class ChanMeanKind(FieldKind):
     """A mean merged with Chan et al.'s update, weighted by the double-float ``count_field``:
-    ``mean = mean_a + (mean_b - mean_a) n_b / n``. With ``covariance`` the means carry a
-    trailing variable axis that the count does not have. Across devices: one ``psum`` of
-    ``n_i mean_i`` divided by the exact total count."""
+    ``mean = mean_a + (mean_b - mean_a) n_b / n``. The count's axes line up with the leading
+    axes of the mean (a scalar count weighs every element; with ``covariance`` the mean has a
+    trailing variable axis the count lacks). Across devices: one ``psum`` of ``n_i mean_i``
+    divided by the exact total count."""
 
     name: str = "chan_mean"
     count_field: str = "count"
     covariance: bool = False
 
     def merge_field(self, name, a, b):
-        delta, frac_b, _ = _chan_terms(
-            getattr(a, self.count_field), getattr(a, name), getattr(b, self.count_field), getattr(b, name)
-        )
-        return getattr(a, name) + delta * _per_variable(self, frac_b)
+        mine, theirs = getattr(a, name), getattr(b, name)
+        frac_b, _ = _chan_terms(getattr(a, self.count_field), getattr(b, self.count_field))
+        return mine + (theirs - mine) * _align(frac_b, mine.ndim)
 
     def fold_field(self, name, stacked):
         counts = getattr(stacked, self.count_field)
         total = numerics.df_value(exact_fold(counts))
-        return _pooled_mean(self, numerics.df_value(counts), getattr(stacked, name), total)
+        return _pooled_mean(numerics.df_value(counts), getattr(stacked, name), total)
 
     def allreduce_field(self, name, state, axis_name):
         total = numerics.df_value(exact_fold(gather(getattr(state, self.count_field), axis_name)))
+        mean = getattr(state, name)
         n_i = numerics.df_value(getattr(state, self.count_field))
+        pooled = lax.psum(_align(n_i, mean.ndim) * mean, axis_name)
         has_data = total > 0
-        pooled = lax.psum(_per_variable(self, n_i) * getattr(state, name), axis_name)
-        mean = pooled / _per_variable(self, jnp.where(has_data, total, 1))
-        return jnp.where(_per_variable(self, has_data), mean, 0)
+        pooled = pooled / _align(jnp.where(has_data, total, 1), mean.ndim)
+        return jnp.where(_align(has_data, mean.ndim), pooled, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -585,7 +609,8 @@ class ChanM2Kind(FieldKind):
     """Sum of squared deviations (or the scatter matrix) merged with Chan et al.'s update:
     ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n``, ``delta = mean_b - mean_a`` (never
     ``E[x^2] - E[x]^2``). Folded and allreduced with the parallel-axis theorem,
-    ``M2 = sum_i [M2_i + n_i (mean_i - mean)(mean_i - mean)^T]``: one ``psum``, O(d^2) payload."""
+    ``M2 = sum_i [M2_i + n_i (mean_i - mean)(mean_i - mean)^T]``: one ``psum`` of O(d^2)
+    values (the pooled mean's own ``psum`` is the mean field's, shared by XLA)."""
 
     name: str = "chan_m2"
     count_field: str = "count"
@@ -593,25 +618,20 @@ class ChanM2Kind(FieldKind):
     covariance: bool = False
 
     def merge_field(self, name, a, b):
-        delta, _, scale = _chan_terms(
-            getattr(a, self.count_field),
-            getattr(a, self.mean_field),
-            getattr(b, self.count_field),
-            getattr(b, self.mean_field),
-        )
-        correction = _outer(self, delta) * (scale[..., None, None] if self.covariance else scale)
-        return getattr(a, name) + getattr(b, name) + correction
+        mine = getattr(a, name)
+        _, scale = _chan_terms(getattr(a, self.count_field), getattr(b, self.count_field))
+        delta = getattr(b, self.mean_field) - getattr(a, self.mean_field)
+        return mine + getattr(b, name) + _outer(self, delta) * _align(scale, mine.ndim)
 
     def _deviations(self, n_i, means, m2s, mean):
         """``M2_i + n_i (mean_i - mean)(mean_i - mean)^T`` per part (parts without data have
         ``mean_i = 0`` but ``n_i = 0``: their correction vanishes)."""
-        weight = n_i[..., None, None] if self.covariance else n_i
-        return m2s + weight * _outer(self, means - mean)
+        return m2s + _align(n_i, m2s.ndim) * _outer(self, means - mean)
 
     def fold_field(self, name, stacked):
         counts = getattr(stacked, self.count_field)
         n_i, means = numerics.df_value(counts), getattr(stacked, self.mean_field)
-        mean = _pooled_mean(self, n_i, means, numerics.df_value(exact_fold(counts)))
+        mean = _pooled_mean(n_i, means, numerics.df_value(exact_fold(counts)))
         return jnp.sum(self._deviations(n_i, means, getattr(stacked, name), mean), axis=0)
 
     def allreduce_field(self, name, state, axis_name):

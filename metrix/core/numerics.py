@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 
 def two_sum(a, b):
     """Error-free sum: ``s = fl(a + b)`` and ``e`` the rounding error, ``s + e == a + b``."""
-    s = a + b
+    # The barrier keeps XLA from simplifying (a + b) - a to b when a is a compile-time
+    # constant (a running state closed over by a jitted function), which loses the error.
+    s = lax.optimization_barrier(a + b)
     b_virtual = s - a
     a_virtual = s - b_virtual
     return s, (a - a_virtual) + (b - b_virtual)
@@ -27,6 +30,14 @@ def df_from(x, dtype=jnp.float32):
     """A plain array as a double-float (lo = 0), trailing axis of size 2."""
     x = jnp.asarray(x, dtype)
     return jnp.stack([x, jnp.zeros_like(x)], axis=-1)
+
+
+def df_from_int(x):
+    """An int32 array as an exact double-float (``hi`` its float32 rounding, ``lo`` the rest)."""
+    x = jnp.asarray(x, jnp.int32)
+    hi = x.astype(jnp.float32)
+    lo = (x - hi.astype(jnp.int32)).astype(jnp.float32)
+    return jnp.stack([hi, lo], axis=-1)
 
 
 def df_add(a, b):
