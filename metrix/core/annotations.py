@@ -40,14 +40,24 @@ def _resolve(annotation: Any, globalns: dict, localns: dict | None, where: str) 
 
 
 @functools.lru_cache(maxsize=None)
-def field_hints(cls: type) -> dict[str, Any]:
-    """Resolved annotations of the dataclass fields of ``cls`` (base classes included)."""
+def field_hints(cls: type, strict: bool = True) -> dict[str, Any]:
+    """Resolved annotations of the dataclass fields of ``cls`` (base classes included).
+
+    ``strict=False`` keeps the text of an annotation that cannot be resolved (a metric defined
+    in a function that imported ``metrix as mx`` locally): key fields are recognised from
+    the text as well, and no check depends on the resolved type there.
+    """
     hints = {}
     for f in dataclasses.fields(cls):
         owner = next((c for c in cls.__mro__ if f.name in c.__dict__.get("__annotations__", {})), cls)
         globalns = getattr(sys.modules.get(owner.__module__), "__dict__", {})
         where = f"{cls.__qualname__}.{f.name}"
-        hints[f.name] = _resolve(f.type, globalns, dict(vars(owner)), where)
+        try:
+            hints[f.name] = _resolve(f.type, globalns, dict(vars(owner)), where)
+        except AnnotationError:
+            if strict:
+                raise
+            hints[f.name] = f.type
     return hints
 
 

@@ -402,5 +402,7 @@ def _rename_aliases(cls, method_name: str, kwargs: dict) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _key_fields(cls) -> tuple[str, ...]:
-    hints = annotation_lib.field_hints(cls)  # fails closed on an unresolvable annotation
+    # An unresolvable field annotation is read as text here (keys are recognised either way);
+    # config validation reads the same hints strictly.
+    hints = annotation_lib.field_hints(cls, strict=False)
     return tuple(name for name, hint in hints.items() if keys_lib.is_key_annotation(hint))
