@@ -15,3 +15,16 @@ def _check_task(task: str, num_classes: int | None) -> None:
         )
     if task == "multiclass" and num_classes < 2:
         raise ValueError(f"multiclass needs num_classes >= 2, got {num_classes}")
+
+
+def _check_elementwise_shapes(task: str, num_classes: int | None, preds, labels) -> None:
+    """Binary and multilabel inputs: one shape for preds and labels, ``(*b, num_classes)``
+    for multilabel."""
+    if preds.shape != labels.shape:
+        raise ValueError(
+            f"preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
+        )
+    if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
+        raise ValueError(
+            f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
+        )

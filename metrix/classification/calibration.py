@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
+from metrix.classification._common import _check_elementwise_shapes
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.keys import REQUIRED, Key
@@ -81,14 +82,7 @@ def _prepare(task, num_classes, preds, labels, mask, from_logits):
             bad_preds = ~(in_range & sums_to_one)  # NaN fails both comparisons
         bad_labels = (labels < 0) | (labels >= num_classes)
     else:
-        if preds.shape != labels.shape:
-            raise ValueError(
-                f"preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
-            )
-        if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
-            raise ValueError(
-                f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
-            )
+        _check_elementwise_shapes(task, num_classes, preds, labels)
         if from_logits:
             probs = jax.nn.sigmoid(preds)
             bad_preds = jnp.isnan(preds)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Shaped
 
-from metrix.classification._common import _AVERAGES, _check_task
+from metrix.classification._common import _AVERAGES, _check_elementwise_shapes, _check_task
 from metrix.classification.accuracy import binarize
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
@@ -61,14 +61,7 @@ def _confusion_and_invalid(
             )
         n = num_classes
     else:
-        if preds.shape != labels.shape:
-            raise ValueError(
-                f"preds {preds.shape} and labels {labels.shape} must have one shape for task={task!r}"
-            )
-        if task == "multilabel" and (preds.ndim < 1 or preds.shape[-1] != num_classes):
-            raise ValueError(
-                f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
-            )
+        _check_elementwise_shapes(task, num_classes, preds, labels)
         bad_pred = jnp.isnan(preds) if scores else (preds < 0) | (preds > 1)
         hard = binarize(preds, threshold, from_logits)
         n = 2

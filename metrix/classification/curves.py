@@ -152,6 +152,15 @@ def _group_points_jax(scores, labels, valid):
     return tps, fps, prev_tps, prev_fps, last
 
 
+def _host_rows(scores, labels, valid):
+    """Concrete scores and labels as numpy arrays, only the ``valid`` rows."""
+    s, y = np.asarray(scores), np.asarray(labels)
+    if valid is None:
+        return s, y
+    keep = np.asarray(valid, bool)
+    return s[keep], y[keep]
+
+
 def binary_roc_auc(scores, labels, valid=None):
     """Exact ROC AUC with sklearn's tie handling (trapezoid between distinct-score points).
 
@@ -161,11 +170,7 @@ def binary_roc_auc(scores, labels, valid=None):
     marks the rows to use). One class only: NaN (with a warning when eager).
     """
     if is_concrete(scores, labels, valid):
-        s, y = np.asarray(scores), np.asarray(labels)
-        if valid is not None:
-            keep = np.asarray(valid, bool)
-            s, y = s[keep], y[keep]
-        return _roc_auc_np(s, y)
+        return _roc_auc_np(*_host_rows(scores, labels, valid))
     valid = jnp.ones(jnp.shape(scores), bool) if valid is None else valid
     tps, fps, prev_tps, prev_fps, last = _group_points_jax(scores, labels, valid)
     pos, neg = tps[-1].astype(jnp.float32), fps[-1].astype(jnp.float32)
@@ -182,11 +187,7 @@ def binary_average_precision(scores, labels, valid=None):
     numpy for concrete inputs, jit-able jnp otherwise (as :func:`binary_roc_auc`).
     """
     if is_concrete(scores, labels, valid):
-        s, y = np.asarray(scores), np.asarray(labels)
-        if valid is not None:
-            keep = np.asarray(valid, bool)
-            s, y = s[keep], y[keep]
-        return _average_precision_np(s, y)
+        return _average_precision_np(*_host_rows(scores, labels, valid))
     valid = jnp.ones(jnp.shape(scores), bool) if valid is None else valid
     tps, fps, prev_tps, _, last = _group_points_jax(scores, labels, valid)
     pos = tps[-1].astype(jnp.float32)
