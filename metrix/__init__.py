@@ -249,6 +249,7 @@ from metrix.metric_learning import (
     supcon_losses,
     triplet_margin_terms,
 )
+from metrix.bootstrap import Bootstrap, BootstrapState
 from metrix.summaries import (
     ShowConfusionMatrix,
     ShowHistogram,
@@ -262,7 +263,9 @@ from metrix.summaries import (
 from metrix.runtime import (
     CheckpointError,
     ConfigError,
+    TensorBoardWriter,
     TrainMetrics,
+    WandbWriter,
     evaluate,
     evaluate_scan,
     load_config,
@@ -273,6 +276,8 @@ from metrix.runtime import (
     restore_states,
     save_states,
     window_step,
+    write,
+    flatten,
 )
 from metrix.stateful import Stateful
 

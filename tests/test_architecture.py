@@ -36,7 +36,8 @@ MAX_TOP_LEVEL_MODULES = 15  # .py files directly in metrix/ (``__init__`` and ``
 CORE = ("core",)
 DOMAIN = (
     "statistics", "regression", "image", "segmentation", "ranking", "losses", "summaries",
-    "classification", "metric_learning", "generative", "perceptual", "text",
+    "classification", "metric_learning", "generative", "perceptual", "text", "audio", "detection",
+    "bootstrap",
 )  # fmt: skip
 BACKBONES = ("backbones",)
 RUNTIME = ("runtime",)

@@ -119,10 +119,17 @@ def test_list():
     result = _run("list")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    acc = lines.index(next(line for line in lines if line.startswith("Accuracy ")))
+    acc = lines.index(next(line for line in lines if line.startswith("Accuracy: ")))
     assert "Fraction of correct predictions" in lines[acc]
-    assert "keys: labels [logits, preds, mask]" in lines[acc + 1]
-    assert any(line.startswith("FID ") for line in lines)
+    assert lines[acc + 1].split() == ["required", "keys:", "labels"]
+    assert lines[acc + 2].split() == ["optional", "keys:", "logits,", "preds,", "mask"]
+    assert lines[acc + 3].strip().startswith("options: top_k=1")
+    fid = lines.index(next(line for line in lines if line.startswith("FID: ")))
+    assert lines[fid + 1].strip() == "required keys: real or generated"
+    names = {line.split(":")[0] for line in lines if line and not line.startswith(" ")}
+    assert not names & {"Loss", "Collection", "Metric"}, "base classes are not metrics to list"
+    pr = next(line for line in lines if line.startswith("PrecisionRecall: "))
+    assert "(Kynkäänniemi et al. 2019)" in pr  # the sentence is not cut at "al."
     rows = cli.describe_metrics()
     assert f"{len(rows)} metrics" in result.stdout
     assert all(row["description"] for row in rows), [
@@ -170,9 +177,12 @@ def test_eval_npy_directory_table(tmp_path, data, capsys):
     text = capsys.readouterr().out
     assert "50 rows in 8 batches of 7" in text
     assert any(
-        line.split() == ["acc", f"{_expected(data)['acc']:.4f}"] for line in text.splitlines()
+        line.split() == ["acc", f"{_expected(data)['acc']:.6g}"] for line in text.splitlines()
     )
-    assert "errors.mse" in text and "3x3, trace" in text
+    matrix = _expected(data)["cm"]
+    for i in range(3):
+        assert any(line.split() == [f"cm[{i}]", *map(str, matrix[i])] for line in text.splitlines())
+    assert "errors.mse" in text
 
 
 def test_eval_reports_config_errors(tmp_path, data, capsys):
@@ -195,5 +205,39 @@ def test_eval_reports_config_errors(tmp_path, data, capsys):
 def test_nest_names():
     tree = cli._nest({"preds.logits": 1, "preds/probs": 2, "label": 3})
     assert tree == {"preds": {"logits": 1, "probs": 2}, "label": 3}
-    with pytest.raises(SystemExit, match="conflicts"):
+    with pytest.raises(cli.CommandError, match="conflicts"):
         cli._nest({"preds": 1, "preds.logits": 2})
+
+
+def test_errors_are_one_line_with_debug_for_the_traceback(tmp_path, data, capsys):
+    np.savez(tmp_path / "p.npz", **data)
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    args = ["eval", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "p.npz")]
+    assert cli.main([*args, "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["metrix eval: --batch-size must be >= 1, got 0 (run again with --debug for the traceback)"]
+    assert cli.main(["eval", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "no.npz")]) == 2
+    assert "no such data file" in capsys.readouterr().err
+    with pytest.raises(cli.CommandError, match="batch-size"):
+        cli.main([*args, "--batch-size", "0", "--debug"])
+
+
+def test_eval_table_is_not_fooled_by_metrics_named_precision_and_recall(tmp_path, data, capsys):
+    """A group holding `precision` and `recall` metrics is two values, not a PR curve."""
+    np.savez(tmp_path / "p.npz", **data)
+    (tmp_path / "c.yaml").write_text(
+        "scores:\n"
+        "  precision: {metric: Precision, preds: preds.logits, labels: batch.label, num_classes: 3,"
+        " from_logits: true, average: macro}\n"
+        "  recall: {metric: Recall, preds: preds.logits, labels: batch.label, num_classes: 3,"
+        " from_logits: true, average: macro}\n"
+    )
+    assert cli.main(["eval", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "p.npz")]) == 0
+    text = capsys.readouterr().out
+    from sklearn.metrics import precision_score, recall_score
+
+    pred, y = data["preds.logits"].argmax(-1), data["batch/label"]
+    for name, fn in (("precision", precision_score), ("recall", recall_score)):
+        line = next(line for line in text.splitlines() if line.startswith(f"scores.{name} "))
+        assert float(line.split()[1]) == pytest.approx(fn(y, pred, average="macro"), rel=1e-5)
+    assert "curve" not in text

@@ -566,10 +566,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert = commands.add_parser("convert", help=f"convert {TORCH_WEIGHTS_FILE} (pytorch-fid)")
     convert.add_argument("pth", help=f"pytorch-fid state dict, e.g. {TORCH_WEIGHTS_FILE}")
     convert.add_argument("out", help="output file, .safetensors or .npz")
+    convert.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    if args.command == "convert":
+    try:
         written = convert_file(args.pth, args.out)
-        print(f"wrote {written}")
+    except Exception as err:  # the command line's boundary: one line saying what went wrong
+        if args.debug:
+            raise
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(
+            f"{parser.prog} convert: {type(err).__name__}: {text} (--debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"wrote {written}")
     return 0
 
 

@@ -157,66 +157,16 @@ def make_step_fn():
 # ---------------------------------------------------------------------------------------
 
 
-def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    if (
-        isinstance(values, dict)
-        and not {"fpr", "tpr"} <= set(values)
-        and not {"precision", "recall"} <= set(values)
-        and not {"edges", "count"} <= set(values)
-    ):
-        for key, child in values.items():
-            out.update(_flatten(child, f"{prefix}.{key}" if prefix else str(key)))
-    else:
-        out[prefix] = values
-    return out
+def print_table(values: Any, metrics: Any, say=print) -> None:
+    """Every computed value, one line per scalar / array element / matrix row."""
+    from metrix.runtime.report import table_lines
 
-
-def summarize(name: str, value: Any) -> str:
-    """A one-line text summary of a computed value for the table."""
-    if isinstance(value, dict):
-        if {"fpr", "tpr"} <= set(value):
-            return (
-                f"ROC curve ({len(value['fpr'])} class curves; see the plot)"
-                if isinstance(value["fpr"], list)
-                else "ROC curve (see the plot)"
-            )
-        if {"precision", "recall"} <= set(value):
-            return "precision-recall curve (see the plot)"
-        if {"edges", "count"} <= set(value):
-            return f"reliability diagram, {len(np.asarray(value['count']))} bins (see the plot)"
-    array = np.asarray(value)
-    if array.ndim == 0:
-        return f"{float(array):.4f}"
-    if array.ndim == 2 and array.shape[0] == array.shape[1]:
-        total = array.sum()
-        off = array.copy()
-        np.fill_diagonal(off, 0)
-        i, j = np.unravel_index(np.argmax(off), off.shape)
-        return (
-            f"{array.shape[0]}x{array.shape[1]}, trace {int(np.trace(array))}/{int(total)} "
-            f"({np.trace(array) / max(total, 1):.4f}); most confused: true {i} -> predicted {j} ({int(off[i, j])})"
-        )
-    return f"array {list(array.shape)}: total {float(array.sum()):.4g}"
-
-
-def _json_value(value: Any, *, curves: bool = True) -> Any:
-    """Plain JSON types; non-finite floats as strings; ``curves=False`` replaces curve points by their count."""
-    if isinstance(value, dict):
-        if not curves and (
-            {"fpr", "tpr"} <= set(value) or {"precision", "recall", "thresholds"} <= set(value)
-        ):
-            points = value["thresholds"]
-            sizes = [len(c) for c in points] if isinstance(points, list) else len(points)
-            return {"curve_points": sizes}
-        return {k: _json_value(v, curves=curves) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v, curves=curves) for v in value]
-    array = np.asarray(value)
-    if array.ndim == 0:
-        x = array.item()
-        return x if not isinstance(x, float) or np.isfinite(x) else str(x)
-    return _json_value(list(array))
+    rows = table_lines(values, metrics)
+    width = max([len(name) for name, _ in rows] + [6])
+    say(f"{'metric':<{width}}  value")
+    say(f"{'-' * width}  {'-' * 40}")
+    for name, text in rows:
+        say(f"{name:<{width}}  {text}")
 
 
 def run_demo(
@@ -234,6 +184,7 @@ def run_demo(
     from metrix.runtime.config import load_config
     from metrix.runtime.evaluate import evaluate
     from metrix.runtime.plotting import plot
+    from metrix.runtime.report import json_value
 
     say = (lambda *a: None) if quiet else print
     out = Path(out)
@@ -267,12 +218,7 @@ def run_demo(
         f"({timings['evaluate_s']:.1f} s); metrics from {config.name}\n"
     )
 
-    flat = _flatten(values)
-    width = max(len(k) for k in flat)
-    say(f"{'metric':<{width}}  value")
-    say(f"{'-' * width}  {'-' * 40}")
-    for name, value in flat.items():
-        say(f"{name:<{width}}  {summarize(name, value)}")
+    print_table(values, metrics, say)
 
     t0 = time.perf_counter()
     paths = plot(values, out, metrics=metrics)
@@ -287,10 +233,10 @@ def run_demo(
             "num_train": len(x_train),
             "num_test": len(x_test),
         },
-        "values": _json_value(values, curves=False),  # curves: see their plots
+        "values": json_value(values),  # NaN as null, curves as their points
         "plots": [str(p) for p in paths] if paths else [],
         "timings_s": timings,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
     say(f"\nwrote {len(report['plots'])} plots and report.json to {out}/")
     return report

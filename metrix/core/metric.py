@@ -217,6 +217,9 @@ class Metric(Frozen):
     # Run get_state as one cached compiled program per configuration and input shapes when
     # its inputs are concrete (inline when traced); see the module docstring.
     eager_compile: ClassVar[bool] = False
+    # Groups of optional keys of which at least one must be set (an update can feed either
+    # side of FID, say); for ``metrix list`` and the docs: get_state checks what it receives.
+    required_one_of: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -400,7 +403,7 @@ def _rename_aliases(cls, method_name: str, kwargs: dict) -> dict:
     return renamed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _key_fields(cls) -> tuple[str, ...]:
     # An unresolvable field annotation is read as text here (keys are recognised either way);
     # config validation reads the same hints strictly.

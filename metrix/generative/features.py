@@ -123,6 +123,8 @@ class _PairedFeatureMetric(Metric):
     :class:`FeatureBuffer` of ``capacity`` rows. Subclasses define ``State.compute``.
     """
 
+    required_one_of = (("real", "generated"),)
+
     real: Key | None = None
     generated: Key | None = None
     real_mask: Key | None = None

@@ -109,6 +109,8 @@ class FID(Metric):
     ``compute`` of fewer than 2 rows on a side is NaN.
     """
 
+    required_one_of = (("real", "generated"),)
+
     real: Key | None = None
     generated: Key | None = None
     real_mask: Key | None = None

@@ -73,6 +73,8 @@ class InceptionScore(Metric):
     ~200 MB); overflow is refused at ``compute``.
     """
 
+    required_one_of = (("probs", "logits"),)
+
     probs: Key | None = None
     logits: Key | None = None
     mask: Key | None = None

@@ -19,8 +19,10 @@ from metrix.runtime.plotting import (
     plot_roc,
     plot_scalars,
 )
+from metrix.runtime.report import flatten, json_value, table_lines, value_kind
 from metrix.runtime.training import TrainMetrics, empty_like_states, log_and_reset, window_step
+from metrix.runtime.writers import TensorBoardWriter, WandbWriter, write
 
 # Everything the submodules export (their own __all__), without repeating the names here.
-_SUBMODULES = ("evaluate", "training", "checkpoint", "config", "plotting",)
+_SUBMODULES = ("evaluate", "training", "checkpoint", "config", "plotting", "report", "writers")
 __all__ = [name for sub in _SUBMODULES for name in importlib.import_module(f"{__name__}.{sub}").__all__]

@@ -42,6 +42,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from metrix.core.state import State
 from metrix.core.tree import compute, empty_states, get_states, merge
 from metrix.runtime.checkpoint import read_checkpoint_info, restore_states, save_states
+from metrix.runtime.writers import write
 
 __all__ = ["evaluate", "evaluate_scan", "initial_states", "pad_batch"]
 
@@ -203,6 +204,8 @@ def evaluate(
     checkpoint_every: int | None = None,
     progress: bool | None = None,
     return_states: bool = False,
+    writer: Any = None,
+    step: int | None = None,
 ) -> Any:
     """Evaluate a pytree of metrics over ``batches``; returns ``mx.compute`` of the merged states.
 
@@ -221,6 +224,9 @@ def evaluate(
         to this file; if it exists, resume from it, skipping the batches already merged.
       progress: show a tqdm bar (default: when stderr is a terminal and the run is long).
       return_states: return ``(values, states)`` instead of the values.
+      writer, step: also write the values with :func:`metrix.write` to ``writer`` (a CLU-style
+        writer, ``mx.TensorBoardWriter``, ``mx.WandbWriter``) at ``step`` (default: the number
+        of batches evaluated).
     """
     if checkpoint_every is not None and checkpoint is None:
         raise ValueError("evaluate: checkpoint_every needs checkpoint=<path>")
@@ -269,7 +275,11 @@ def evaluate(
         )
     if checkpoint is not None and index > done:
         save_states(checkpoint, states, info={"batches_done": index})
-    return _finish(states, return_states)
+    result = _finish(states, return_states)
+    if writer is not None:
+        values = result[0] if return_states else result
+        write(writer, index if step is None else step, jax.device_get(values), metrics=metrics)
+    return result
 
 
 def evaluate_scan(

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from metrix.runtime.report import value_kind
+
 __all__ = [
     "plot",
     "plot_confusion_matrix",
@@ -79,26 +81,55 @@ def _label(i: int, n: int) -> str | None:
     return f"class {i}" if n > 1 else None
 
 
-def plot_scalars(values: dict[str, float], path, *, title: str = "metrics") -> Path | None:
-    """Horizontal bars, one per named scalar, with the value written beside it."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    names = list(values)
-    numbers = [float(values[n]) for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+def _bars(ax, names, numbers, *, xlabel, bounded):
     y = np.arange(len(names))[::-1]
     finite = [v if math.isfinite(v) else 0.0 for v in numbers]
-    ax.barh(y, finite, color="tab:blue")
+    ax.barh(y, finite, color="tab:blue" if bounded else "tab:orange")
     for yi, v, f in zip(y, numbers, finite):
         ax.text(f, yi, f" {v:.4g}", va="center", ha="left" if f >= 0 else "right", fontsize=8)
     ax.set_yticks(y, names, fontsize=8)
     ax.axvline(0, color="black", lw=0.6)
-    lo, hi = min(finite + [0.0]), max(finite + [0.0])
-    pad = 0.25 * (hi - lo or 1.0)
-    ax.set_xlim(lo - (pad if lo < 0 else 0), hi + pad)
-    ax.set_title(title)
+    if bounded:
+        ax.set_xlim(0, 1.18)  # room for the written values
+    else:
+        lo, hi = min(finite + [0.0]), max(finite + [0.0])
+        pad = 0.25 * (hi - lo or 1.0)
+        ax.set_xlim(lo - (pad if lo < 0 else 0), hi + pad)
+    ax.set_xlabel(xlabel)
+
+
+def plot_scalars(values: dict[str, float], path, *, title: str = "metrics") -> Path | None:
+    """Horizontal bars, one per named scalar, with the value written beside it.
+
+    Scores in ``[0, 1]`` (accuracies, AUCs, calibration errors) share one panel on a fixed
+    ``[0, 1]`` axis; losses and other unbounded values get a second panel with its own scale,
+    so neither squashes the other.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    items = [(n, float(values[n])) for n in values]
+    unit = [(n, v) for n, v in items if 0.0 <= v <= 1.0]
+    other = [(n, v) for n, v in items if not 0.0 <= v <= 1.0]
+    panels = [(g, t) for g, t in ((unit, True), (other, False)) if g]
+    heights = [len(g) for g, _ in panels]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, 0.4 * sum(heights) + 1.4 * len(panels)),
+        height_ratios=heights, squeeze=False,
+    )
+    for ax, (group, bounded) in zip(axes[:, 0], panels):
+        names, numbers = [n for n, _ in group], [v for _, v in group]
+        xlabel = "value (scores on [0, 1])" if bounded else "value (losses, distances, other scales)"
+        _bars(ax, names, numbers, xlabel=xlabel, bounded=bounded)
+    axes[0, 0].set_title(title)
     return _save(fig, plt, path)
+
+
+def _step_area(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Average precision of a PR curve: sum over recall steps of the precision reached there."""
+    order = np.argsort(recall, kind="stable")
+    r, p = recall[order], precision[order]
+    return float(np.sum(np.diff(r, prepend=0.0) * p)) if len(r) else float("nan")
 
 
 def plot_roc(curve: dict, path, *, title: str = "ROC curve") -> Path | None:
@@ -127,17 +158,28 @@ def plot_roc(curve: dict, path, *, title: str = "ROC curve") -> Path | None:
 def plot_precision_recall(
     curve: dict, path, *, title: str = "precision-recall curve"
 ) -> Path | None:
-    """``PrecisionRecallCurve`` output (``precision``, ``recall``; per-class lists for multiclass)."""
+    """``PrecisionRecallCurve`` output (``precision``, ``recall``; per-class lists for multiclass).
+
+    Each curve's legend entry gives its average precision (the step area under it). The
+    precision axis starts a little below the lowest precision drawn: good classifiers' curves
+    otherwise hug the top edge.
+    """
     plt = _pyplot()
     if plt is None:
         return None
     precision, recall = _per_class(curve["precision"]), _per_class(curve["recall"])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(6.5, 5))
     for i, (p, r) in enumerate(zip(precision, recall)):
-        ax.plot(r, p, lw=1.2, label=_label(i, len(precision)), drawstyle="steps-post")
-    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    if len(precision) > 1:
-        ax.legend(fontsize=7, loc="lower left")
+        ap = _step_area(r, p)
+        name = _label(i, len(precision))
+        label = f"{name} (AP {ap:.3f})" if name else f"AP {ap:.3f}"
+        order = np.argsort(r, kind="stable")
+        ax.plot(r[order], p[order], lw=1.2, label=label, drawstyle="steps-pre")
+    lowest = min((float(np.nanmin(p)) for p in precision if len(p)), default=0.0)
+    bottom = max(0.0, math.floor((lowest - 0.05) * 10) / 10)
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1.01), ylim=(bottom, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2 if len(precision) > 5 else 1)
     return _save(fig, plt, path)
 
 
@@ -206,7 +248,14 @@ def plot_reliability(diagram: dict, path, *, title: str = "reliability diagram")
 
 
 def plot_histogram(
-    counts, path, *, edges=None, low: float = 0.0, high: float = 1.0, title: str = "histogram"
+    counts,
+    path,
+    *,
+    edges=None,
+    low: float = 0.0,
+    high: float = 1.0,
+    title: str = "histogram",
+    xlabel: str = "value",
 ) -> Path | None:
     """Bin counts (``Histogram`` output) as bars over ``edges`` (or equal bins on [low, high])."""
     plt = _pyplot()
@@ -218,42 +267,13 @@ def plot_histogram(
     ax.bar(
         edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="black"
     )
-    ax.set(xlabel="value", ylabel="count", title=title)
+    ax.set(xlabel=xlabel, ylabel="count", title=title)
     return _save(fig, plt, path)
 
 
 # ---------------------------------------------------------------------------------------
 # plot(): a whole tree of values
 # ---------------------------------------------------------------------------------------
-
-
-def _kind(value: Any, metric: Any) -> str | None:
-    name = type(metric).__name__ if metric is not None else None
-    by_metric = {
-        "RocCurve": "roc",
-        "PrecisionRecallCurve": "pr",
-        "ConfusionMatrix": "confusion",
-        "ShowConfusionMatrix": "confusion",
-        "ReliabilityDiagram": "reliability",
-        "Histogram": "histogram",
-        "ShowHistogram": "histogram",
-    }
-    if name in by_metric:
-        return by_metric[name]
-    if isinstance(value, dict):
-        keys = set(value)
-        if {"fpr", "tpr"} <= keys:
-            return "roc"
-        if {"precision", "recall", "thresholds"} <= keys:
-            return "pr"
-        if {"confidence", "accuracy", "count", "edges"} <= keys:
-            return "reliability"
-        return None
-    array = np.asarray(value) if not isinstance(value, (list, tuple)) else None
-    square = array is not None and array.ndim == 2 and array.shape[0] == array.shape[1] > 1
-    if square and np.issubdtype(array.dtype, np.integer):
-        return "confusion"
-    return None
 
 
 def _is_scalar(value) -> bool:
@@ -280,7 +300,7 @@ def plot(values: Any, out_dir, *, metrics: Any = None, prefix: str = "") -> list
     scalars: dict[str, float] = {}
 
     def walk(node, metric, name):
-        kind = _kind(node, metric)
+        kind = value_kind(node, metric)
         file = out_dir / f"{prefix}{name or 'value'}.png"
         title = name or "value"
         if kind == "roc":
@@ -293,7 +313,15 @@ def plot(values: Any, out_dir, *, metrics: Any = None, prefix: str = "") -> list
             paths.append(plot_confusion_matrix(node, file, title=f"{title}: confusion matrix"))
         elif kind == "histogram":
             low, high = getattr(metric, "low", 0.0), getattr(metric, "high", 1.0)
-            paths.append(plot_histogram(node, file, low=low, high=high, title=title))
+            counts, edges = node, None
+            if isinstance(node, dict):  # ShowHistogram: counts with their edges
+                counts, edges = node["counts"], node["edges"]
+            xlabel = (name or "value").split(".")[-1]  # what was binned, e.g. "confidence"
+            paths.append(
+                plot_histogram(
+                    counts, file, edges=edges, low=low, high=high, title=title, xlabel=xlabel
+                )
+            )
         elif isinstance(node, dict):
             for key, child in node.items():
                 child_metric = metric.get(key) if isinstance(metric, dict) else None

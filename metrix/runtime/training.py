@@ -30,6 +30,7 @@ import jax
 from metrix.core.metric import Metric
 from metrix.core.state import State
 from metrix.core.tree import compute, empty_states, get_states, merge
+from metrix.runtime.writers import write
 
 
 def _is_state(x) -> bool:
@@ -46,12 +47,22 @@ def empty_like_states(states: Any) -> Any:
     return jax.tree.map(lambda s: s.empty_like(), states, is_leaf=_is_state)
 
 
-def log_and_reset(states: Any) -> tuple[Any, Any]:
+def log_and_reset(
+    states: Any, *, writer: Any = None, step: int | None = None, metrics: Any = None
+) -> tuple[Any, Any]:
     """Values of the window and a fresh (empty) window: ``(mx.compute(states), empty_like_states(states))``.
 
     Call it outside the jitted step, at logging time (``compute`` may trim buffers eagerly).
+    With ``writer`` (a CLU-style writer, ``mx.TensorBoardWriter``, ``mx.WandbWriter``) the
+    values are also written at ``step`` with :func:`metrix.write` (``metrics``: the metric tree,
+    to tell images and histograms apart; optional).
     """
-    return compute(states), empty_like_states(states)
+    values = compute(states)
+    if writer is not None:
+        if step is None:
+            raise ValueError("log_and_reset: writer= needs step= (the training step to log at)")
+        write(writer, step, jax.device_get(values), metrics=metrics)
+    return values, empty_like_states(states)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +87,12 @@ class TrainMetrics:
         """``window_step(states, get_states(context))``: jit-safe accumulation of one step."""
         return window_step(states, self.get_states(context))
 
-    @staticmethod
-    def log_and_reset(states: Any) -> tuple[Any, Any]:
-        """Values of the window and empty states of the same shapes."""
-        return log_and_reset(states)
+    def log_and_reset(
+        self, states: Any, *, writer: Any = None, step: int | None = None
+    ) -> tuple[Any, Any]:
+        """Values of the window and empty states of the same shapes; written to ``writer`` at
+        ``step`` when given (see :func:`log_and_reset`)."""
+        return log_and_reset(states, writer=writer, step=step, metrics=self.metrics)
 
     def __hash__(self):  # the metrics pytree may hold dicts; hash its leaves and structure
         leaves, treedef = jax.tree.flatten(self.metrics, is_leaf=lambda x: isinstance(x, Metric))

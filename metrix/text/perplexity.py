@@ -43,6 +43,8 @@ class Perplexity(Metric):
     ``ignore_index`` (if set, e.g. -100) are skipped too. The perplexity of no tokens is NaN.
     """
 
+    required_one_of = (("logits", "log_probs"),)
+
     logits: Key | None = None
     log_probs: Key | None = None
     labels: Key = REQUIRED
