@@ -4,6 +4,7 @@
 # go to ./metrix-demo, or to the directory given with --out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/venv.sh  # the active venv, or ./.venv
 python -m pip install --quiet --upgrade pip
 # The [demo] extra adds matplotlib, scikit-learn (the digits data) and optax (training).
 python -m pip install --quiet -e ".[demo]"

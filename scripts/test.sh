@@ -4,6 +4,7 @@
 # references below that would drag torchvision/torch in again are installed with --no-deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/venv.sh  # the active venv, or ./.venv
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[test]"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import pathlib
-import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +26,7 @@ from metrix.text.bertscore_math import (
     token_weights,
     uniform_idf,
 )
+from tests import torch_references
 
 NUM_LAYERS = 4  # an intermediate layer, as bert-score's tuned defaults use
 
@@ -121,8 +120,7 @@ def import_bert_score(monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("torch")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-        sys.modules.setdefault(name, types.ModuleType(name))
+    torch_references.enable()  # torchvision's compiled ops do not load on the CPU torch
     transformers = pytest.importorskip("transformers")
     bert_score = pytest.importorskip("bert_score")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ import pytest
 from metrix.backbones import xla_cpu
 from metrix.backbones.weights import MissingWeightsError
 from metrix.perceptual import lpips_math as lpips_core
+from tests import torch_references
 
 # Absolute tolerance on distances (float32 on both sides; measured <= 8e-7, values ~0.1-0.5).
 ATOL = 1e-5
@@ -29,8 +29,7 @@ ATOL = 1e-5
 
 def _lpips():
     torch = pytest.importorskip("torch")
-    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-        sys.modules.setdefault(name, types.ModuleType(name))
+    torch_references.enable()  # torchvision's compiled ops do not load on the CPU torch
     pytest.importorskip("torchvision")
     return torch, pytest.importorskip("lpips")
 

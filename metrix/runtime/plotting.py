@@ -26,6 +26,7 @@ import numpy as np
 from metrix.runtime.report import value_kind
 
 __all__ = [
+    "lower_is_better",
     "plot",
     "plot_confusion_matrix",
     "plot_histogram",
@@ -98,38 +99,67 @@ def _bars(ax, names, numbers, *, xlabel, bounded):
     ax.set_xlabel(xlabel)
 
 
-def plot_scalars(values: dict[str, float], path, *, title: str = "metrics") -> Path | None:
+# Metrics whose value is a loss, an error or a distance: lower is better, any scale.
+_LOWER_IS_BETTER = (
+    "LogLoss", "BrierScore", "ExpectedCalibrationError", "FID", "KID", "LPIPS", "MSE", "RMSE",
+    "MAE", "MAPE", "SMAPE", "MaxError", "Perplexity",
+)
+_LOWER_WORDS = ("loss", "error", "distance", "fid", "kid", "mse", "mae", "lpips", "perplexity")
+
+
+def lower_is_better(name: str, metric: Any = None) -> bool:
+    """Losses, errors and distances, by their metric's class when known, else by their name."""
+    if metric is not None and not isinstance(metric, dict):
+        names = {c.__name__ for c in type(metric).__mro__}
+        return any(n.endswith("Loss") for n in names) or bool(names & set(_LOWER_IS_BETTER))
+    leaf = name.lower().split(".")[-1]
+    return any(word in leaf for word in _LOWER_WORDS)
+
+
+def plot_scalars(
+    values: dict[str, float], path, *, title: str = "metrics", lower_better: set[str] | None = None
+) -> Path | None:
     """Horizontal bars, one per named scalar, with the value written beside it.
 
-    Scores in ``[0, 1]`` (accuracies, AUCs, calibration errors) share one panel on a fixed
-    ``[0, 1]`` axis; losses and other unbounded values get a second panel with its own scale,
-    so neither squashes the other.
+    Two panels, each with its own x axis: scores (higher is better; a fixed ``[0, 1]`` axis
+    when they all lie in it) and losses, errors and distances (lower is better), so neither
+    squashes the other. ``lower_better`` names the second group (default: by name, see
+    :func:`lower_is_better`).
     """
     plt = _pyplot()
     if plt is None:
         return None
+    if lower_better is None:
+        lower_better = {n for n in values if lower_is_better(n)}
     items = [(n, float(values[n])) for n in values]
-    unit = [(n, v) for n, v in items if 0.0 <= v <= 1.0]
-    other = [(n, v) for n, v in items if not 0.0 <= v <= 1.0]
-    panels = [(g, t) for g, t in ((unit, True), (other, False)) if g]
-    heights = [len(g) for g, _ in panels]
+    scores = [(n, v) for n, v in items if n not in lower_better]
+    losses = [(n, v) for n, v in items if n in lower_better]
+    panels = []
+    if scores:
+        unit = all(0.0 <= v <= 1.0 for _, v in scores)
+        panels.append((scores, unit, "scores (higher is better)"))
+    if losses:
+        panels.append((losses, False, "losses, errors, distances (lower is better)"))
+    heights = [len(g) for g, _, _ in panels]
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(7, 0.4 * sum(heights) + 1.4 * len(panels)),
+        len(panels), 1, figsize=(7, 0.4 * sum(heights) + 1.5 * len(panels)),
         height_ratios=heights, squeeze=False,
     )
-    for ax, (group, bounded) in zip(axes[:, 0], panels):
+    for ax, (group, bounded, label) in zip(axes[:, 0], panels):
         names, numbers = [n for n, _ in group], [v for _, v in group]
-        xlabel = "value (scores on [0, 1])" if bounded else "value (losses, distances, other scales)"
-        _bars(ax, names, numbers, xlabel=xlabel, bounded=bounded)
+        _bars(ax, names, numbers, xlabel=f"value: {label}", bounded=bounded)
     axes[0, 0].set_title(title)
     return _save(fig, plt, path)
 
 
 def _step_area(recall: np.ndarray, precision: np.ndarray) -> float:
-    """Average precision of a PR curve: sum over recall steps of the precision reached there."""
-    order = np.argsort(recall, kind="stable")
-    r, p = recall[order], precision[order]
-    return float(np.sum(np.diff(r, prepend=0.0) * p)) if len(r) else float("nan")
+    """Average precision of a PR curve, ``sum_n (R_n - R_{n-1}) P_n`` over its points in the
+    order of decreasing recall (thresholds ascending, as the metric and sklearn give them)."""
+    if len(recall) < 2:
+        return float("nan")
+    if recall[0] < recall[-1]:  # given in increasing recall: walk it the other way
+        recall, precision = recall[::-1], precision[::-1]
+    return float(-np.sum(np.diff(recall) * precision[:-1]))
 
 
 def plot_roc(curve: dict, path, *, title: str = "ROC curve") -> Path | None:
@@ -160,26 +190,33 @@ def plot_precision_recall(
 ) -> Path | None:
     """``PrecisionRecallCurve`` output (``precision``, ``recall``; per-class lists for multiclass).
 
-    Each curve's legend entry gives its average precision (the step area under it). The
-    precision axis starts a little below the lowest precision drawn: good classifiers' curves
-    otherwise hug the top edge.
+    Each curve's legend entry gives its average precision (the step area under it). Beside the
+    full ``[0, 1]`` view, a second panel zooms on the region where the curves leave
+    precision 1 and before they reach recall 1: good classifiers' curves otherwise hug the
+    top-right corner.
     """
     plt = _pyplot()
     if plt is None:
         return None
     precision, recall = _per_class(curve["precision"]), _per_class(curve["recall"])
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(11, 5))
     for i, (p, r) in enumerate(zip(precision, recall)):
         ap = _step_area(r, p)
         name = _label(i, len(precision))
         label = f"{name} (AP {ap:.3f})" if name else f"AP {ap:.3f}"
         order = np.argsort(r, kind="stable")
-        ax.plot(r[order], p[order], lw=1.2, label=label, drawstyle="steps-pre")
-    lowest = min((float(np.nanmin(p)) for p in precision if len(p)), default=0.0)
-    bottom = max(0.0, math.floor((lowest - 0.05) * 10) / 10)
-    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1.01), ylim=(bottom, 1.01))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", ncol=2 if len(precision) > 5 else 1)
+        for ax in (full, zoom):
+            ax.plot(r[order], p[order], lw=1.2, label=label, drawstyle="steps-pre")
+    full.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1.01), ylim=(0, 1.01))
+    # The zoom: recall from where the first curve drops below precision 1, precision down to
+    # the lowest value reached before recall 1 (the last point, precision = prevalence, aside).
+    left = min((float(r[p < 0.999].min()) for p, r in zip(precision, recall) if (p < 0.999).any()), default=0.0)
+    low = min((float(p[r < 0.999].min()) for p, r in zip(precision, recall) if (r < 0.999).any()), default=0.0)
+    left, low = max(0.0, math.floor((left - 0.02) * 20) / 20), max(0.0, math.floor((low - 0.02) * 20) / 20)
+    zoom.set(xlabel="recall", ylabel="precision", title="zoom", xlim=(left, 1.005), ylim=(low, 1.005))
+    for ax in (full, zoom):
+        ax.grid(alpha=0.3)
+    full.legend(fontsize=7, loc="lower left", ncol=2 if len(precision) > 5 else 1)
     return _save(fig, plt, path)
 
 
@@ -298,6 +335,7 @@ def plot(values: Any, out_dir, *, metrics: Any = None, prefix: str = "") -> list
     out_dir = Path(out_dir)
     paths: list[Path] = []
     scalars: dict[str, float] = {}
+    lower: set[str] = set()
 
     def walk(node, metric, name):
         kind = value_kind(node, metric)
@@ -328,8 +366,10 @@ def plot(values: Any, out_dir, *, metrics: Any = None, prefix: str = "") -> list
                 walk(child, child_metric, f"{name}.{key}" if name else str(key))
         elif _is_scalar(node):
             scalars[name or "value"] = float(np.asarray(node))
+            if lower_is_better(name or "value", metric):
+                lower.add(name or "value")
 
     walk(values, metrics, "")
     if scalars:
-        paths.append(plot_scalars(scalars, out_dir / f"{prefix}scalars.png"))
+        paths.append(plot_scalars(scalars, out_dir / f"{prefix}scalars.png", lower_better=lower))
     return paths
