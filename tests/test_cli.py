@@ -241,3 +241,36 @@ def test_eval_table_is_not_fooled_by_metrics_named_precision_and_recall(tmp_path
         line = next(line for line in text.splitlines() if line.startswith(f"scores.{name} "))
         assert float(line.split()[1]) == pytest.approx(fn(y, pred, average="macro"), rel=1e-5)
     assert "curve" not in text
+
+
+def _png_folder(path, count=2):
+    from PIL import Image
+
+    path.mkdir()
+    for i in range(count):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def test_fid_bertscore_and_convert_errors_are_one_line(tmp_path, capsys):
+    a, b = _png_folder(tmp_path / "a"), _png_folder(tmp_path / "b")
+    missing = tmp_path / "inception.safetensors"
+    assert cli.main(["fid", str(a), str(b), "--weights", str(missing), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metrix fid: ") and "--debug" in err[0], err
+    assert "inception.safetensors" in err[0]
+
+    (tmp_path / "c.txt").write_text("a cat\n")
+    (tmp_path / "r.txt").write_text("a dog\n")
+    args = ["bertscore", "--cands", str(tmp_path / "c.txt"), "--refs", str(tmp_path / "r.txt")]
+    assert cli.main([*args, "--model", str(tmp_path / "no_model")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metrix bertscore: ") and "no_model" in err[0], err
+
+    from metrix.backbones import inception
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert inception.main(["convert", str(bad), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "convert:" in err[0] and "--debug" in err[0], err

@@ -119,3 +119,14 @@ def test_overflowing_wrapped_buffer_is_reported():
     scores = RNG.random(80).astype(np.float32)
     with pytest.raises(mx.CapacityOverflowError, match="capacity"):
         boot(preds=scores, labels=(scores > 0.5).astype(np.int32))
+
+
+def test_checkpoint_round_trip_keeps_the_resamples(tmp_path):
+    boot = mx.Bootstrap(mx.Average(values="x"), num_resamples=32)
+    state = boot.get_state(values=X[:100])
+    mx.save_states(tmp_path / "ckpt", {"b": state})
+    restored = mx.restore_states(tmp_path / "ckpt", like={"b": boot.empty()})["b"]
+    merged = restored.merge(boot.get_state(values=X[100:]))
+    whole = boot.get_state(values=X).compute()
+    for name in whole:
+        np.testing.assert_allclose(merged.compute()[name], whole[name], rtol=1e-5)
