@@ -25,7 +25,10 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ["overhead", "collection", "distributed", "auc", "fid", "metric_learning", "lpips", "bertscore"]
+ORDER = [
+    "overhead", "collection", "distributed", "auc", "fid", "metric_learning", "lpips", "bertscore",
+    "text_bleu", "text_rouge_wer", "audio", "detection",
+]
 HERE = Path(__file__).resolve().parent
 
 
@@ -42,6 +45,8 @@ QUICK: dict[str, list[str]] = {
     "fid": ["--repeats", "1", "--rows", "2000"],
     "metric_learning": ["--sizes", "32"],
     "lpips": ["--repeats", "1", "--cases", "alex64"],
+    "audio": ["--batch", "4", "--samples", "1000", "--repeats", "1"],
+    "text_rouge_wer": ["--pairs", "200", "--repeats", "1", "--batches", "2"],
     "bertscore": ["--pairs", "8", "--num-layers", "1", "--batch-size", "8", "--repeats", "1", "--skip-functional"],
 }
 

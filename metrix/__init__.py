@@ -175,10 +175,17 @@ from metrix.text import (
     BERTScorePairs,
     BERTScoreResult,
     BERTScoreSums,
+    CER,
+    ErrorRateState,
     Perplexity,
+    ROUGE,
+    WER,
+    edit_distance,
     load_bert_encoder,
+    rouge_counts,
     token_nll,
 )
+from metrix.audio import SISDR, SISNR, SNR, si_sdr, si_snr, snr
 from metrix.generative import (
     DensityCoverage,
     FID,

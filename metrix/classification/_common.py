@@ -28,3 +28,19 @@ def _check_elementwise_shapes(task: str, num_classes: int | None, preds, labels)
         raise ValueError(
             f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
         )
+
+
+def _check_top_k(top_k, task: str, num_classes: int | None) -> None:
+    """``top_k``: an int in ``[1, num_classes]``; above 1 only for multiclass (torchmetrics 1.9
+    defines top-k stat scores for multiclass only)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+    if top_k == 1:
+        return
+    if task != "multiclass":
+        raise ValueError(
+            f"top_k={top_k} is only defined for task='multiclass' (got task={task!r}); "
+            "use top_k=1"
+        )
+    if top_k > num_classes:
+        raise ValueError(f"top_k={top_k} must be <= num_classes={num_classes}")

@@ -9,8 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Shaped
 
-from metrix.classification._common import _AVERAGES, _check_elementwise_shapes, _check_task
-from metrix.classification.accuracy import binarize
+from metrix.classification._common import (
+    _AVERAGES,
+    _check_elementwise_shapes,
+    _check_task,
+    _check_top_k,
+)
+from metrix.classification.accuracy import binarize, top_k_correct
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.keys import REQUIRED, Key
@@ -24,7 +29,20 @@ from metrix.core.state import State
 # ---------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("task", "num_classes", "threshold", "from_logits"))
+def _top_k_prediction(scores, labels, top_k):
+    """The one class a top-k prediction stands for: the label when it is among the ``top_k``
+    largest scores (ties: lowest index first), else the arg-max (torchmetrics' rule)."""
+    top1 = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    if top_k == 1:
+        return top1
+    # Out-of-range labels are dropped from the counts later; clipping only keeps this defined.
+    labels = jnp.clip(labels, 0, scores.shape[-1] - 1).astype(jnp.int32)
+    return jnp.where(top_k_correct(scores, labels, top_k), labels, top1)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("task", "num_classes", "threshold", "from_logits", "top_k")
+)
 def _confusion_and_invalid(
     preds,
     labels,
@@ -33,10 +51,12 @@ def _confusion_and_invalid(
     num_classes=None,
     threshold=0.5,
     from_logits=False,
+    top_k=1,
     mask=None,
 ):
     """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
     _check_task(task, num_classes)
+    _check_top_k(top_k, task, num_classes)
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
     if jnp.issubdtype(labels.dtype, jnp.floating):
@@ -50,8 +70,18 @@ def _confusion_and_invalid(
                     f"got {preds.shape}"
                 )
             bad_pred = jnp.any(jnp.isnan(preds), axis=-1)
-            hard = jnp.argmax(preds, axis=-1).astype(jnp.int32)
+            if labels.shape != preds.shape[:-1]:  # before the top-k lookup broadcasts them
+                raise ValueError(
+                    f"predictions of shape {preds.shape} do not match labels of shape "
+                    f"{labels.shape} (multiclass labels are (*b,) class indices)"
+                )
+            hard = _top_k_prediction(preds, labels, top_k)
         else:
+            if top_k != 1:
+                raise TypeError(
+                    f"top_k={top_k} needs scores (*b, num_classes) as preds, not predicted "
+                    f"labels ({preds.dtype}); pass the logits or probabilities"
+                )
             bad_pred = (preds < 0) | (preds >= num_classes)
             hard = preds.astype(jnp.int32)
         if hard.shape != labels.shape:
@@ -92,6 +122,7 @@ def confusion_counts(
     num_classes: int | None = None,
     threshold: float = 0.5,
     from_logits: bool = False,
+    top_k: int = 1,
     mask=None,
 ):
     """Confusion counts of one batch (float32; jit-safe). Rows are true classes, columns predicted.
@@ -99,6 +130,10 @@ def confusion_counts(
     ``binary``: ``(2, 2)``; ``multiclass``: ``(C, C)``; ``multilabel``: ``(L, 2, 2)`` (one
     binary matrix per label, as ``sklearn.metrics.multilabel_confusion_matrix``). Masked-out
     and invalid elements (labels out of range, NaN scores) are not counted.
+
+    ``top_k > 1`` (multiclass scores only): an example's predicted class is its label when the
+    label is among its ``top_k`` largest scores (ties: lowest index first), otherwise its
+    arg-max -- torchmetrics' top-k stat scores, which count one predicted class per example.
     """
     counts, _, _ = _confusion_and_invalid(
         preds,
@@ -107,6 +142,7 @@ def confusion_counts(
         num_classes=num_classes,
         threshold=threshold,
         from_logits=from_logits,
+        top_k=top_k,
         mask=mask,
     )
     return counts
@@ -143,6 +179,7 @@ class ConfusionState(State):
             num_classes=metric.num_classes,
             threshold=metric.threshold,
             from_logits=metric.from_logits,
+            top_k=getattr(metric, "top_k", 1),
             mask=mask,
         )
         n = 2 if metric.task != "multiclass" else metric.num_classes
@@ -211,7 +248,7 @@ def _score_parts(kind: str, tp, fp, fn, tn, beta: float = 1.0):
     raise ValueError(f"unknown score {kind!r}")
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "task", "average", "beta"))
+@functools.partial(jax.jit, static_argnames=("kind", "task", "average", "beta", "top_k"))
 def score_from_confusion(
     matrix,
     kind: str,
@@ -220,6 +257,7 @@ def score_from_confusion(
     average: str = "macro",
     zero_division: float = 0.0,
     beta: float = 1.0,
+    top_k: int = 1,
 ):
     """Precision / recall / F-beta / specificity from a confusion matrix (jit-able).
 
@@ -236,6 +274,11 @@ def score_from_confusion(
 
     With ``zero_division=nan``, undefined classes are left out of macro/weighted averages
     (sklearn's rule). An average over no class is ``zero_division``.
+
+    ``top_k`` only changes the macro average of multiclass precision and recall: with
+    ``top_k > 1`` the classes averaged are those present in the labels (``tp+fn > 0``), as
+    torchmetrics 1.9 does (its F-beta and specificity keep the ``tp+fp+fn > 0`` rule). The
+    matrix itself must come from ``confusion_counts(..., top_k=top_k)``.
     """
     tp, fp, fn, tn = stat_scores(matrix, task)
     if task == "binary":
@@ -248,14 +291,18 @@ def score_from_confusion(
     per_class = _ratio(num, den, zero_division)
     if average == "none":
         return per_class
-    return _average(per_class, tp, fp, fn, task, average, zero_division)
+    by_support = top_k > 1 and kind in ("precision", "recall")
+    return _average(per_class, tp, fp, fn, task, average, zero_division, by_support)
 
 
-def _average(per_class, tp, fp, fn, task, average, zero_division):
+def _average(per_class, tp, fp, fn, task, average, zero_division, by_support=False):
     if average == "weighted":
         weights = tp + fn
     elif average == "macro":
-        present = (tp + fp + fn) > 0 if task == "multiclass" else jnp.ones_like(tp, bool)
+        if task != "multiclass":
+            present = jnp.ones_like(tp, bool)
+        else:
+            present = (tp + fn if by_support else tp + fp + fn) > 0
         weights = present.astype(per_class.dtype)
     else:
         raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
@@ -383,15 +430,30 @@ class _ConfusionMetric(Metric):
 
     def state_sharing_key(self):
         # Every count-based score reads one confusion matrix: in a Collection, precision,
-        # recall, F1, MCC, kappa, ... on the same inputs share it.
-        return (ConfusionState, self.task, self.num_classes, self.threshold, self.from_logits)
+        # recall, F1, MCC, kappa, ... on the same inputs share it. A top-k score counts
+        # other predictions, so its matrix is another one (top_k=1 keeps the old key).
+        key = (ConfusionState, self.task, self.num_classes, self.threshold, self.from_logits)
+        top_k = getattr(self, "top_k", 1)
+        return key if top_k == 1 else (*key, ("top_k", top_k))
 
 
 class _AveragedScore(_ConfusionMetric):
+    """A count ratio with ``average``, ``zero_division`` and (multiclass) ``top_k``.
+
+    ``top_k > 1`` needs multiclass scores: an example counts as predicting its label when the
+    label is among its ``top_k`` largest scores, else its arg-max (torchmetrics' top-k rule;
+    see :func:`confusion_counts` and :func:`score_from_confusion`).
+    """
+
     average: str = "macro"
     zero_division: float = 0.0
+    top_k: int = 1
 
     _kind = "precision"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_top_k(self.top_k, self.task, self.num_classes)
 
     class State(ConfusionState):
         def compute(self):
@@ -403,6 +465,7 @@ class _AveragedScore(_ConfusionMetric):
                 average=m.average,
                 zero_division=m.zero_division,
                 beta=getattr(m, "beta", 1.0),
+                top_k=m.top_k,
             )
             return self.checked(value)
 
@@ -412,13 +475,18 @@ class Precision(_AveragedScore):
 
     sklearn ``precision_score`` with ``zero_division`` (default 0, no warning); binary: the
     positive class; ``average`` micro / macro / weighted / none. jit-able compute.
+    ``top_k`` (multiclass scores): torchmetrics' top-k precision, see :class:`_AveragedScore`.
     """
 
     _kind = "precision"
 
 
 class Recall(_AveragedScore):
-    """Recall (sensitivity) ``tp / (tp + fn)`` from exact global counts; sklearn ``recall_score``."""
+    """Recall (sensitivity) ``tp / (tp + fn)`` from exact global counts; sklearn ``recall_score``.
+
+    ``top_k`` (multiclass scores): torchmetrics' top-k recall (the label among the k largest
+    scores counts as a hit), see :class:`_AveragedScore`.
+    """
 
     _kind = "recall"
 
@@ -431,7 +499,10 @@ class FBetaScore(_AveragedScore):
 
 
 class F1Score(_AveragedScore):
-    """F1 ``2 tp / (2 tp + fp + fn)`` (F-beta with beta = 1); sklearn ``f1_score``."""
+    """F1 ``2 tp / (2 tp + fp + fn)`` (F-beta with beta = 1); sklearn ``f1_score``.
+
+    ``top_k`` (multiclass scores): torchmetrics' top-k F1, see :class:`_AveragedScore`.
+    """
 
     _kind = "fbeta"
 

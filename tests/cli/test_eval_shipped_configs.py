@@ -63,7 +63,14 @@ def _demo(rng):
     return data
 
 
-DATA = {"classification": _classification, "regression": _regression,
+def _audio(rng):
+    target = rng.normal(size=(N, 400)).astype(np.float32)
+    return {"batch.audio": target,
+            "preds.audio": (target + 0.3 * rng.normal(size=target.shape)).astype(np.float32),
+            "batch.mask": np.ones(N, bool)}
+
+
+DATA = {"audio": _audio, "classification": _classification, "regression": _regression,
         "segmentation": _segmentation, "retrieval": _retrieval, "demo": _demo,
         "generative": _generative}
 
@@ -173,3 +180,15 @@ def test_logdir_writes_tensorboard_event_files(tmp_path, capsys):
     (mse,) = events.Scalars("mse")
     assert mse.step == 4  # 200 rows in batches of 64
     assert mse.value == pytest.approx(float(_table(out)["mse"]), rel=1e-5)
+
+
+def test_audio_values_equal_the_closed_forms(tmp_path, capsys):
+    data = _audio(np.random.default_rng(4))
+    rows = _table(_eval(tmp_path, "audio", data, capsys))
+    p, t = data["preds.audio"].astype(np.float64), data["batch.audio"].astype(np.float64)
+    snr = 10 * np.log10((t**2).sum(-1) / ((p - t) ** 2).sum(-1))
+    pz, tz = p - p.mean(-1, keepdims=True), t - t.mean(-1, keepdims=True)
+    scaled = (pz * tz).sum(-1, keepdims=True) / (tz**2).sum(-1, keepdims=True) * tz
+    si_snr = 10 * np.log10((scaled**2).sum(-1) / ((pz - scaled) ** 2).sum(-1))
+    assert float(rows["snr"]) == pytest.approx(snr.mean(), rel=1e-5)
+    assert float(rows["si_snr"]) == pytest.approx(si_snr.mean(), rel=1e-5)

@@ -65,6 +65,9 @@ EXAMPLES = [
     _example("Precision", mx.Precision, "multilabel", average="weighted"),
     _example("Recall", mx.Recall, "multiclass", average="micro"),
     _example("F1Score", mx.F1Score, "multiclass"),
+    # top-k: another confusion matrix (the label counts as predicted when in the top 2).
+    _example("Precision_top2", mx.Precision, "multiclass", top_k=2),
+    _example("F1Score_top2", mx.F1Score, "multiclass", top_k=2, average="weighted"),
     _example("FBetaScore", mx.FBetaScore, "multilabel", beta=2.0, average="none"),
     _example("Specificity", mx.Specificity, "binary"),
     _example("BalancedAccuracy", mx.BalancedAccuracy, "multiclass"),
