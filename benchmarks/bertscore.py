@@ -2,6 +2,7 @@
 
     python -m benchmarks.bertscore [--pairs 512] [--num-layers 4] [--batch-size 64]
                                    [--repeats 5] [--idf] [--model DIR] [--skip-functional]
+                                   [--roberta]
 
 Target (issue 9): sentence pairs per second of ``metrix.BERTScore.score`` over
 ``bert_score.BERTScorer.score``, >= 1x. Both compute the same thing: the same
@@ -25,6 +26,13 @@ What is timed (``time.perf_counter`` wall clock, and process CPU seconds beside 
   as in a fresh process; bert-score has nothing to compile (its warm figure is its own);
 * ``bert_score.score(...)`` (the functional API, which reloads the model every call), once
   per turn unless ``--skip-functional``.
+
+``--roberta``: the same on a RoBERTa of roberta-base's shape (12 layers, 768 wide, 12 heads;
+``--num-layers`` defaults to 10, bert-score's layer for roberta-base) with random weights and a
+byte-level BPE tokenizer trained on the benchmark's word list, built in a temporary folder by
+transformers (no RoBERTa weights can be fetched here; the time per token is what a trained
+roberta-base would take, the vocabulary aside). Its tokenizer_config.json sets
+``add_prefix_space`` so that bert-score under transformers 5 adds the space metrix adds.
 
 The box's load average is printed before and after: on a shared 2-core box, wall-clock
 figures taken under load are unreliable (multi-threaded torch collapses first), so compare
@@ -94,6 +102,42 @@ def import_bert_score():
     return bert_score
 
 
+def build_random_roberta(folder: str) -> str:
+    """A roberta-base-shaped folder with random weights and a locally trained tokenizer."""
+    import_bert_score()  # the offline environment and torchvision stubs
+    import json
+
+    import tokenizers
+    import torch
+    import transformers
+
+    trained = tokenizers.ByteLevelBPETokenizer()
+    corpus = [" " + " ".join(WORDS[i : i + 8]) for i in range(len(WORDS))]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trained.train_from_iterator(corpus, vocab_size=1000, special_tokens=specials)
+    trained.save_model(folder)
+    with open(os.path.join(folder, "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(os.path.join(folder, "merges.txt"), encoding="utf-8") as f:
+        merges = [tuple(line.split(" ")) for line in f.read().splitlines()[1:] if line]
+    tokenizer = transformers.RobertaTokenizer(
+        vocab=vocab, merges=merges, model_max_length=512, add_prefix_space=True
+    )
+    tokenizer.save_pretrained(folder)
+    config = transformers.RobertaConfig(
+        vocab_size=len(vocab),
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )  # roberta-base's other sizes are RobertaConfig's defaults
+    torch.manual_seed(0)
+    transformers.RobertaModel(config).save_pretrained(folder)
+    return folder
+
+
 def run_timed(fn) -> tuple[float, float, object]:
     """(wall seconds, process CPU seconds, result) of one call."""
     settle()  # the previous contender's idle threads must not share the cores
@@ -120,14 +164,24 @@ def single_threaded_torch(fn):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=512)
-    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--num-layers", type=int, default=None, help="4 (RoBERTa: 10)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--idf", action="store_true")
     parser.add_argument("--model", default=None)
     parser.add_argument("--skip-functional", action="store_true", help="skip bert_score.score")
+    parser.add_argument(
+        "--roberta", action="store_true", help="a random roberta-base-shaped model instead"
+    )
     args = parser.parse_args(argv)
-    model_dir = args.model or default_model_dir()
+    if args.roberta:
+        import tempfile
+
+        model_dir = build_random_roberta(tempfile.mkdtemp(prefix="bertscore-roberta-"))
+    else:
+        model_dir = args.model or default_model_dir()
+    if args.num_layers is None:
+        args.num_layers = 10 if args.roberta else 4
     cands, refs = make_pairs(args.pairs)
     load_before = os.getloadavg()
 
@@ -198,8 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         float(np.abs(np.asarray(a) - b.numpy()).max()) for a, b in zip(ours_out[:3], theirs_out)
     )
     median = {name: statistics.median(times) for name, times in walls.items()}
+    name = "BERTScore (random roberta-base-shaped RoBERTa)" if args.roberta else "BERTScore"
     print(
-        f"BERTScore, {args.pairs} pairs, num_layers={args.num_layers}, batch {args.batch_size}, "
+        f"{name}, {args.pairs} pairs, num_layers={args.num_layers}, batch {args.batch_size}, "
         f"idf={args.idf}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
         f"jax {jax.__version__} on {jax.default_backend()}; median of {args.repeats} turns "
         f"after a warm-up; load average before {load_before[0]:.1f}, after "

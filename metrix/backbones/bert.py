@@ -1,8 +1,9 @@
-"""A BERT encoder in Flax linen, loaded from a local Hugging Face model folder (for BERTScore).
+"""A BERT / RoBERTa encoder in Flax linen, loaded from a local Hugging Face model folder
+(for BERTScore).
 
 The network is the original post-LayerNorm BERT:
 
-    h_0 = LayerNorm(word[ids] + position[0..L-1] + token_type[0])
+    h_0 = LayerNorm(word[ids] + position[p_0..p_{L-1}] + token_type[0])
     a_l = LayerNorm(h_{l-1} + Dense(MultiHeadAttention(h_{l-1}, mask)))
     h_l = LayerNorm(a_l + Dense(act(Dense(a_l))))
 
@@ -11,10 +12,21 @@ with softmax(q k^T / sqrt(d_head)) attention over the unmasked keys and, for ``h
 layers and returns ``h_{num_layers}`` (``hidden_states[num_layers]`` in Hugging Face terms;
 ``num_layers=0`` gives the embedding output).
 
+Model families (``model_type`` in ``config.json``, see :data:`MODEL_TYPES`): ``bert`` takes
+positions p_k = k. ``roberta``, ``xlm-roberta`` and ``camembert`` are the same network with
+positions counted from ``padding_idx + 1`` over the non-padding tokens (transformers'
+``create_position_ids_from_input_ids``: p_k = padding_idx + number of non-pad tokens up to k,
+padding_idx at pad tokens), so a text may hold ``max_position_embeddings - padding_idx - 1``
+tokens; their token-type table has one row (``type_vocab_size`` 1), added everywhere, as
+transformers adds row 0.
+
 A model folder holds ``config.json``, weights in ``model.safetensors`` (read with numpy, no
 torch) or ``pytorch_model.bin`` (needs torch, read safely with ``weights_only=True``), and the
-tokenizer as ``tokenizer.json`` (read with the ``tokenizers`` library) or ``vocab.txt``.
-Nothing is ever downloaded.
+tokenizer as ``tokenizer.json`` (read with the ``tokenizers`` library; RoBERTa's byte-level
+BPE included) or, for BERT, ``vocab.txt``. Nothing is ever downloaded. Texts are encoded as
+bert-score's ``sent_encode`` encodes them: stripped, special tokens added ([CLS]/[SEP], or
+``<s>``/``</s>``), truncated at the tokenizer's ``model_max_length``, and, for byte-level BPE
+tokenizers (RoBERTa, GPT-2), with a space put before the text (``add_prefix_space=True``).
 
     enc = BertEncoder.from_pretrained_dir("path/to/model", num_layers=6)
     ids, mask = enc.tokenize(["a sentence", "another one"])
@@ -69,10 +81,28 @@ _ACTIVATIONS = {
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
+# model_type -> whether positions count from padding_idx + 1 over the non-pad tokens. The
+# RoBERTa family's networks are transformers' RobertaModel under other names (XLMRobertaModel
+# and CamembertModel are generated copies of it); only the tokenizers differ.
+MODEL_TYPES = {"bert": False, "roberta": True, "xlm-roberta": True, "camembert": True}
+# The special tokens a tokenizer_config.json may leave out, per family.
+_DEFAULT_SPECIALS = {
+    False: {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]"},
+    True: {"cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>"},
+}
+# Tokenizers that bert-score's sent_encode calls with add_prefix_space=True (it checks
+# isinstance(tokenizer, (GPT2Tokenizer, RobertaTokenizer))).
+_PREFIX_SPACE_TOKENIZERS = {
+    "RobertaTokenizer",
+    "RobertaTokenizerFast",
+    "GPT2Tokenizer",
+    "GPT2TokenizerFast",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-    """The fields of a Hugging Face BERT ``config.json`` that the forward pass needs."""
+    """The fields of a Hugging Face BERT / RoBERTa ``config.json`` that the forward pass needs."""
 
     vocab_size: int
     hidden_size: int
@@ -84,26 +114,55 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    model_type: str = "bert"
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> BertConfig:
-        model_type = raw.get("model_type", "bert")
-        if model_type != "bert":
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "config.json") -> BertConfig:
+        """Read ``raw`` (a parsed ``config.json``; ``source`` names the file in errors)."""
+        model_type = raw.get("model_type", "bert")  # old BERT configs have no model_type
+        if model_type not in MODEL_TYPES:
             raise ValueError(
-                f"BertEncoder supports model_type 'bert' only, got {model_type!r} "
-                "(RoBERTa-style models shift position ids and tokenise differently)"
+                f"{source}: model_type {model_type!r} is not supported; BertEncoder runs "
+                f"{', '.join(sorted(MODEL_TYPES))}"
             )
         position_type = raw.get("position_embedding_type", "absolute")
         if position_type != "absolute":
             raise ValueError(
-                f"only absolute position embeddings are supported, got {position_type!r}"
+                f"{source}: only absolute position embeddings are supported, "
+                f"got {position_type!r}"
             )
         if raw.get("hidden_act", "gelu") not in _ACTIVATIONS:
             raise ValueError(
-                f"unsupported hidden_act {raw['hidden_act']!r}; known: {sorted(_ACTIVATIONS)}"
+                f"{source}: unsupported hidden_act {raw['hidden_act']!r}; "
+                f"known: {sorted(_ACTIVATIONS)}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
+
+    @property
+    def positions_skip_padding(self) -> bool:
+        """RoBERTa family: positions count non-pad tokens from ``pad_token_id + 1``."""
+        return MODEL_TYPES[self.model_type]
+
+    @property
+    def position_offset(self) -> int:
+        """Added to 0-based positions: ``pad_token_id + 1`` for RoBERTa, 0 for BERT."""
+        return self.pad_token_id + 1 if self.positions_skip_padding else 0
+
+    @property
+    def max_text_length(self) -> int:
+        """The most tokens a text can have: the position table minus the offset."""
+        return self.max_position_embeddings - self.position_offset
+
+
+def text_positions(config: BertConfig, input_ids: jax.Array) -> jax.Array:
+    """0-based positions of right-padded rows (:class:`BertEmbeddings` adds the offset):
+    0..L-1 for BERT; for RoBERTa the count of non-pad tokens before each token, -1 at pad
+    tokens (so that with the offset they take ``padding_idx``, as in transformers)."""
+    if not config.positions_skip_padding:
+        return jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    real = input_ids != config.pad_token_id
+    return jnp.where(real, jnp.cumsum(real, axis=-1) - 1, -1)
 
 
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
@@ -116,7 +175,8 @@ def _dense(features: int, name: str) -> nn.Dense:
 
 
 class BertEmbeddings(nn.Module):
-    """LayerNorm(word + absolute position + token type embeddings)."""
+    """LayerNorm(word + absolute position + token type embeddings); ``position_ids`` count
+    from 0 within each text, the family's offset (RoBERTa: ``padding_idx + 1``) is added."""
 
     config: BertConfig
 
@@ -128,7 +188,9 @@ class BertEmbeddings(nn.Module):
         position_ids: jax.Array | None = None,
     ) -> jax.Array:
         c = self.config
-        positions = jnp.arange(input_ids.shape[-1]) if position_ids is None else position_ids
+        if position_ids is None:
+            position_ids = text_positions(c, input_ids)
+        positions = position_ids + c.position_offset
         x = nn.Embed(c.vocab_size, c.hidden_size, name="word_embeddings")(input_ids)
         x = x + nn.Embed(c.max_position_embeddings, c.hidden_size, name="position_embeddings")(
             positions
@@ -201,7 +263,7 @@ class BertModule(nn.Module):
         position_ids: jax.Array | None = None,
     ) -> jax.Array:
         """``attention_mask`` is (B, L) over keys or (B, L, L) over (query, key) pairs;
-        ``position_ids`` default to 0..L-1 in every row."""
+        ``position_ids`` (0-based within each text) default to :func:`text_positions`."""
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = BertEmbeddings(self.config, name="embeddings")(input_ids, token_type_ids, position_ids)
@@ -268,12 +330,17 @@ def convert_hf_state_dict(
 
 def _check_folder(path: str) -> None:
     missing = []
-    if not os.path.isfile(os.path.join(path, "config.json")):
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
         missing.append("config.json")
     if not any(os.path.isfile(os.path.join(path, f)) for f in _WEIGHT_FILES):
         missing.append(" or ".join(_WEIGHT_FILES))
-    if not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
-        missing.append(" or ".join(_TOKENIZER_FILES))
+    # Only BERT's WordPiece can be rebuilt from vocab.txt; the RoBERTa family needs
+    # tokenizer.json (any fast tokenizer's save_pretrained writes it).
+    model_type = _read_json(config_file).get("model_type", "bert")
+    tokenizer_files = _TOKENIZER_FILES if not MODEL_TYPES.get(model_type) else _TOKENIZER_FILES[:1]
+    if not any(os.path.isfile(os.path.join(path, f)) for f in tokenizer_files):
+        missing.append(" or ".join(tokenizer_files))
     if missing:
         present = sorted(os.listdir(path)) if os.path.isdir(path) else "folder does not exist"
         raise MissingWeightsError(
@@ -281,6 +348,17 @@ def _check_folder(path: str) -> None:
             "Point to a local Hugging Face model folder (e.g. one saved with "
             "save_pretrained); metrix never downloads models."
         )
+
+
+def bert_score_adds_prefix_space(config: BertConfig, tokenizer_config: Mapping[str, Any]) -> bool:
+    """Whether bert-score's ``sent_encode`` puts a space before each text for this folder:
+    it does for the tokenizers transformers loads as ``RobertaTokenizer`` / ``GPT2Tokenizer``
+    (``tokenizer_class`` of tokenizer_config.json, else the one of ``model_type``; XLM-R and
+    CamemBERT have sentencepiece tokenizers of their own, which it calls without)."""
+    tokenizer_class = tokenizer_config.get("tokenizer_class")
+    if tokenizer_class is None:
+        return config.model_type == "roberta"
+    return tokenizer_class in _PREFIX_SPACE_TOKENIZERS
 
 
 def _read_weights(path: str) -> dict[str, np.ndarray]:
@@ -343,13 +421,18 @@ class PackedRows(NamedTuple):
 
     ids: np.ndarray  # (rows, width) int32 token ids, pad id at padding
     segments: np.ndarray  # (rows, width) int32: 1, 2, ... per text of a row, 0 at padding
-    positions: np.ndarray  # (rows, width) int32: position of each token within its text
+    positions: np.ndarray  # (rows, width) int32: 0-based position of each token in its text
     texts: np.ndarray  # (T,) indices of the texts held
     starts: np.ndarray  # (T,) flat index (row * width + offset) of each text's first token
 
 
 def pack_texts(
-    token_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, max_length: int
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    max_length: int,
+    *,
+    skip_id: int | None = None,
 ) -> list[PackedRows]:
     """Pack tokenised texts several to a row, in encoder calls of at most ``batch_size`` rows.
 
@@ -359,6 +442,9 @@ def pack_texts(
     ``batch_size * 64 // width`` to a call (the same tokens, less attention memory). Only
     the last call can have fewer rows; it is cut to a multiple of an eighth of the calls'
     rows, so a handful of shapes are ever compiled.
+
+    Positions count 0, 1, ... within each text; with ``skip_id`` (RoBERTa's padding id, see
+    :func:`text_positions`) they count only the other tokens, and ``skip_id`` tokens get -1.
     """
     by_length: dict[int, list[int]] = {}
     for i in reversed(range(len(token_ids))):  # popped from the end: ascending text order
@@ -393,10 +479,17 @@ def pack_texts(
             seq = token_ids[text]
             ids[row, offset : offset + len(seq)] = seq
             segments[row, offset : offset + len(seq)] = k + 1
-            positions[row, offset : offset + len(seq)] = np.arange(len(seq))
+            positions[row, offset : offset + len(seq)] = _positions(seq, skip_id)
         starts = np.asarray(row_of, np.int64) * width + np.asarray(offset_of, np.int64)
         packed.append(PackedRows(ids, segments, positions, np.asarray(texts, np.int64), starts))
     return packed
+
+
+def _positions(seq: Sequence[int], skip_id: int | None) -> np.ndarray:
+    if skip_id is None:
+        return np.arange(len(seq))
+    real = np.asarray(seq) != skip_id
+    return np.where(real, np.cumsum(real) - 1, -1)
 
 
 def packed_attention_mask(segment_ids: jax.Array) -> jax.Array:
@@ -406,9 +499,37 @@ def packed_attention_mask(segment_ids: jax.Array) -> jax.Array:
     return same & (segment_ids[:, None, :] > 0)
 
 
+def _special_token_ids(
+    path: str, config: BertConfig, tokenizer: Any, tokenizer_config: Mapping[str, Any]
+) -> tuple[int, int, int | None]:
+    """The ids of the cls, sep and pad tokens that tokenizer_config.json names (else the
+    family's [CLS] [SEP] [PAD] or <s> </s> <pad>); cls and sep must exist: bert-score weighs
+    them 0 and reads a text of just them as empty, so without them its scores cannot be
+    reproduced (e.g. a BERT tokenizer beside a RoBERTa config)."""
+    defaults = _DEFAULT_SPECIALS[config.positions_skip_padding]
+    names = {}
+    for key, default in defaults.items():
+        token = tokenizer_config.get(key) or default
+        names[key] = token.get("content", default) if isinstance(token, Mapping) else token
+    cls_id, sep_id, pad_id = (tokenizer.token_to_id(names[k]) for k in defaults)
+    if cls_id is None or sep_id is None:
+        raise ValueError(
+            f"{path!r}: the tokenizer has no {names['cls_token']!r} / {names['sep_token']!r} "
+            f"token, which a {config.model_type!r} model needs (set cls_token / sep_token in "
+            "tokenizer_config.json to the tokens its tokenizer adds)"
+        )
+    return cls_id, sep_id, pad_id
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class BertEncoder:
-    """A BERT network, its weights (``params``, a pytree input of :meth:`embed`) and tokenizer."""
+    """A BERT or RoBERTa-family network, its weights (``params``, a pytree input of
+    :meth:`embed`) and tokenizer.
+
+    ``add_prefix_space``: whether :meth:`token_ids` puts a space before each (stripped,
+    non-empty) text, as bert-score's ``sent_encode`` asks RoBERTa / GPT-2 tokenizers to (so
+    the first word is tokenised like the others, e.g. ``Ġthe``).
+    """
 
     config: BertConfig
     num_layers: int
@@ -418,16 +539,22 @@ class BertEncoder:
     cls_token_id: int | None
     sep_token_id: int | None
     pad_token_id: int
+    add_prefix_space: bool = False
 
     @classmethod
     def from_pretrained_dir(
-        cls, path: str | os.PathLike, num_layers: int | None = None
+        cls,
+        path: str | os.PathLike,
+        num_layers: int | None = None,
+        add_prefix_space: bool | None = None,
     ) -> BertEncoder:
-        """Load a local Hugging Face BERT folder, keeping its first ``num_layers`` layers
-        (all of them by default)."""
+        """Load a local Hugging Face BERT / RoBERTa folder, keeping its first ``num_layers``
+        layers (all of them by default). ``add_prefix_space=None`` follows bert-score
+        (:func:`bert_score_adds_prefix_space`: true for RoBERTa's byte-level BPE)."""
         path = os.fspath(path)
         _check_folder(path)
-        config = BertConfig.from_dict(_read_json(os.path.join(path, "config.json")))
+        config_file = os.path.join(path, "config.json")
+        config = BertConfig.from_dict(_read_json(config_file), source=config_file)
         num_layers = config.num_hidden_layers if num_layers is None else int(num_layers)
         if not 0 <= num_layers <= config.num_hidden_layers:
             raise ValueError(
@@ -438,28 +565,24 @@ class BertEncoder:
         tokenizer_config = _read_json(os.path.join(path, "tokenizer_config.json"))
         tokenizer = _load_tokenizer(path, tokenizer_config)
         # bert-score truncates at tokenizer.model_max_length; a folder without one falls back to
-        # the number of position embeddings (transformers would use a huge sentinel instead).
+        # the positions the model has (transformers would use a huge sentinel instead).
         max_length = min(
-            int(tokenizer_config.get("model_max_length", config.max_position_embeddings)),
-            config.max_position_embeddings,
+            int(tokenizer_config.get("model_max_length", config.max_text_length)),
+            config.max_text_length,
         )
-
-        def special(key: str, default: str) -> int | None:
-            token = tokenizer_config.get(key, default)
-            if isinstance(token, Mapping):  # serialised AddedToken
-                token = token.get("content", default)
-            return tokenizer.token_to_id(token)
-
-        pad_id = special("pad_token", "[PAD]")
+        cls_id, sep_id, pad_id = _special_token_ids(path, config, tokenizer, tokenizer_config)
+        if add_prefix_space is None:
+            add_prefix_space = bert_score_adds_prefix_space(config, tokenizer_config)
         return cls(
             config=config,
             num_layers=num_layers,
             params=jax.tree_util.tree_map(jnp.asarray, params),
             tokenizer=tokenizer,
             model_max_length=max_length,
-            cls_token_id=special("cls_token", "[CLS]"),
-            sep_token_id=special("sep_token", "[SEP]"),
+            cls_token_id=cls_id,
+            sep_token_id=sep_id,
             pad_token_id=config.pad_token_id if pad_id is None else pad_id,
+            add_prefix_space=bool(add_prefix_space),
         )
 
     @property
@@ -468,17 +591,19 @@ class BertEncoder:
 
     @property
     def special_token_ids(self) -> tuple[int, ...]:
-        """[CLS] and [SEP]: bert-score gives them idf weight 0."""
+        """[CLS] and [SEP] (RoBERTa: ``<s>``, ``</s>``): bert-score gives them idf weight 0."""
         return tuple(i for i in (self.cls_token_id, self.sep_token_id) if i is not None)
 
     def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """Token ids per text as bert-score's ``sent_encode``: strip, add [CLS]/[SEP], truncate."""
+        """Token ids per text as bert-score's ``sent_encode``: strip, put a space before a
+        non-empty text if ``add_prefix_space``, add [CLS]/[SEP] (``<s>``/``</s>``), truncate."""
         max_length = self.model_max_length if max_length is None else max_length
+        stripped = [t.strip() for t in texts]
+        if self.add_prefix_space:  # an empty text stays empty: bert-score encodes it as <s></s>
+            stripped = [" " + t if t else t for t in stripped]
         self.tokenizer.enable_truncation(max_length)
         try:
-            encodings = self.tokenizer.encode_batch(
-                [t.strip() for t in texts], add_special_tokens=True
-            )
+            encodings = self.tokenizer.encode_batch(stripped, add_special_tokens=True)
         finally:
             self.tokenizer.no_truncation()
         return [e.ids for e in encodings]
@@ -505,6 +630,13 @@ class BertEncoder:
             mask[row, : len(seq)] = 1
         return input_ids, mask
 
+    def pack(self, token_ids: Sequence[Sequence[int]], batch_size: int) -> list[PackedRows]:
+        """:func:`pack_texts` with this model's padding id and position rule."""
+        skip = self.config.pad_token_id if self.config.positions_skip_padding else None
+        return pack_texts(
+            token_ids, self.pad_token_id, batch_size, self.model_max_length, skip_id=skip
+        )
+
     @property
     def embed(self):
         """Jitted ``embed(params, input_ids, attention_mask) -> (B, L, D)`` float32."""
@@ -515,7 +647,8 @@ class BertEncoder:
         """Jitted ``embed_packed(params, input_ids, segment_ids, position_ids) -> (B, L, D)``
         for rows holding several texts each (see :func:`pack_texts`): ``segment_ids`` (B, L)
         number the texts of a row from 1 (0: padding), ``position_ids`` count from 0 within
-        each text. Every text's hidden states equal those of the text in a row of its own."""
+        each text (:meth:`pack` makes all three). Every text's hidden states equal those of
+        the text in a row of its own."""
         return _jitted_apply_packed(self.config, self.num_layers)
 
     def encode(

@@ -2,13 +2,20 @@
 
     metrix bertscore --cands c.txt --refs r.txt --model path/to/bert [--num-layers 4]
                      [--idf] [--baseline LAYER_P_R_F.tsv] [--per-pair] [--json]
-                     [--compilation-cache DIR]
+                     [--prefix-space auto|yes|no] [--compilation-cache DIR]
 
 Line i of ``--cands`` is scored against line i of ``--refs`` (lines keep their spaces; an
 empty line is an empty text). Prints the means of P, R and F over the pairs, and each
 pair's with ``--per-pair``. ``--idf`` weighs tokens by idf over all the references, as
 ``bert-score --idf``. ``--compilation-cache DIR`` keeps the compiled encoder and matching
 programs in JAX's persistent cache, so later runs skip most of the first call's compile.
+
+``--model`` is a local BERT or RoBERTa-family (roberta, xlm-roberta, camembert) folder, e.g.
+roberta-large saved with ``save_pretrained`` (bert-score's English default; its layer is 17,
+its baseline file bert-score's ``rescale_baseline/en/roberta-large.tsv``). ``--prefix-space``:
+whether each text gets a leading space before tokenising; ``auto`` does what bert-score's
+``sent_encode`` asks for (yes for RoBERTa's byte-level BPE), ``no`` matches bert-score run
+under transformers 5, which ignores that request.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ import sys
 def _read_lines(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         return f.read().splitlines()
+
+
+_PREFIX_SPACE = {"auto": None, "yes": True, "no": False}
 
 
 def run_bertscore(args: argparse.Namespace) -> int:
@@ -47,6 +57,7 @@ def run_bertscore(args: argparse.Namespace) -> int:
         num_layers=args.num_layers,
         batch_size=args.batch_size,
         baseline_path=args.baseline,
+        add_prefix_space=_PREFIX_SPACE[getattr(args, "prefix_space", "auto")],
     )
     result = metric.score(cands, refs, idf=args.idf)
     means = {k: float(v) for k, v in result.state.compute().items()}
@@ -74,13 +85,15 @@ def add_bertscore_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``bertscore`` on an ``argparse`` subparsers object (``args.func(args)`` runs it)."""
     parser = subparsers.add_parser(
         "bertscore",
-        help="BERTScore P/R/F of candidate vs reference text files with a local BERT folder",
+        help="BERTScore P/R/F of candidate vs reference text files, local BERT or RoBERTa folder",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--cands", required=True, help="candidate sentences, one per line")
     parser.add_argument("--refs", required=True, help="reference sentences, one per line")
-    parser.add_argument("--model", required=True, help="local Hugging Face BERT folder")
+    parser.add_argument(
+        "--model", required=True, help="local Hugging Face BERT or RoBERTa model folder"
+    )
     parser.add_argument(
         "--num-layers", type=int, default=None, help="layers to keep (default: all)"
     )
@@ -89,6 +102,12 @@ def add_bertscore_parser(subparsers) -> argparse.ArgumentParser:
         "--baseline", default=None, help="bert-score baseline file (LAYER,P,R,F) to rescale with"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per batch (default 64)")
+    parser.add_argument(
+        "--prefix-space",
+        choices=sorted(_PREFIX_SPACE),
+        default="auto",
+        help="space before each text (auto: as bert-score, yes for RoBERTa)",
+    )
     parser.add_argument("--per-pair", action="store_true", help="also print every pair's scores")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(

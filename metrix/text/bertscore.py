@@ -1,7 +1,8 @@
 """BERTScore (Zhang et al., 2020) as a mergeable metric, on embeddings or on text.
 
 For a candidate x and a reference y with L2-normalised contextual token embeddings, cosine
-similarities s_ij = <x_i, y_j> and token weights w (idf, or 1 with [CLS]/[SEP] at 0):
+similarities s_ij = <x_i, y_j> and token weights w (idf, or 1 with the special tokens
+[CLS]/[SEP], RoBERTa's <s>/</s>, at 0):
 
     P = sum_i w(x_i) max_j s_ij / sum_i w(x_i)
     R = sum_j w(y_j) max_i s_ij / sum_j w(y_j)
@@ -15,11 +16,12 @@ With several references per candidate, P, R and F are each the maximum over the 
   the number of pairs, so any split of the pairs over batches, devices or hosts merges to the
   same means; with ``capacity=`` it also keeps every pair's scores in a fixed-capacity buffer.
   ``get_state`` takes batched embeddings (and masks, weights or token ids + an idf table);
-  :meth:`BERTScore.score` takes strings, tokenises and embeds them with a local BERT folder
-  (``model_dir=``; the encoder is loaded once per folder and its weights stay jit inputs).
+  :meth:`BERTScore.score` takes strings, tokenises and embeds them with a local BERT or
+  RoBERTa-family folder (``model_dir=``; the encoder is loaded once per folder and its
+  weights stay jit inputs).
 * :class:`BERTScoreIdf`: idf(t) = log((M + 1) / (df(t) + 1)) from mergeable document
   frequencies (a (vocab_size,) count vector and the number M of references, exact counts),
-  [CLS]/[SEP] weighted 0, for two-pass evaluation: pass 1 merges the idf state over all
+  special tokens weighted 0, for two-pass evaluation: pass 1 merges the idf state over all
   references (across devices too), pass 2 scores with ``idf=state.compute()``.
 
 **First call.** ``score`` compiles a handful of programs (the encoder per row shape, the
@@ -28,6 +30,17 @@ start often (scripts, ``metrix bertscore``) can keep the compiled programs on di
 persistent cache, ``jax.config.update("jax_compilation_cache_dir", DIR)`` (and
 ``jax_persistent_cache_min_compile_time_secs=0``), so a second process skips most of that
 compile (figures: benchmarks/RESULTS.md).
+
+**RoBERTa** (bert-score's English default is ``roberta-large``): point ``model_dir`` at a
+local folder holding ``config.json`` (``model_type`` roberta, xlm-roberta or camembert), the
+weights and ``tokenizer.json``, and give ``num_layers`` (bert-score's tuned layer for
+roberta-large is 17) and, to rescale, ``baseline_path=`` (bert-score ships
+``rescale_baseline/en/roberta-large.tsv``). As bert-score, texts get a space put before them
+for RoBERTa's byte-level BPE (``add_prefix_space=None`` decides as bert-score: yes for
+``RobertaTokenizer`` / ``GPT2Tokenizer`` folders). bert-score 0.3.12 under transformers 5
+drops that space (transformers 5 ignores ``encode(add_prefix_space=True)``) unless the
+folder's tokenizer_config.json sets ``"add_prefix_space": true``; to reproduce those scores
+set ``add_prefix_space=False``.
 """
 
 from __future__ import annotations
@@ -64,13 +77,22 @@ __all__ = [
 _SCORES = ("precision", "recall", "f1")
 
 
-@functools.lru_cache(maxsize=4)
-def load_bert_encoder(model_dir: str, num_layers: int | None = None):
+def load_bert_encoder(
+    model_dir: str, num_layers: int | None = None, add_prefix_space: bool | None = None
+):
     """The :class:`~metrix.backbones.bert.BertEncoder` of a local folder, loaded once per
-    ``(model_dir, num_layers)`` and shared by every metric configured with them."""
+    ``(model_dir, num_layers, add_prefix_space)`` and shared by every metric configured
+    with them."""
+    return _cached_encoder(os.fspath(model_dir), num_layers, add_prefix_space)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_encoder(model_dir: str, num_layers: int | None, add_prefix_space: bool | None):
     from metrix.backbones.bert import BertEncoder
 
-    return BertEncoder.from_pretrained_dir(model_dir, num_layers=num_layers)
+    return BertEncoder.from_pretrained_dir(
+        model_dir, num_layers=num_layers, add_prefix_space=add_prefix_space
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -118,7 +140,8 @@ class BERTScoreIdf(Metric):
     ``(B,)`` mask over rows. Every reference with at least one real token is a document
     (tokens counted once per document); ``compute()`` gives the ``(vocab_size,)`` table
     ``idf(t) = log((M + 1) / (df(t) + 1))`` of bert-score's ``get_idf_dict``, with
-    ``special_token_ids`` (e.g. [CLS], [SEP]) set to 0 as bert-score weighs them.
+    ``special_token_ids`` (e.g. [CLS], [SEP]; RoBERTa's <s>, </s>) set to 0 as bert-score
+    weighs them.
     """
 
     reference_ids: Key = REQUIRED
@@ -255,7 +278,11 @@ class BERTScore(Metric):
     number of special token ids) is an empty text, scored P = R = F = 0 like bert-score.
 
     On text: ``BERTScore(model_dir=..., num_layers=...).score(cands, refs, idf=...)`` (or
-    ``metric(cands, refs)`` for the means), see :meth:`score`.
+    ``metric(cands, refs)`` for the means), see :meth:`score`; ``model_dir`` is a local BERT
+    or RoBERTa-family (roberta, xlm-roberta, camembert) folder, ``add_prefix_space`` whether
+    texts get a leading space before tokenising (None: as bert-score, yes for RoBERTa's
+    byte-level BPE; see the module docstring). Special tokens default to the folder's
+    [CLS]/[SEP] or <s>/</s>.
 
     ``baseline=(b_P, b_R, b_F)`` or ``baseline_path=`` (a bert-score ``LAYER,P,R,F`` file;
     row ``num_layers``) rescale every score to (x - b) / (1 - b). ``capacity=N`` keeps each
@@ -275,6 +302,7 @@ class BERTScore(Metric):
 
     model_dir: str | None = None
     num_layers: int | None = None
+    add_prefix_space: bool | None = None
     batch_size: int = 64
     special_token_ids: tuple[int, ...] | None = None
     num_special_tokens: int | None = None
@@ -304,8 +332,10 @@ class BERTScore(Metric):
     def encoder(self):
         """The cached encoder of ``model_dir`` (``num_layers`` first layers)."""
         if self.model_dir is None:
-            raise ValueError("BERTScore: scoring text needs model_dir= (a local BERT folder)")
-        return load_bert_encoder(self.model_dir, self.num_layers)
+            raise ValueError(
+                "BERTScore: scoring text needs model_dir= (a local BERT or RoBERTa folder)"
+            )
+        return load_bert_encoder(self.model_dir, self.num_layers, self.add_prefix_space)
 
     def resolved_special_token_ids(self) -> tuple[int, ...]:
         if self.special_token_ids is not None:
@@ -481,7 +511,7 @@ class BERTScore(Metric):
         jitted encoder as inputs), each distinct text once, packed several to a row in calls
         of ``batch_size`` rows (each text attends only to itself, so its embeddings are those
         it gets alone); pairs are matched ``batch_size`` at a time.
-        ``idf``: None/False (weights 1, [CLS]/[SEP] 0), True (idf over these references, as
+        ``idf``: None/False (weights 1, special tokens 0), True (idf over these references, as
         bert-score), or a table / :class:`BERTScoreIdfState` from all references (two-pass).
         Returns per-candidate scores (rescaled if a baseline is set) and the mergeable state.
         """
@@ -582,20 +612,20 @@ def _score_pass(encoder, cands, refs, table, batch_size, num_special_tokens):
     """(3, N) raw P, R, F of N pairs.
 
     Each distinct text is tokenised and embedded once (as bert-score). Texts are packed
-    several to a row (:func:`~metrix.backbones.bert.pack_texts`: each token attends only to
-    its own text and counts positions from its own start), so the encoder spends little on
+    several to a row (:meth:`~metrix.backbones.bert.BertEncoder.pack`: each token attends
+    only to its own text and counts positions from its own start), so the encoder spends little on
     padding and compiles a handful of shapes. The outputs form one flat token buffer, from
     which the greedy matching gathers each pair, ``batch_size`` pairs per call, pairs
     sorted by length so that a call gathers little padding. Every call is dispatched before
     any result is awaited.
     """
-    from metrix.backbones.bert import bucket_length, pack_texts
+    from metrix.backbones.bert import bucket_length
 
     n = len(cands)
     distinct = list(dict.fromkeys([*cands, *refs]))
     tokens = encoder.token_ids(distinct)
     lengths = np.array([len(t) for t in tokens], np.int32)
-    packed = pack_texts(tokens, encoder.pad_token_id, batch_size, encoder.model_max_length)
+    packed = encoder.pack(tokens, batch_size)
     outputs = [encoder.embed_packed(encoder.params, p.ids, p.segments, p.positions) for p in packed]
     # One flat (T, D) buffer of every call's tokens, T padded to a power of two (few shapes).
     starts = np.zeros(len(distinct), np.int32)

@@ -9,7 +9,8 @@ L2-normalised so that s_ij = <x_i, y_j> is a cosine similarity, and token weight
 
 The weights are idf(t) = log((M + 1) / (df(t) + 1)) over the M references (df: the number of
 references that contain token t at least once), or 1 per token without idf; [CLS] and [SEP]
-weigh 0 either way (with idf because every reference contains them, so df = M).
+(RoBERTa's <s> and </s>) weigh 0 either way (with idf because every reference contains them,
+so df = M).
 
 Edge cases follow bert-score's ``greedy_cos_idf``: a sequence holding only its special tokens
 (an empty or whitespace-only text) gets P = R = 0, a NaN F becomes 0. With several references
@@ -49,7 +50,7 @@ def greedy_match(
       ref_emb, ref_mask: (B, Lr, D) and (B, Lr), the same for the references.
       cand_idf, ref_idf: (B, Lc) and (B, Lr) token weights (see :func:`token_weights`).
       num_special_tokens: a sequence with exactly this many real tokens is an empty text
-        (bert-score's ``[CLS] [SEP]``), scored P = R = 0.
+        (bert-score's ``[CLS] [SEP]`` or ``<s> </s>``), scored P = R = 0.
 
     Returns:
       ``(P, R, F)``, each of shape (B,).
