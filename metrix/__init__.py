@@ -186,6 +186,7 @@ from metrix.text import (
     token_nll,
 )
 from metrix.audio import SISDR, SISNR, SNR, si_sdr, si_snr, snr
+from metrix.detection import DetectionBuffer, MeanAveragePrecision
 from metrix.generative import (
     DensityCoverage,
     FID,

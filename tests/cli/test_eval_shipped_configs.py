@@ -70,7 +70,22 @@ def _audio(rng):
             "batch.mask": np.ones(N, bool)}
 
 
-DATA = {"audio": _audio, "classification": _classification, "regression": _regression,
+def _detection(rng):
+    n, d, t = 40, 10, 6
+    xy = rng.uniform(0, 300, (n, t, 2))
+    wh = np.exp(rng.uniform(np.log(4), np.log(200), (n, t, 2)))
+    targets = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+    source = rng.integers(0, t, (n, d))
+    boxes = np.take_along_axis(targets, source[..., None], 1) + rng.normal(0, 3, (n, d, 4))
+    boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2] + 1)
+    labels = rng.integers(0, 5, (n, t)).astype(np.int32)
+    return {"preds.boxes": boxes.astype(np.float32), "preds.scores": rng.random((n, d)).astype(np.float32),
+            "preds.labels": np.take_along_axis(labels, source, 1), "preds.box_mask": rng.random((n, d)) < 0.9,
+            "batch.boxes": targets, "batch.labels": labels, "batch.box_mask": rng.random((n, t)) < 0.8,
+            "batch.iscrowd": rng.random((n, t)) < 0.05, "batch.mask": np.ones(n, bool)}
+
+
+DATA = {"audio": _audio, "detection": _detection, "classification": _classification, "regression": _regression,
         "segmentation": _segmentation, "retrieval": _retrieval, "demo": _demo,
         "generative": _generative}
 
