@@ -47,6 +47,7 @@ QUICK: dict[str, list[str]] = {
     "lpips": ["--repeats", "1", "--cases", "alex64"],
     "detection": ["--images", "40", "--detections", "10", "--targets", "5", "--batch", "20", "--repeats", "1"],
     "audio": ["--batch", "4", "--samples", "1000", "--repeats", "1"],
+    "text_bleu": ["--pairs", "200", "--repeats", "1", "--batches", "2"],
     "text_rouge_wer": ["--pairs", "200", "--repeats", "1", "--batches", "2"],
     "bertscore": ["--pairs", "8", "--num-layers", "1", "--batch-size", "8", "--repeats", "1", "--skip-functional"],
 }

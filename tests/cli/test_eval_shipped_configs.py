@@ -85,7 +85,22 @@ def _detection(rng):
             "batch.iscrowd": rng.random((n, t)) < 0.05, "batch.mask": np.ones(n, bool)}
 
 
-DATA = {"audio": _audio, "detection": _detection, "classification": _classification, "regression": _regression,
+def _text_generation(rng):
+    n, length, refs, vocab = 40, 12, 2, 30
+    words = rng.integers(0, vocab, (n, length)).astype(np.int32)
+    references = np.where(rng.random((n, refs, length)) < 0.6, words[:, None], rng.integers(0, vocab, (n, refs, length)))
+    chars = rng.integers(97, 110, (n, 3 * length)).astype(np.int32)
+    ref_chars = np.where(rng.random((n, refs, 3 * length)) < 0.7, chars[:, None], 98).astype(np.int32)
+    return {"preds.word_ids": words, "preds.word_mask": np.arange(length) < rng.integers(4, length + 1, (n, 1)),
+            "batch.reference_word_ids": references.astype(np.int32),
+            "batch.reference_word_mask": np.ones((n, refs, length), bool),
+            "batch.reference_present": np.stack([np.ones(n, bool), rng.random(n) < 0.5], axis=1),
+            "preds.char_ids": chars, "preds.char_mask": np.ones((n, 3 * length), bool),
+            "batch.reference_char_ids": ref_chars, "batch.reference_char_mask": np.ones((n, refs, 3 * length), bool),
+            "batch.mask": np.ones(n, bool)}
+
+
+DATA = {"audio": _audio, "text_generation": _text_generation, "detection": _detection, "classification": _classification, "regression": _regression,
         "segmentation": _segmentation, "retrieval": _retrieval, "demo": _demo,
         "generative": _generative}
 
