@@ -36,7 +36,6 @@ from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.keys import Key
 from metrix.core.metric import Metric
-from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
 from metrix.text import ngrams
 from metrix.text.error_rates import text_pairs
@@ -330,14 +329,7 @@ class CHRF(Metric):
         def compute(self):
             m = self.parent
             score = _chrf_from_df(self.statistics, m.beta, m.eps_smoothing)
-            return refuse(
-                numerics.df_value(self.invalid),
-                score,
-                lambda _: (
-                    f"{metric_name(self)}: {numerics.df_to_python(self.invalid)} "
-                    "example(s) had no reference (left out under jit); the value is refused."
-                ),
-            )
+            return ngrams.refuse_unreferenced(self, score)
 
     def get_state(
         self,

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metrix.core import numerics
 from metrix.core.masks import broadcast_mask
-from metrix.core.refuse import refuse
+from metrix.core.refuse import metric_name, refuse
 
 MISSING_SACREBLEU = "{metric} needs sacrebleu ({what}): pip install metrix[nlg]"
 
@@ -237,10 +238,24 @@ def reference_inputs(pred_ids, pred_mask, target_ids, target_mask, reference_mas
     return pred, pred_len, refs, ref_len, present, keep & ~orphan, invalid
 
 
+def refuse_unreferenced(state, score):
+    """``score``, refused (raised eagerly, NaN under jit) when ``state.invalid`` counts examples
+    that had no reference: BLEU's and CHRF's shared rule."""
+    return refuse(
+        numerics.df_value(state.invalid),
+        score,
+        lambda _: (
+            f"{metric_name(state)}: {numerics.df_to_python(state.invalid)} "
+            "example(s) had no reference (left out under jit); the value is refused."
+        ),
+    )
+
+
 __all__ = [
     "compact",
     "ngram_match_counts",
     "pad_references",
     "pad_sequences",
     "reference_inputs",
+    "refuse_unreferenced",
 ]
