@@ -60,7 +60,8 @@ def _run(argv, capsys):
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    return float(out.strip().split("FID:")[-1])
+    (line,) = [line for line in out.splitlines() if line.startswith("FID: ")]
+    return float(line.split("FID:")[-1])
 
 
 def _fid_from_rows(x, y):

@@ -17,6 +17,7 @@ from typing import Any
 from metrix.core import keys as keys_lib
 from metrix.core.fields import nested_field
 from metrix.core.metric import Metric
+from metrix.core.sharing import sharing_scope
 from metrix.core.state import State
 
 
@@ -107,9 +108,9 @@ class Collection(Metric):
 
     # -- the functional core ----------------------------------------------------------------
     def get_state_from_context(self, context: Any) -> State:
-        return self.State(
-            parent=self, groups=tuple(m.get_state_from_context(context) for m in self._leaders)
-        )
+        with sharing_scope():  # one backbone pass for every member that reads the same images
+            groups = tuple(m.get_state_from_context(context) for m in self._leaders)
+        return self.State(parent=self, groups=groups)
 
     def get_state(self, **context) -> State:
         """The collection's state from a context given as keyword arguments (its top level)."""

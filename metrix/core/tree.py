@@ -8,6 +8,7 @@ from typing import Any
 import jax
 
 from metrix.core.metric import Metric
+from metrix.core.sharing import sharing_scope
 from metrix.core.state import State
 
 
@@ -20,8 +21,15 @@ def _is_state(x) -> bool:
 
 
 def get_states(metrics: Any, context: Any) -> Any:
-    """The same pytree with each metric replaced by its state read from ``context``."""
-    return jax.tree.map(lambda m: m.get_state_from_context(context), metrics, is_leaf=_is_metric)
+    """The same pytree with each metric replaced by its state read from ``context``.
+
+    Inputs several metrics derive the same way (one backbone pass over the same images) are
+    computed once (:mod:`metrix.core.sharing`).
+    """
+    with sharing_scope():
+        return jax.tree.map(
+            lambda m: m.get_state_from_context(context), metrics, is_leaf=_is_metric
+        )
 
 
 def empty_states(metrics: Any) -> Any:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Shaped
 
+from metrix.backbones.resize import check_fid_mode
 from metrix.core.buffers import BufferState
 from metrix.core.fields import concat_field, nested_field
 from metrix.core.keys import Key
 from metrix.core.metric import Metric
 from metrix.core.refuse import metric_name, refuse
+from metrix.core.sharing import compute_once
 from metrix.core.state import State
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -35,10 +38,36 @@ def _features(metric, x, params, side: str):
                 "get_state() needs params= (FID InceptionV3 params from "
                 "metrix.backbones.inception.load_params)."
             )
-        from metrix.backbones.inception import inception_features  # flax only when needed
-
-        return inception_features(params, x, taps=(metric.tap,))[metric.tap]
+        return image_features(params, x, metric.tap, metric.mode)
     raise ValueError(f"{side} must be (N, d) features or (N, H, W, C) images, got shape {x.shape}")
+
+
+# Taps computed by the full network: one pass gives them all (the output layer is ~2% of it).
+_FINAL_TAPS = ("2048", "pool3", "logits", "logits_unbiased")
+
+
+def image_features(params, images, tap: str, mode: str):
+    """The InceptionV3 ``tap`` of NHWC ``images`` in ``mode``, one pass per shared scope.
+
+    Inside :func:`metrix.get_states` or a :class:`~metrix.Collection`, FID, KID,
+    InceptionScore, PrecisionRecall and DensityCoverage reading the same images and params
+    share one backbone pass (:mod:`metrix.core.sharing`): a final tap computes pool3 and,
+    when the weights have it, the output layer's logits together.
+    """
+    from metrix.backbones.inception import inception_features  # flax only when needed
+
+    name = "2048" if tap == "pool3" else tap
+    with_logits = isinstance(params, Mapping) and "fc" in params
+    if name == "2048" or (name in _FINAL_TAPS and with_logits):
+        taps = ("2048", "logits", "logits_unbiased") if with_logits else ("2048",)
+    else:  # an earlier tap, or logits the weights lack (inception_features says so)
+        taps = (name,)
+    features = compute_once(
+        (images, params),
+        ("inception", mode, taps),
+        lambda: inception_features(params, images, taps=taps, mode=mode),
+    )
+    return features[name]
 
 
 def _side_mask(mask, side_mask, n: int, side: str):
@@ -133,8 +162,12 @@ class _PairedFeatureMetric(Metric):
     params: Key | None = None
     num_features: int = 2048
     capacity: int = 10_000
+    mode: str = "legacy_pytorch"
 
     State = PairedFeatures
+
+    def __post_init__(self):
+        check_fid_mode(self.mode, type(self).__name__)
 
     def get_state(
         self,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Shaped
 
+from metrix.backbones.resize import check_fid_mode
 from metrix.core import numerics
 from metrix.core.fields import nested_field
 from metrix.core.keys import Key
@@ -26,10 +27,13 @@ class ReferenceStats:
     Hashable (by content digest), so it can be part of a metric's configuration:
     ``FID(real_stats=ReferenceStats.load("cifar10_train.npz"))``. Stored in float64. Files
     are ``.npz`` with keys ``mu`` and ``sigma``, the layout of pytorch-fid / clean-fid
-    reference statistics.
+    reference statistics; :meth:`save` adds ``sha256`` (of the float64 bytes of ``mu`` then
+    ``sigma``), which :meth:`load` checks when present, so an edited or truncated file is
+    refused instead of giving a wrong FID. ``sigma`` must be finite and symmetric; a file's
+    ``sigma`` must also be positive semi-definite (eigenvalues above ``-1e-6 * max``).
     """
 
-    __slots__ = ("_digest", "mu", "sigma")
+    __slots__ = ("_digest", "mu", "sha256", "sigma")
 
     def __init__(self, mu, sigma):
         mu = np.array(mu, dtype=np.float64)
@@ -38,12 +42,17 @@ class ReferenceStats:
             raise ValueError(
                 f"ReferenceStats needs mu (d,) and sigma (d, d), got {mu.shape} and {sigma.shape}"
             )
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise ValueError("ReferenceStats: mu and sigma must be finite (found NaN or inf)")
+        scale = max(float(np.abs(sigma).max(initial=0.0)), np.finfo(np.float64).tiny)
+        if np.abs(sigma - sigma.T).max(initial=0.0) > 1e-6 * scale:
+            raise ValueError("ReferenceStats: sigma is not symmetric, so it is not a covariance")
         mu.setflags(write=False)
         sigma.setflags(write=False)
         object.__setattr__(self, "mu", mu)
         object.__setattr__(self, "sigma", sigma)
-        digest = hashlib.sha1(mu.tobytes() + sigma.tobytes()).hexdigest()
-        object.__setattr__(self, "_digest", digest)
+        object.__setattr__(self, "sha256", hashlib.sha256(mu.tobytes() + sigma.tobytes()).hexdigest())
+        object.__setattr__(self, "_digest", self.sha256)
 
     def __setattr__(self, name, value):
         raise AttributeError("ReferenceStats is immutable")
@@ -54,19 +63,37 @@ class ReferenceStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ReferenceStats:
-        """Read ``mu`` and ``sigma`` from an ``.npz`` (pytorch-fid / clean-fid layout)."""
-        with np.load(os.fspath(path)) as data:
+        """Read ``mu`` and ``sigma`` from an ``.npz`` (pytorch-fid / clean-fid layout), checking
+        the recorded ``sha256`` when there is one and that ``sigma`` is a covariance."""
+        path = os.fspath(path)
+        with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("mu", "sigma") if k not in data.files]
             if missing:
                 raise KeyError(
                     f"{path}: FID statistics need keys 'mu' and 'sigma'; found {data.files}"
                 )
-            return cls(data["mu"], data["sigma"])
+            recorded = str(data["sha256"]) if "sha256" in data.files else None
+            try:
+                stats = cls(data["mu"], data["sigma"])
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+        if recorded is not None and recorded != stats.sha256:
+            raise ValueError(
+                f"{path}: mu/sigma do not match the sha256 recorded in the file (edited or "
+                "corrupted): recompute the statistics"
+            )
+        eigenvalues = np.linalg.eigvalsh(stats.sigma)
+        if eigenvalues.min() < -1e-6 * max(eigenvalues.max(), np.finfo(np.float64).tiny):
+            raise ValueError(
+                f"{path}: sigma has a negative eigenvalue ({eigenvalues.min():.3g}), so it is not "
+                "a covariance matrix: recompute the statistics"
+            )
+        return stats
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write ``mu`` and ``sigma`` (float64) to an ``.npz``; returns the path."""
+        """Write ``mu``, ``sigma`` (float64) and their ``sha256`` to an ``.npz``; returns the path."""
         path = os.fspath(path)
-        np.savez(path, mu=self.mu, sigma=self.sigma)
+        np.savez(path, mu=self.mu, sigma=self.sigma, sha256=np.array(self.sha256))
         return path if path.endswith(".npz") else path + ".npz"
 
     def __hash__(self):
@@ -76,7 +103,7 @@ class ReferenceStats:
         return isinstance(other, ReferenceStats) and other._digest == self._digest
 
     def __repr__(self):
-        return f"ReferenceStats(d={self.num_features}, sha1={self._digest[:10]})"
+        return f"ReferenceStats(d={self.num_features}, sha256={self.sha256[:12]})"
 
 
 class FID(Metric):
@@ -90,7 +117,9 @@ class FID(Metric):
 
     Inputs (all optional per batch): ``real`` / ``generated`` as ``(N, num_features)``
     features, or NHWC images with ``params`` (the InceptionV3 runs on them, ``tap`` picks the
-    features); masks ``real_mask``, ``generated_mask`` and ``mask`` (both sides).
+    features); masks ``real_mask``, ``generated_mask`` and ``mask`` (both sides). ``mode``
+    is the image pipeline (``"legacy_pytorch"``: pytorch-fid's bilinear resize, the default;
+    ``"clean"``: clean-fid's antialiased bicubic; :func:`metrix.backbones.inception.preprocess`).
 
     A fixed reference side: ``real_stats=ReferenceStats(...)`` (or
     :meth:`with_real_stats` / :meth:`with_real_stats_file`) makes the real statistics part of
@@ -121,8 +150,10 @@ class FID(Metric):
     tap: str = "2048"
     real_stats: ReferenceStats | None = None
     precision: str = "float64"
+    mode: str = "legacy_pytorch"
 
     def __post_init__(self):
+        check_fid_mode(self.mode, "FID")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
         if self.real_stats is not None and self.real_stats.num_features != self.num_features:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
+from metrix.backbones.resize import check_fid_mode
 from metrix.core.buffers import BufferState
 from metrix.core.fields import concat_field
 from metrix.core.keys import Key
 from metrix.core.metric import Metric
 from metrix.core.state import State
+from metrix.generative.features import image_features
 
 # ---------------------------------------------------------------------------------------
 # Inception Score
@@ -62,7 +65,10 @@ class InceptionScore(Metric):
     """Inception Score of generated samples from their class probabilities or logits.
 
     Give ``probs`` ``(N, C)`` (rows summing to 1) or ``logits`` ``(N, C)`` (softmax is
-    taken); ``C = num_classes`` (default 1008, the FID Inception's ``logits`` tap). Value:
+    taken); ``C = num_classes`` (default 1008, the FID Inception's ``logits`` tap); or NHWC
+    ``generated`` images with ``params`` (the InceptionV3 with its output layer: pytorch-fid's
+    weights; the TorchScript layout has none) and ``mode`` as :class:`FID`, sharing one
+    backbone pass with FID/KID/... in a :class:`~metrix.Collection`. Value:
     :func:`inception_score` with ``splits`` (default 10) over the buffered rows **in
     order**: split ``s`` is rows ``[floor(s N / splits), floor((s + 1) N / splits))`` of all
     N rows seen, so the value does not depend on how batches were merged (given the data
@@ -73,14 +79,25 @@ class InceptionScore(Metric):
     ~200 MB); overflow is refused at ``compute``.
     """
 
-    required_one_of = (("probs", "logits"),)
+    required_one_of = (("probs", "logits", "generated"),)
 
     probs: Key | None = None
     logits: Key | None = None
+    generated: Key | None = None
+    params: Key | None = None
     mask: Key | None = None
     num_classes: int = 1008
     splits: int = 10
     capacity: int = 50_000
+    mode: str = "legacy_pytorch"
+    tap: str = "logits"
+
+    def __post_init__(self):
+        check_fid_mode(self.mode, "InceptionScore")
+        if self.tap not in ("logits", "logits_unbiased"):
+            raise ValueError(
+                f"InceptionScore: tap must be 'logits' or 'logits_unbiased', got {self.tap!r}"
+            )
 
     class State(LogProbBuffer):
         def compute(self):
@@ -91,10 +108,22 @@ class InceptionScore(Metric):
         self,
         probs: Float[Array, "n c"] | None = None,
         logits: Float[Array, "n c"] | None = None,
+        generated: Shaped[Array, "n h w c"] | None = None,
+        params: Any = None,
         mask: Shaped[Array, "n"] | None = None,
     ) -> State:
-        if (probs is None) == (logits is None):
-            raise TypeError("InceptionScore.get_state() needs exactly one of probs= or logits=")
+        if sum(x is not None for x in (probs, logits, generated)) != 1:
+            raise TypeError(
+                "InceptionScore.get_state() needs exactly one of probs=, logits= or "
+                "generated= (NHWC images, with params=)"
+            )
+        if generated is not None:
+            if generated.ndim != 4 or params is None:
+                raise TypeError(
+                    f"generated= must be NHWC images (got shape {generated.shape}) with params= "
+                    "(FID InceptionV3 params from metrix.backbones.inception.load_params)"
+                )
+            logits = image_features(params, generated, self.tap, self.mode)
         values = probs if probs is not None else logits
         if values.shape[-1] != self.num_classes:
             raise ValueError(

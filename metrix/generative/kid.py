@@ -48,13 +48,19 @@ def kid_subset_indices(
 
     Each subset is drawn uniformly *without replacement* from the first ``count`` rows
     (subsets are independent of each other), from ``jax.random.key(seed)``: each row gets a
-    uniform priority and the ``subset_size`` smallest are taken. Deterministic given the
-    seed, the counts and the capacity; jit-able.
+    uniform priority per subset, drawn from the row's own key (``fold_in(key, row)``), and
+    the ``subset_size`` smallest are taken. Deterministic given the seed and the counts, and
+    independent of the buffer's ``capacity`` (a one-shot call sized to its input gives the
+    value of a merged state); jit-able.
     """
     key_real, key_gen = jax.random.split(jax.random.key(seed))
 
+    def row_priorities(key, row):
+        return jax.random.uniform(jax.random.fold_in(key, row), (num_subsets,))
+
     def pick(key, count):
-        priority = jax.random.uniform(key, (num_subsets, capacity))
+        rows = jnp.arange(capacity)
+        priority = jax.vmap(row_priorities, in_axes=(None, 0), out_axes=1)(key, rows)
         priority = jnp.where(jnp.arange(capacity)[None, :] < count, priority, jnp.inf)
         return jax.lax.top_k(-priority, subset_size)[1]
 
