@@ -274,6 +274,7 @@ from metrix.summaries import (
 # Running metrics (metrix.runtime) and the stateful layer
 from metrix.runtime import (
     CheckpointError,
+    CheckpointMismatchError,
     ConfigError,
     TensorBoardWriter,
     TrainMetrics,

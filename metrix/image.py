@@ -202,6 +202,12 @@ class PSNR(_PerImage):
         return psnr(preds, targets, self.data_range)
 
 
+def _check_padding(padding) -> None:
+    """At construction, not first at compute (the maths functions check it too)."""
+    if padding not in ("valid", "reflect"):
+        raise ValueError(f"padding must be 'valid' or 'reflect', got {padding!r}")
+
+
 class SSIM(_PerImage):
     """Structural similarity per image (Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03),
     averaged over images. ``padding="valid"`` matches scikit-image's ``structural_similarity(
@@ -214,6 +220,9 @@ class SSIM(_PerImage):
     k1: float = 0.01
     k2: float = 0.03
     padding: str = "valid"
+
+    def __post_init__(self):
+        _check_padding(self.padding)
 
     def per_image(self, preds, targets):
         return ssim(
@@ -239,6 +248,7 @@ class MultiScaleSSIM(_PerImage):
     def __post_init__(self):
         if self.normalize not in (None, "relu", "simple"):
             raise ValueError(f"normalize must be None, 'relu' or 'simple', got {self.normalize!r}")
+        _check_padding(self.padding)
 
     def per_image(self, preds, targets):
         return multiscale_ssim(

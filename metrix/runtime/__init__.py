@@ -4,6 +4,7 @@ import importlib
 
 from metrix.runtime.checkpoint import (
     CheckpointError,
+    CheckpointMismatchError,
     read_checkpoint_info,
     restore_states,
     save_states,

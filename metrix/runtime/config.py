@@ -17,9 +17,18 @@ before any metric is built, and every error names the file, the entry and the fi
 * wrong types, checked against the dataclass field annotations (``int``, ``float``, ``str``,
   ``bool``, ``None``, ``Key`` paths, ``Literal[...]``, ``tuple[...]`` and unions of them;
   a YAML list becomes a tuple);
-* required keys (``mx.REQUIRED``) left unset.
+* required keys (``mx.REQUIRED``) left unset;
+* enum-like string options (``normalize``, ``weights``, ``padding``, ``tap``, ...): a value
+  outside the choices fails at load with the choices and close matches, also for the few
+  metrics that check them only at ``compute()`` (:data:`OPTION_CHOICES`);
+* in YAML files: a key given twice in one mapping (a metric name, or an option of one entry;
+  YAML would silently keep the last), with both line numbers.
 
-Safety: files are read with ``yaml.safe_load`` and nothing in them is executed. Metric names
+Safety: files are read with a ``yaml.SafeLoader`` and nothing in them is executed. Aliases
+(``*name``) are allowed but bounded: a document whose aliases expand to more than
+``MAX_YAML_NODES`` values (a "billion laughs" bomb) or nest deeper than ``MAX_YAML_DEPTH``
+is refused before anything is built, and a recursive alias (an anchor holding itself) is
+refused with its line. Metric names
 resolve only through a registry of the :class:`~metrix.Metric` subclasses exported by the
 ``metrix`` package (never ``getattr`` on arbitrary modules, no import paths). Python configs
 are dicts passed in directly (entries may then also be metric instances); ``.py`` files are
@@ -31,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -41,9 +51,27 @@ from metrix.core import annotations as annotation_lib
 from metrix.core import keys as keys_lib
 from metrix.core.metric import Metric
 
-__all__ = ["ConfigError", "load_config", "metric_registry"]
+__all__ = ["OPTION_CHOICES", "ConfigError", "load_config", "metric_registry"]
 
 _METRIC = "metric"
+
+MAX_YAML_NODES = 100_000  # values of a document once its aliases are expanded
+MAX_YAML_DEPTH = 64  # nesting of mappings and lists
+
+_INCEPTION_TAPS = "inception taps"  # resolved lazily (flax is imported only when needed)
+
+# Enum-like options that their metric checks only at compute() (or not at all): class name
+# (it and its subclasses) -> option -> the accepted values. Every other string option with
+# fixed choices is a ``Literal`` or checked in the metric's ``__post_init__`` (see the
+# robustness tests, which probe every string option of every exported metric).
+OPTION_CHOICES: dict[str, dict[str, Any]] = {
+    "ConfusionMatrix": {"normalize": (None, "true", "pred", "all")},  # and ShowConfusionMatrix
+    "CohenKappa": {"weights": (None, "linear", "quadratic")},
+    "FID": {"tap": _INCEPTION_TAPS},
+    "KID": {"tap": _INCEPTION_TAPS},
+    "PrecisionRecall": {"tap": _INCEPTION_TAPS},
+    "DensityCoverage": {"tap": _INCEPTION_TAPS},
+}
 
 
 class ConfigError(ValueError):
@@ -128,6 +156,41 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({kind})"
 
 
+def _did_you_mean(value: Any, choices) -> str:
+    names = [c for c in choices if isinstance(c, str)]
+    close = difflib.get_close_matches(str(value), names, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _choices(cls: type, option: str):
+    """The accepted values of ``cls.option`` from :data:`OPTION_CHOICES`, or None."""
+    for klass in cls.__mro__:
+        choices = OPTION_CHOICES.get(klass.__name__, {}).get(option)
+        if choices is _INCEPTION_TAPS:
+            try:
+                from metrix.backbones import inception
+            except ImportError:  # without flax no image tap can run; nothing to check against
+                return None
+            # "pool3" names "2048" for the feature metrics (metrix.generative.features)
+            return tuple(dict.fromkeys((*inception.TAPS, "pool3")))
+        if choices is not None:
+            return choices
+    return None
+
+
+def _with_close_matches(message: str, kwargs: Mapping[str, Any]) -> str:
+    """A metric's own "must be one of (...)" message, plus close matches of the bad value.
+
+    The candidates are the quoted words of the message (the metric lists its choices)."""
+    quoted = re.findall(r"'([^']*)'", message)
+    for value in kwargs.values():
+        if isinstance(value, str) and repr(value) in message:
+            hint = _did_you_mean(value, [q for q in quoted if q != value])
+            if hint:
+                return message.rstrip() + ("" if message.rstrip().endswith(".") else ".") + hint
+    return message
+
+
 # ---------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------
@@ -163,8 +226,20 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
         except ValueError as err:  # a malformed key path
             raise ConfigError(f"{where}.{option}: {name}.{option}: {err}") from None
         if not ok:
+            literal = [
+                a for a in _flat_args(hints[option]) if typing.get_origin(a) is typing.Literal
+            ]
+            hint = _did_you_mean(value, [c for a in literal for c in typing.get_args(a)])
             raise ConfigError(
                 f"{where}.{option}: {name}.{option} must be {annotation}, got {_describe(value)}"
+                + (f".{hint}" if hint else "")
+            )
+        choices = _choices(cls, option)
+        if choices is not None and converted not in choices:
+            raise ConfigError(
+                f"{where}.{option}: {name}.{option} must be one of "
+                f"{', '.join(repr(c) for c in choices)}; got {converted!r}."
+                f"{_did_you_mean(converted, choices)}"
             )
         kwargs[option] = converted
     missing = [
@@ -180,7 +255,13 @@ def _build_metric(entry: Mapping, where: str, registry: dict[str, type[Metric]])
     try:
         return cls(**kwargs)
     except Exception as err:  # noqa: BLE001 - the metric's own validation, whatever it raises
-        raise ConfigError(f"{where}: {name}: {type(err).__name__}: {err}") from None
+        message = _with_close_matches(str(err), kwargs)
+        raise ConfigError(f"{where}: {name}: {type(err).__name__}: {message}") from None
+
+
+def _flat_args(hint: Any) -> tuple:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return typing.get_args(hint) if union else (hint,)
 
 
 def _build_tree(node: Any, where: str, registry) -> Any:
@@ -223,17 +304,129 @@ def load_config(source: str | os.PathLike | Mapping) -> dict[str, Any]:
             )
         if not path.exists():
             raise ConfigError(f"{label}: no such config file")
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{label}: not valid YAML: {err}") from None
+        data = _read_yaml(path.read_text(), label)
     if not isinstance(data, Mapping) or not data:
         raise ConfigError(f"{label}: a config is a non-empty mapping of names to metric entries")
     out = {}
     for name, entry in data.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(f"{label}: entry names must be identifiers, got {name!r}")
-        out[name] = _build_tree(entry, f"{label}: {name}", registry)
+        try:
+            out[name] = _build_tree(entry, f"{label}: {name}", registry)
+        except RecursionError:  # a Python dict that holds itself (YAML is checked on reading)
+            raise ConfigError(
+                f"{label}: {name}: the config nests too deeply or holds itself (a recursive dict)"
+            ) from None
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# YAML: a SafeLoader, and a check of the node graph before anything is constructed
+# ---------------------------------------------------------------------------------------
+
+
+def _read_yaml(text: str, label: str) -> Any:
+    """The document of ``text``, after :func:`_check_yaml_nodes` (duplicates, aliases)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """Records anchor names, for the messages about aliases."""
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            anchor = None if isinstance(event, yaml.AliasEvent) else event.anchor
+            node = super().compose_node(parent, index)
+            if anchor is not None:
+                self.anchor_names[id(node)] = anchor
+            return node
+
+    loader = Loader(text)
+    loader.anchor_names = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_nodes(node, label, loader.anchor_names)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{label}: not valid YAML: {err}") from None
+    except RecursionError:  # the composer recurses per nesting level
+        raise ConfigError(
+            f"{label}: not valid YAML: nested deeper than Python's recursion limit"
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _check_yaml_nodes(root: Any, label: str, anchors: Mapping[int, str]) -> None:
+    """Refuse duplicate keys, recursive aliases, and alias expansion past the limits.
+
+    Aliases make the composed document a graph whose nodes may be shared; the expanded size
+    of each node is counted once (memoised), so a bomb is measured without expanding it.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def line(node) -> int:
+        return node.start_mark.line + 1
+
+    def visit(node, path: str, depth: int) -> int:
+        key = id(node)
+        if key in on_path:
+            anchor = anchors.get(key)
+            name = f"&{anchor}" if anchor else "an anchor"
+            raise ConfigError(
+                f"{label}:{line(node)}: {path or '<top>'}: recursive alias: {name} (anchored at "
+                f"line {line(node)}) holds an alias to itself; a config must be a finite tree"
+            )
+        if key in sizes:
+            return sizes[key]
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"{label}:{line(node)}: {path}: nested deeper than {MAX_YAML_DEPTH} levels"
+            )
+        on_path.add(key)
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicate_keys(node, path, label)
+            for k, v in node.value:
+                child = f"{path}.{k.value}" if path else str(k.value)
+                if not isinstance(k, yaml.ScalarNode):
+                    child = f"{path}.<key>"
+                size += visit(k, child, depth + 1) + visit(v, child, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                size += visit(v, f"{path}[{i}]", depth + 1)
+        on_path.discard(key)
+        sizes[key] = size
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{label}:{line(node)}: {path or '<top>'}: expands to more than "
+                f"{MAX_YAML_NODES:,} values through YAML aliases (an alias bomb?); write the "
+                "values out, or use fewer aliases"
+            )
+        return size
+
+    visit(root, "", 0)
+
+
+def _check_duplicate_keys(node: Any, path: str, label: str) -> None:
+    import yaml
+
+    keys = [k for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    is_entry = any(k.value == _METRIC for k in keys)
+    first: dict[tuple[str, str], Any] = {}
+    for k in keys:
+        if k.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base` then `option: x` overrides the merged value on purpose
+        earlier = first.setdefault((k.tag, k.value), k)
+        if earlier is not k:
+            what = f"option {k.value!r} in entry {path}" if is_entry else f"metric name {k.value!r}"
+            where = f" in group {path}" if path and not is_entry else ""
+            raise ConfigError(
+                f"{label}:{k.start_mark.line + 1}: duplicate {what}{where} (first at line "
+                f"{earlier.start_mark.line + 1}); YAML would keep only the last one: remove or "
+                "rename one of them"
+            )

@@ -25,10 +25,18 @@ Resuming. ``checkpoint=path, checkpoint_every=N`` saves the merged states (and t
 batches merged) every N batches; rerunning the same call with the same path restores them and
 skips the batches already merged (it still iterates past them, so a data iterator with side
 effects sees them again), giving exactly the result of an uninterrupted run.
+
+A checkpoint also holds a fingerprint of the metrics' config and of the data stream (every
+batch's shapes and dtypes, digests of the first and of the last merged batch; see
+:mod:`metrix.runtime.checkpoint`). A rerun whose metrics or data differ raises
+``CheckpointMismatchError`` naming the file and what differs, instead of returning the first
+data's values or mixing two data sets;
+``resume="force"`` resumes anyway, ``resume="restart"`` ignores the file (and overwrites it).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -41,10 +49,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from metrix.core.state import State
 from metrix.core.tree import compute, empty_states, get_states, merge
-from metrix.runtime.checkpoint import read_checkpoint_info, restore_states, save_states
+from metrix.runtime.checkpoint import (
+    ResumeCheck,
+    StreamRecord,
+    batch_digest,
+    batch_signature,
+    fingerprint_info,
+    metrics_fingerprint,
+    read_checkpoint_info,
+    restore_states,
+    save_states,
+)
 from metrix.runtime.writers import write
 
 __all__ = ["evaluate", "evaluate_scan", "initial_states", "pad_batch"]
+
+_RESUME = ("check", "force", "restart")
 
 
 def _is_state(x) -> bool:
@@ -206,6 +226,7 @@ def evaluate(
     return_states: bool = False,
     writer: Any = None,
     step: int | None = None,
+    resume: str = "check",
 ) -> Any:
     """Evaluate a pytree of metrics over ``batches``; returns ``mx.compute`` of the merged states.
 
@@ -222,6 +243,11 @@ def evaluate(
         into it (principle 8); replicated over the mesh.
       checkpoint, checkpoint_every: save the merged states every N batches (and at the end)
         to this file; if it exists, resume from it, skipping the batches already merged.
+      resume: what to do with an existing ``checkpoint``: ``"check"`` (default) resumes only
+        if its fingerprint matches these metrics and this data (else
+        ``CheckpointMismatchError`` naming the file and what differs; checkpoints written
+        before fingerprints are refused the same way), ``"force"`` resumes whatever it holds,
+        ``"restart"`` ignores it and evaluates from scratch (overwriting it).
       progress: show a tqdm bar (default: when stderr is a terminal and the run is long).
       return_states: return ``(values, states)`` instead of the values.
       writer, step: also write the values with :func:`metrix.write` to ``writer`` (a CLU-style
@@ -232,6 +258,12 @@ def evaluate(
         raise ValueError("evaluate: checkpoint_every needs checkpoint=<path>")
     if checkpoint is not None and checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"evaluate: checkpoint_every must be >= 1, got {checkpoint_every}")
+    if resume not in _RESUME:
+        close = difflib.get_close_matches(str(resume), _RESUME, n=1)
+        raise ValueError(
+            f"evaluate: resume must be one of {_RESUME}, got {resume!r}"
+            + (f". Did you mean {close[0]!r}?" if close else "")
+        )
 
     mesh = _auto_mesh(mesh)
     step_states = _step_states(metrics, step_fn, params)
@@ -256,25 +288,38 @@ def evaluate(
         yield from iterator
 
     states = _replicate(initial_states(metrics, step_fn, _shard_batch(first, mesh), params), mesh)
-    done = 0
-    if checkpoint is not None and os.path.exists(checkpoint):
+    done, check = 0, None
+    if checkpoint is not None:
+        metrics_fp, first_digest = metrics_fingerprint(metrics), batch_digest(first)
+        record = StreamRecord()
+    if checkpoint is not None and resume != "restart" and os.path.exists(checkpoint):
+        info = read_checkpoint_info(checkpoint)
+        if resume == "check":
+            check = ResumeCheck(checkpoint, info)
+            check.start(metrics_fp, first)
         states = _replicate(restore_states(checkpoint, like=states), mesh)
-        done = int(read_checkpoint_info(checkpoint).get("batches_done", 0))
+        done = int(info.get("batches_done", 0))
 
-    index = 0
+    def save(index, batch, complete):
+        info = fingerprint_info(metrics_fp, record, first_digest, batch, index, complete)
+        save_states(checkpoint, states, info=info)
+
+    index, batch = 0, None
     for index, batch in enumerate(_progress(all_batches(), total, progress), start=1):
+        if checkpoint is not None:
+            signature = batch_signature(batch)
+            record.add(signature)
         if index <= done:
+            if check is not None:
+                check.batch(index, signature, batch, record)
             continue  # merged before the interruption
         states = update(states, *extra, _shard_batch(batch, mesh))
         if checkpoint_every is not None and index % checkpoint_every == 0:
-            save_states(checkpoint, states, info={"batches_done": index})
-    if index < done:
-        raise ValueError(
-            f"evaluate: the checkpoint {checkpoint} has {done} batches merged but only {index} "
-            "batches were given (a different data set?)"
-        )
+            save(index, batch, complete=False)
+    if check is not None:
+        check.end(index)
     if checkpoint is not None and index > done:
-        save_states(checkpoint, states, info={"batches_done": index})
+        save(index, batch, complete=True)
     result = _finish(states, return_states)
     if writer is not None:
         values = result[0] if return_states else result
