@@ -38,6 +38,7 @@ import difflib
 import inspect
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax.nnx import metrics as _flax_metrics
 
@@ -65,6 +66,11 @@ def _suggest(name: str, accepted) -> str:
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
+def _array(x):
+    """``jnp.asarray(x)``, skipped for a jax array (an eager call costs tens of us)."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
 def flax_mask(mask, shape):
     """A mask for values of ``shape``: numpy-broadcast (flax's rule) when it can, else as is.
 
@@ -84,6 +90,11 @@ def flax_mask(mask, shape):
     return jnp.broadcast_to(mask, shape) if broadcast == tuple(shape) else mask
 
 
+def _merged_batch(metric, state: State, args, inputs) -> State:
+    """``state.merge(metric.get_state(*args, **inputs))``: the compiled step of an update."""
+    return state.merge(metric.get_state(*args, **inputs))
+
+
 class Metric(_flax_metrics.Metric):
     """Base class: a ``flax.nnx.Metric`` whose state is a metrix state.
 
@@ -101,9 +112,13 @@ class Metric(_flax_metrics.Metric):
 
     # -- the metrix state as nnx variables -------------------------------------------------
     def _store(self, state: State) -> None:
-        self._state_cls = type(state)
-        self._state_static = tuple((n, getattr(state, n)) for n in state._static_fields)
-        self._state_fields = tuple(state._data_fields)
+        static = tuple((n, getattr(state, n)) for n in state._static_fields)
+        # nnx attribute assignment is costly (graph bookkeeping): set what changed only.
+        if getattr(self, "_state_cls", None) is not type(state):
+            self._state_cls = type(state)
+            self._state_fields = tuple(state._data_fields)
+        if getattr(self, "_state_static", None) != static:
+            self._state_static = static
         for name in self._state_fields:
             value = getattr(state, name)
             variable = getattr(self, name, None)
@@ -137,6 +152,15 @@ class Metric(_flax_metrics.Metric):
     def accumulate(self, batch_state: State) -> None:
         """Merge the state of one batch into the stored state (in place)."""
         self._store(self.state.merge(batch_state))
+
+    def accumulate_inputs(self, *args, **inputs) -> None:
+        """Merge ``metric.get_state(*args, **inputs)`` into the stored state (in place).
+
+        Eagerly (concrete inputs) this is one cached compiled program per metric and input
+        shapes (``Metric.run_compiled``: eager input errors still raise); inside ``nnx.jit``
+        it runs inline.
+        """
+        self._store(self._metric.run_compiled(_merged_batch, self.state, args, inputs))
 
     def merge(self, other: Metric | State) -> None:
         """Merge another metric's accumulated state (or a state) into this one, in place."""
@@ -184,8 +208,8 @@ class Average(Metric):
         super().__init__(statistics.Average())
 
     def update(self, mask=None, **kwargs) -> None:
-        values = jnp.asarray(self._argument(kwargs, self.argname))
-        self.accumulate(self._metric.get_state(values, mask=flax_mask(mask, values.shape)))
+        values = _array(self._argument(kwargs, self.argname))
+        self.accumulate_inputs(values, mask=flax_mask(mask, values.shape))
 
     def input_names(self):
         return frozenset({self.argname, "mask"})
@@ -208,7 +232,7 @@ class Accuracy(Metric):
         super().__init__(classification.Accuracy() if threshold is None else statistics.Average())
 
     def update(self, *, logits, labels, mask=None, **_) -> None:
-        logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+        logits, labels = _array(logits), _array(labels)
         if self.threshold is not None:
             if logits.ndim != labels.ndim:
                 raise ValueError(
@@ -222,15 +246,16 @@ class Accuracy(Metric):
             )
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"Expected integer labels (jnp.int32), got {labels.dtype}")
-        labels = labels.astype(jnp.int32)
+        if labels.dtype != jnp.int32:  # (an eager astype is a dispatch even when a no-op)
+            labels = labels.astype(jnp.int32)
         mask = flax_mask(mask, labels.shape)
         if self.threshold is not None:
             correct = ((logits >= self.threshold) == (labels > 0)).astype(jnp.float32)
-            self.accumulate(self._metric.get_state(correct, mask=mask))
+            self.accumulate_inputs(correct, mask=mask)
             return
         if not jnp.issubdtype(logits.dtype, jnp.floating):
             logits = logits.astype(jnp.float32)
-        self.accumulate(self._metric.get_state(logits=logits, labels=labels, mask=mask))
+        self.accumulate_inputs(logits=logits, labels=labels, mask=mask)
 
     def input_names(self):
         return frozenset({"logits", "labels", "mask"})
@@ -250,10 +275,10 @@ class Welford(Metric):
         super().__init__(statistics.Std())
 
     def update(self, mask=None, **kwargs) -> None:
-        values = jnp.asarray(self._argument(kwargs, self.argname))
+        values = _array(self._argument(kwargs, self.argname))
         if not jnp.issubdtype(values.dtype, jnp.floating):
             values = values.astype(jnp.float32)
-        self.accumulate(self._metric.get_state(values, mask=flax_mask(mask, values.shape)))
+        self.accumulate_inputs(values, mask=flax_mask(mask, values.shape))
 
     def compute(self) -> Statistics:
         state = self.state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import jax
@@ -16,6 +18,30 @@ from metrix.core.state import State
 
 class CapacityOverflowError(RuntimeError):
     """A fixed-capacity buffer received more rows than it can hold."""
+
+
+# -- sizing one-shot buffers from their input -------------------------------------------------
+
+_ROWS_SEEN: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "metrix_buffer_rows_seen", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_rows():
+    """Record ``(capacity, rows, overflow)`` of every :meth:`BufferState.from_rows` inside.
+
+    A one-shot call (``metric(**inputs)``, see :mod:`metrix.core.metric`) traces its
+    ``get_state`` abstractly in this context to learn how many rows its buffers receive, and
+    then runs a copy of the metric whose ``capacity`` holds exactly those rows: the configured
+    capacity matters only when states are merged. Rows are static shapes, known at trace time.
+    """
+    seen: list = []
+    token = _ROWS_SEEN.set(seen)
+    try:
+        yield seen
+    finally:
+        _ROWS_SEEN.reset(token)
 
 
 
@@ -36,6 +62,10 @@ class BufferState(State):
     computed from an overflowed state are refused eagerly, NaN under ``jit``) or
     ``"truncate"`` (keep the first rows, as for image summaries).
     """
+
+    # compute() stays op by op (host-side: numpy on the trimmed rows, variable-length
+    # results); one-shot calls still compile get_state and compute together.
+    compile_eager_compute = False
 
     count: jax.Array = fill_count_field()
     dropped: jax.Array = dropped_field()
@@ -79,6 +109,9 @@ class BufferState(State):
                 f"got shapes { {k: v.shape for k, v in arrays.items()} }"
             )
         (n,) = num_rows
+        seen = _ROWS_SEEN.get()
+        if seen is not None:
+            seen.append((capacity, n, overflow))
         valid = jnp.ones((n,), bool) if mask is None else jnp.asarray(mask, bool).reshape(n)
         # Position of each valid row once the invalid ones are squeezed out.
         position = jnp.cumsum(valid.astype(jnp.int32)) - 1
@@ -141,4 +174,5 @@ class BufferState(State):
 __all__ = [
     "BufferState",
     "CapacityOverflowError",
+    "recording_rows",
 ]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from typing_extensions import dataclass_transform
 
+from metrix.core import refuse as refuse_lib
 from metrix.core.fields import _META, FieldKind, TruncateKind, gather, pairwise_fold, static_field
 
 _Self = TypeVar("_Self", bound="State")
@@ -78,6 +83,110 @@ def _register_pytree(cls, data: tuple[str, ...], static: tuple[str, ...]) -> Non
     )
 
 
+# -- eager compute as one compiled program ---------------------------------------------------
+#
+# ``state.compute()`` on a concrete state is one cached jitted program per state class and
+# configuration (``parent``; jit keys shapes and the other static fields itself), not one
+# dispatch per jnp op. The first call with a key runs eagerly; the second traces the program
+# and keeps it when it gives the eager value's structure, leaf types and values; otherwise
+# (a host-side compute: numpy, variable-length results, code reading concrete values, a
+# warning) that key stays eager. The program also returns one flag, set when a ``refuse``
+# fired or the value holds a NaN: the eager compute then runs again, so refusals raise and
+# warnings warn as they always did. Under a trace (your jit, or a nested state's compute
+# inside the program) compute simply runs inline. A state class opts out with
+# ``compile_eager_compute = False`` (buffer states: their computes run on the host).
+
+COMPUTE_CACHE_SIZE = 512
+_compute_entries: dict = {}  # (program, state class, parent) -> [calls, program/None/_EAGER]
+_EAGER = "eager"
+
+
+def _value_flag(out, refusals):
+    """True when a refusal fired or a floating leaf of the value is NaN (jit-safe)."""
+    flags = [jnp.any(jnp.asarray(count) > 0) for count in refusals.counts]
+    for leaf in jax.tree.leaves(out):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            flags.append(jnp.any(jnp.isnan(leaf)))
+    return jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
+
+
+def same_value(eager, compiled) -> bool:
+    """``compiled`` has ``eager``'s tree structure, jax-array leaves of the same shapes and
+    dtypes, and equal values (to float tolerance, NaN equal to NaN)."""
+    e_leaves, e_tree = jax.tree.flatten(eager)
+    c_leaves, c_tree = jax.tree.flatten(compiled)
+    if e_tree != c_tree:
+        return False
+    for e, c in zip(e_leaves, c_leaves):
+        if not isinstance(e, jax.Array) or e.shape != c.shape or e.dtype != c.dtype:
+            return False
+        if not np.allclose(np.asarray(e), np.asarray(c), rtol=1e-4, atol=1e-6, equal_nan=True):
+            return False
+    return True
+
+
+def flagged_program(fn):
+    """``fn(*args)`` traced with its refusals collected: returns ``(value, flag)``."""
+
+    def program(*args):
+        with refuse_lib.deferred_refusals() as pending:
+            out = fn(*args)
+        return out, _value_flag(out, refuse_lib.collected(pending))
+
+    return program
+
+
+def eager_with_warnings(fn, *args):
+    """``fn(*args)`` and whether it warned (its warnings are passed on)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fn(*args)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return value, bool(caught)
+
+
+def _compiled_compute(fn):
+    """Wrap a ``State.compute`` (see the comment above)."""
+    program = jax.jit(flagged_program(fn))
+
+    @functools.wraps(fn)
+    def compute(self):
+        if not type(self).compile_eager_compute or not refuse_lib.is_concrete(self):
+            return fn(self)
+        key = (program, type(self), self.parent)  # program: one per compute function
+        try:
+            entry = _compute_entries.get(key)
+        except TypeError:  # an unhashable parent configuration
+            return fn(self)
+        if entry is None:
+            if len(_compute_entries) >= COMPUTE_CACHE_SIZE:
+                _compute_entries.pop(next(iter(_compute_entries)))
+            _compute_entries[key] = [1, None]
+            return fn(self)
+        if entry[1] is _EAGER:
+            return fn(self)
+        if entry[1] is None:  # second call: try the program once
+            value, warned = eager_with_warnings(fn, self)
+            entry[1] = _EAGER
+            if not warned:
+                try:
+                    if same_value(value, program(self)[0]):
+                        entry[1] = program
+                except Exception:  # noqa: BLE001, S110 - not traceable: a host-side compute
+                    pass
+            return value
+        try:
+            out, flagged = program(self)
+        except Exception:  # noqa: BLE001 - a new shape that does not trace: eager from now on
+            entry[1] = _EAGER
+            return fn(self)
+        return fn(self) if flagged.block_until_ready().item() else out
+
+    compute._metrix_compiled = True
+    return compute
+
+
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
 class State(Frozen):
     """Base of all states: an immutable, mergeable pytree.
@@ -96,9 +205,15 @@ class State(Frozen):
     _static_fields: ClassVar[tuple[str, ...]] = ("parent",)
     _truncate_fields: ClassVar[tuple[str, ...]] = ()
     _undeclared_fields_are_static: ClassVar[bool] = False
+    # Eager compute() runs as one cached compiled program (see _compiled_compute); False
+    # keeps a class's compute op by op (host-side computes).
+    compile_eager_compute: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        compute = cls.__dict__.get("compute")
+        if compute is not None and not getattr(compute, "_metrix_compiled", False):
+            cls.compute = _compiled_compute(compute)
         if "__dataclass_fields__" in cls.__dict__:  # already processed (user decorator)
             return
         dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=True)(cls)

@@ -136,7 +136,8 @@ def test_fid_fixed_real_stats_from_npz(tmp_path):
     state = mx.FID(num_features=d).get_state(real=real, generated=gen)
     path = state.real_stats().save(tmp_path / "real.npz")
     with np.load(path) as data:
-        assert sorted(data.files) == ["mu", "sigma"]
+        # pytorch-fid / clean-fid keys, plus the checksum metrix records
+        assert sorted(data.files) == ["mu", "sha256", "sigma"]
         np.testing.assert_allclose(
             data["sigma"], np.cov(real.astype(np.float64), rowvar=False), rtol=1e-5, atol=1e-6
         )
@@ -221,8 +222,10 @@ def test_kid_edge_cases():
         state.compute()
     assert np.isnan(float(jax.jit(lambda s: s.compute())(state)["mean"]))
     small = mx.KID(num_features=8, capacity=8, num_subsets=2, subset_size=4)
+    # A one-shot call sizes its buffers to the input; a state over capacity is refused.
+    assert np.isfinite(float(small(real=x, generated=x)["mean"]))
     with pytest.raises(mx.CapacityOverflowError):
-        small(real=x, generated=x)
+        small.get_state(real=x, generated=x).compute()
     assert np.isnan(
         float(jax.jit(lambda s: s.compute())(small.get_state(real=x, generated=x))["mean"])
     )
@@ -306,8 +309,8 @@ def test_inception_score_edge_cases():
     assert np.isnan(
         float(mx.InceptionScore(num_classes=5, splits=10, capacity=8)(probs=uniform)["mean"])
     )
-    with pytest.raises(mx.CapacityOverflowError):
-        mx.InceptionScore(num_classes=5, splits=2, capacity=4)(probs=uniform)
+    with pytest.raises(mx.CapacityOverflowError):  # one-shot calls size themselves
+        mx.InceptionScore(num_classes=5, splits=2, capacity=4).get_state(probs=uniform).compute()
 
 
 # ------------------------------------------------------------------------------ PR / DC
@@ -370,5 +373,5 @@ def test_manifold_edge_cases():
     assert np.isnan(
         float(jax.jit(lambda s: s.compute())(few.get_state(real=x[:5], generated=x))["density"])
     )
-    with pytest.raises(mx.CapacityOverflowError):
-        mx.PrecisionRecall(num_features=4, capacity=8)(real=x, generated=x)
+    with pytest.raises(mx.CapacityOverflowError):  # one-shot calls size themselves
+        mx.PrecisionRecall(num_features=4, capacity=8).get_state(real=x, generated=x).compute()
