@@ -27,7 +27,7 @@ from pathlib import Path
 
 ORDER = [
     "overhead", "collection", "distributed", "auc", "fid", "metric_learning", "lpips", "bertscore",
-    "text_bleu", "text_rouge_wer", "audio", "detection", "manifold_memory",
+    "text_bleu", "text_rouge_wer", "audio", "detection", "manifold_memory", "oneshot",
 ]
 HERE = Path(__file__).resolve().parent
 
@@ -49,6 +49,7 @@ QUICK: dict[str, list[str]] = {
     "audio": ["--batch", "4", "--samples", "1000", "--repeats", "1"],
     "text_bleu": ["--pairs", "200", "--repeats", "1", "--batches", "2"],
     "text_rouge_wer": ["--pairs", "200", "--repeats", "1", "--batches", "2"],
+    "oneshot": ["--sizes", "256", "--repeats", "3", "--steps", "5"],
     "manifold_memory": ["--sizes", "200", "600", "--dim", "32", "--run-max", "600", "--chunk-size", "128", "--repeats", "1"],
     "bertscore": ["--pairs", "8", "--num-layers", "1", "--batch-size", "8", "--repeats", "1", "--skip-functional"],
 }

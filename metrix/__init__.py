@@ -101,6 +101,7 @@ from metrix.classification import (
     confusion_counts,
     log_loss_values,
     matthews_corrcoef_from_confusion,
+    multiclass_ovo_roc_auc,
     score_from_confusion,
     stat_scores,
     threshold_grid,
@@ -146,12 +147,15 @@ from metrix.image import (
 from metrix.segmentation import (
     Dice,
     MeanIoU,
+    SoftDice,
     confusion_matrix,
     dice_from_confusion,
     iou_from_confusion,
     per_class_counts,
+    soft_dice_sums,
 )
 from metrix.ranking import (
+    DCG,
     HitRate,
     MAP,
     MRR,
@@ -166,6 +170,7 @@ from metrix.ranking import (
     ranked_relevance,
     recall_at_k,
     reciprocal_rank,
+    relevance_gains,
 )
 from metrix.text import (
     BERTScore,

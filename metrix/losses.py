@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ from metrix.core import numerics
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
+from metrix.core.refuse import refuse
 from metrix.core.state import State
 from metrix.core.states import AverageState
 from metrix.core.tree import get_states
@@ -150,6 +151,14 @@ class Loss(Metric):
         """The per-element loss (batch axes kept), before masking, averaging and weighting."""
         raise NotImplementedError(f"{type(self).__name__}.get_values")
 
+    def invalid_elements(self, **inputs) -> Array | None:
+        """Flags, shaped like the values, of elements whose inputs are invalid (a label out of
+        range, say), or ``None``. An unmasked one raises eagerly; under ``jit`` its value is
+        NaN (docs/inputs.md). Masked-out elements (padding labels) are never refused."""
+        return None
+
+    invalid_what: ClassVar[str] = "an invalid label"  # what the refusal message names
+
     # -- keys and inputs -----------------------------------------------------------------
     @classmethod
     def input_parameters(cls) -> dict[str, inspect.Parameter]:
@@ -194,12 +203,34 @@ class Loss(Metric):
         values = self.get_values(*args, **inputs)
         if mask is not None:
             mask = jnp.asarray(mask)
+        values = self._refuse_invalid(values, mask, args, inputs)
         weight = self.get_weight(step)
         return self.State.from_loss_values(
             values, mask=mask, weight=weight, normalize_by=self.normalize_by, parent=self
         )
 
     get_state._metrix_wrapped = True  # binds through get_values (which the base wraps)
+
+    def _refuse_invalid(self, values, mask, args, inputs):
+        """``values`` with invalid unmasked elements refused: raised eagerly, NaN under jit."""
+        if type(self).invalid_elements is Loss.invalid_elements:
+            return values
+        signature = inspect.signature(inspect.unwrap(type(self).get_values))
+        named = signature.bind(self, *args, **inputs).arguments
+        named.pop("self", None)
+        bad = self.invalid_elements(**named)
+        if bad is None:
+            return values
+        bad = jnp.broadcast_to(bad, jnp.shape(values))
+        count = jnp.sum(broadcast_mask(mask, bad.shape) & bad, dtype=jnp.int32)
+        what, name = self.invalid_what, type(self).__name__  # get_state has no error boundary
+        refuse(
+            count,
+            None,
+            lambda n: f"{name}: {n} unmasked element(s) with {what}; mask them out or fix the "
+            "inputs.",
+        )
+        return jnp.where(bad, jnp.nan, values)
 
 
 def total_loss(losses: Any, context: Any) -> tuple[jax.Array, Any]:
@@ -304,7 +335,7 @@ class L1(Loss):
     targets: Key = REQUIRED
 
     def get_values(self, preds: Float[Array, "*b"], targets: Float[Array, "*b"]) -> Array:
-        return l1_values(preds, targets)
+        return l1_values(numerics.widen(preds), numerics.widen(targets))
 
 
 class L2(Loss):
@@ -315,7 +346,7 @@ class L2(Loss):
     targets: Key = REQUIRED
 
     def get_values(self, preds: Float[Array, "*b"], targets: Float[Array, "*b"]) -> Array:
-        return l2_values(preds, targets)
+        return l2_values(numerics.widen(preds), numerics.widen(targets))
 
 
 class Huber(Loss):
@@ -326,15 +357,19 @@ class Huber(Loss):
     delta: float = 1.0
 
     def get_values(self, preds: Float[Array, "*b"], targets: Float[Array, "*b"]) -> Array:
-        return huber_values(preds, targets, self.delta)
+        return huber_values(numerics.widen(preds), numerics.widen(targets), self.delta)
 
 
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy over the last axis of ``logits``; one value per example.
 
     ``labels``: integer class ids (``*b``) or probabilities / one-hot (``*b n``);
-    ``label_smoothing`` mixes them with the uniform distribution.
+    ``label_smoothing`` mixes them with the uniform distribution. Computed in float32 for
+    half-precision logits. An unmasked class id outside ``[0, n)`` (``-1``, ``-100``) is an
+    invalid input: an error eagerly, NaN under ``jit``; mask padding labels out.
     """
+
+    invalid_what = "a class id outside [0, num_classes)"
 
     logits: Key = REQUIRED
     labels: Key = REQUIRED
@@ -345,17 +380,32 @@ class SoftmaxCrossEntropy(Loss):
         logits: Float[Array, "*b n"],
         labels: Integer[Array, "*b"] | Float[Array, "*b n"],
     ) -> Array:
-        return softmax_cross_entropy_values(logits, labels, self.label_smoothing)
+        labels = numerics.widen(labels) if jnp.issubdtype(labels.dtype, jnp.floating) else labels
+        return softmax_cross_entropy_values(numerics.widen(logits), labels, self.label_smoothing)
+
+    def invalid_elements(self, logits, labels):
+        labels = jnp.asarray(labels)
+        if not jnp.issubdtype(labels.dtype, jnp.integer):
+            return None  # distributions: NaN or negative mass already gives NaN / a bad value
+        return (labels < 0) | (labels >= jnp.shape(logits)[-1])
 
 
 class SigmoidBinaryCrossEntropy(Loss):
-    """Elementwise sigmoid cross-entropy of ``logits`` against ``labels`` in [0, 1]."""
+    """Elementwise sigmoid cross-entropy of ``logits`` against ``labels`` in [0, 1].
+
+    A label outside [0, 1] is an invalid input: an error eagerly, NaN under ``jit``.
+    """
 
     logits: Key = REQUIRED
     labels: Key = REQUIRED
 
+    invalid_what = "a label outside [0, 1]"
+
     def get_values(self, logits: Float[Array, "*b"], labels: Num[Array, "*b"]) -> Array:
-        return sigmoid_binary_cross_entropy_values(logits, labels)
+        return sigmoid_binary_cross_entropy_values(numerics.widen(logits), labels)
+
+    def invalid_elements(self, logits, labels):
+        return _outside_unit_interval(labels)
 
 
 class SigmoidFocalLoss(Loss):
@@ -367,8 +417,13 @@ class SigmoidFocalLoss(Loss):
     alpha: float | None = None
     gamma: float = 2.0
 
+    invalid_what = "a label outside [0, 1]"
+
     def get_values(self, logits: Float[Array, "*b"], labels: Num[Array, "*b"]) -> Array:
-        return sigmoid_focal_values(logits, labels, self.alpha, self.gamma)
+        return sigmoid_focal_values(numerics.widen(logits), labels, self.alpha, self.gamma)
+
+    def invalid_elements(self, logits, labels):
+        return _outside_unit_interval(labels)
 
 
 class NegativeCosineSimilarity(Loss):
@@ -379,7 +434,14 @@ class NegativeCosineSimilarity(Loss):
     epsilon: float = 1e-12
 
     def get_values(self, preds: Float[Array, "*b d"], targets: Float[Array, "*b d"]) -> Array:
-        return negative_cosine_similarity_values(preds, targets, self.epsilon)
+        return negative_cosine_similarity_values(
+            numerics.widen(preds), numerics.widen(targets), self.epsilon
+        )
+
+
+def _outside_unit_interval(labels):
+    labels = jnp.asarray(labels)
+    return (labels < 0) | (labels > 1)  # NaN labels give NaN values on their own
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Ranking / retrieval metrics: NDCG, MRR, MAP, PrecisionAtK, RecallAtK, HitRate.
+"""Ranking / retrieval metrics: DCG, NDCG, MRR, MAP, PrecisionAtK, RecallAtK, HitRate.
 
 Each query is a row: ``scores`` and ``relevance`` of shape ``(*b, items)``. Lists of
 different lengths are padded and ``item_mask`` (same shape, True for real items) removes the
@@ -9,7 +9,8 @@ Items are ranked by decreasing score; ties keep the items' order in the row (NDC
 averages the gains of tied items, as sklearn's ``ndcg_score``). ``k=None`` means the whole
 list. A query with no relevant item scores 0 (torchmetrics' default); ``skip_empty=True``
 leaves such queries out of the mean instead. Binary metrics count ``relevance > 0`` as
-relevant; NDCG uses the graded relevance as linear gains.
+relevant; DCG and NDCG use the graded relevance as gains (linear by default, as sklearn;
+``gain="exponential"``: ``2^rel - 1``, as metrax's ``DCGAtK`` / ``NDCGAtK``).
 """
 
 from __future__ import annotations
@@ -95,13 +96,40 @@ def average_precision(scores, relevance, k=None, item_mask=None):
     return jnp.where(hits > 0, jnp.sum(precision_at_i * ranked, axis=-1) / jnp.maximum(hits, 1), 0.0)
 
 
-def dcg(scores, gains, k=None, item_mask=None):
+_GAINS = ("linear", "exponential")
+
+
+def relevance_gains(relevance, gain: str = "linear"):
+    """The gain of each graded relevance: ``rel`` (``"linear"``, sklearn's ``dcg_score``) or
+    ``2^rel - 1`` (``"exponential"``, metrax's ``DCGAtK``; Burges et al. 2005), float32."""
+    relevance = jnp.asarray(relevance).astype(jnp.float32)
+    if gain == "linear":
+        return relevance
+    if gain == "exponential":
+        return jnp.exp2(relevance) - 1.0
+    raise ValueError(f"gain must be one of {_GAINS}, got {gain!r}")
+
+
+def _dcg_in_order(scores, gains, k, valid):
+    """DCG with ties kept in item order (a stable sort: metrax, sklearn's ``ignore_ties``)."""
+    n = scores.shape[-1]
+    key = jnp.where(valid, -scores.astype(jnp.float32), jnp.inf)
+    order = jnp.argsort(key, axis=-1, stable=True)
+    ranked = jnp.take_along_axis(jnp.where(valid, gains.astype(jnp.float32), 0.0), order, -1)
+    discount = 1.0 / jnp.log2(jnp.arange(n, dtype=jnp.float32) + 2.0)
+    return jnp.sum(jnp.where(_top_k(n, k, valid), ranked * discount, 0.0), axis=-1)
+
+
+def dcg(scores, gains, k=None, item_mask=None, ignore_ties: bool = False):
     """``sum_i gain_i / log2(rank_i + 1)`` over the top k, tied items sharing their discounts.
 
     A group of tied items at ranks ``[l, r)`` each gets the mean discount over those ranks
     (sklearn's tie handling): ``(D[r] - D[l]) / (r - l)`` with ``D`` the cumulative discounts.
+    ``ignore_ties=True`` ranks tied items in their order in the row instead (faster).
     """
     valid = _item_mask(item_mask, scores.shape)
+    if ignore_ties:
+        return _dcg_in_order(scores, gains, k, valid)
     n = scores.shape[-1]
     key = jnp.where(valid, -scores.astype(jnp.float32), jnp.inf)
     ordered = jnp.sort(key, axis=-1)
@@ -118,13 +146,14 @@ def dcg(scores, gains, k=None, item_mask=None):
     return jnp.sum(jnp.where(valid, gains.astype(jnp.float32) * shared, 0.0), axis=-1)
 
 
-def ndcg(scores, relevance, k=None, item_mask=None):
-    """``DCG@k / ideal DCG@k`` with linear gains (sklearn's ``ndcg_score``); 0 if the ideal is 0."""
+def ndcg(scores, relevance, k=None, item_mask=None, gain="linear", ignore_ties=False):
+    """``DCG@k / ideal DCG@k`` (sklearn's ``ndcg_score`` with the default linear gains); 0 if
+    the ideal is 0."""
     valid = _item_mask(item_mask, scores.shape)
-    gains = jnp.where(valid, relevance, 0).astype(jnp.float32)
-    actual = dcg(scores, gains, k, valid)
+    gains = jnp.where(valid, relevance_gains(relevance, gain), 0.0)
+    actual = dcg(scores, gains, k, valid, ignore_ties)
     # The ideal ranking sorts by the gains themselves (ties there do not change the sum).
-    ideal = dcg(jnp.where(valid, gains, -jnp.inf), gains, k, valid)
+    ideal = dcg(jnp.where(valid, gains, -jnp.inf), gains, k, valid, ignore_ties=True)
     return jnp.where(ideal > 0, actual / jnp.where(ideal > 0, ideal, 1), 0.0)
 
 
@@ -161,11 +190,40 @@ class _PerQuery(Metric):
         return self.State.from_values(self.per_query(scores, relevance, valid), mask=keep)
 
 
-class NDCG(_PerQuery):
-    """Mean normalised DCG@k over queries (see :func:`ndcg`; graded relevance as gains)."""
+class _GainMetric(_PerQuery):
+    gain: str = "linear"
+    ignore_ties: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gain not in _GAINS:
+            raise ValueError(f"gain must be one of {_GAINS}, got {self.gain!r}")
+
+
+class DCG(_GainMetric):
+    """Mean discounted cumulative gain over queries: ``DCG@k = sum_{i <= k} g_i / log2(i + 1)``.
+
+    ``i`` is the 1-based rank by decreasing score, ``g_i`` the gain of the item's graded
+    relevance: ``rel`` (``gain="linear"``, sklearn's ``dcg_score``) or ``2^rel - 1``
+    (``gain="exponential"``, metrax's ``DCGAtK``). Tied scores share the mean discount of
+    their ranks (sklearn); ``ignore_ties=True`` ranks them in item order (metrax, whose
+    ``argsort`` is stable). Inputs ``scores`` / ``relevance`` ``(*b, items)``, ``item_mask``
+    (padding), ``mask`` (queries). Returns the float32 mean over kept queries, unbounded
+    (in gain units); jit-safe, nothing host-side. metrax takes several ``ks`` at once: use
+    one ``DCG(k=...)`` per cut-off.
+    """
 
     def per_query(self, scores, relevance, item_mask):
-        return ndcg(scores, relevance, self.k, item_mask)
+        gains = relevance_gains(relevance, self.gain)
+        return dcg(scores, gains, self.k, item_mask, self.ignore_ties)
+
+
+class NDCG(_GainMetric):
+    """Mean normalised DCG@k over queries (see :func:`ndcg`; graded relevance as gains, linear
+    unless ``gain="exponential"``; ties as :class:`DCG`)."""
+
+    def per_query(self, scores, relevance, item_mask):
+        return ndcg(scores, relevance, self.k, item_mask, self.gain, self.ignore_ties)
 
 
 class MRR(_PerQuery):
@@ -204,6 +262,7 @@ class HitRate(_PerQuery):
 
 
 __all__ = [
+    "DCG",
     "MAP",
     "MRR",
     "NDCG",
@@ -218,4 +277,5 @@ __all__ = [
     "ranked_relevance",
     "recall_at_k",
     "reciprocal_rank",
+    "relevance_gains",
 ]

@@ -38,8 +38,8 @@ _MULTIOUTPUT = ("uniform_average", "raw_values", "variance_weighted")
 
 
 def _float(x):
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+    """float32 or wider: errors of half-precision inputs are formed in float32."""
+    return numerics.widen(x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,11 +245,12 @@ class CoMomentState(State):
         """From ``(N, *out)`` rows and a boolean ``keep`` of the same shape (two passes)."""
         z = jnp.stack([preds, targets, targets - preds], axis=-1)
         keep3 = keep[..., None]
-        n = jnp.sum(keep, axis=0, dtype=jnp.float32)
+        count = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
+        n = numerics.df_value(count)
         mean = jnp.sum(jnp.where(keep3, z, 0), axis=0) / jnp.maximum(n, 1)[..., None]
         centred = jnp.where(keep3, z - mean, 0)
         m2 = jnp.einsum("n...i,n...j->...ij", centred, centred, precision=_HIGHEST)
-        return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
+        return cls(parent=parent, count=count, mean=mean, m2=m2)
 
     # -- derived statistics (per output) ----------------------------------------------
     @property

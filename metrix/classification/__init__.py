@@ -63,6 +63,7 @@ from metrix.classification.curves import (
     binned_precision_recall_curve,
     binned_roc_auc,
     binned_roc_curve,
+    multiclass_ovo_roc_auc,
     threshold_grid,
 )
 

@@ -44,3 +44,41 @@ def _check_top_k(top_k, task: str, num_classes: int | None) -> None:
         )
     if top_k > num_classes:
         raise ValueError(f"top_k={top_k} must be <= num_classes={num_classes}")
+
+
+def infer_task(preds_shape, labels_shape, num_classes: int | None = None):
+    """``(task, num_classes)`` read from the input shapes, for a metric built without ``task``.
+
+    The rule (sklearn's ``type_of_target`` reading of a score matrix, Kauldron's shapes):
+
+    * ``labels`` of the shape of ``preds``: ``"multilabel"`` over the last axis when ``preds``
+      has at least 2 axes and the last has at least 2 entries (an indicator matrix), else
+      ``"binary"`` (every element one decision);
+    * ``labels`` of shape ``preds.shape[:-1]`` or ``preds.shape[:-1] + (1,)`` (class indices,
+      Kauldron's trailing 1) with at least 2 classes: ``"multiclass"``, ``preds.shape[-1]``
+      classes.
+
+    Anything else raises; so does a ``num_classes`` that disagrees with the shapes.
+    """
+    preds_shape, labels_shape = tuple(preds_shape), tuple(labels_shape)
+    if labels_shape == preds_shape:
+        multilabel = len(preds_shape) >= 2 and preds_shape[-1] >= 2
+        task, classes = ("multilabel", preds_shape[-1]) if multilabel else ("binary", None)
+    elif preds_shape and labels_shape in (preds_shape[:-1], preds_shape[:-1] + (1,)):
+        if preds_shape[-1] < 2:
+            raise ValueError(
+                f"preds {preds_shape} has one score per example: give labels of the same shape "
+                "(binary) or one score per class"
+            )
+        task, classes = "multiclass", preds_shape[-1]
+    else:
+        raise ValueError(
+            f"cannot infer the task from preds {preds_shape} and labels {labels_shape}: give "
+            "labels of the shape of preds (binary / multilabel) or of preds.shape[:-1] (class "
+            "indices, multiclass), or set task= and num_classes="
+        )
+    if num_classes is not None and classes is not None and classes != num_classes:
+        raise ValueError(
+            f"the inputs have {classes} classes (preds {preds_shape}) but num_classes={num_classes}"
+        )
+    return task, classes

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, Integer, Shaped
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.metric import Metric
 from metrix.core.state import State
-from metrix.core.states import AverageState
+from metrix.core.states import CheckedAverageState
 
 # ---------------------------------------------------------------------------------------
 # Accuracy
@@ -30,8 +30,11 @@ class Accuracy(Metric):
     """Fraction of correct predictions: ``mean(pred == label)`` over unmasked examples.
 
     Give ``logits`` (``(*b, n)`` scores; correct when the label is among the ``top_k``
-    largest) or ``preds`` (``(*b,)`` predicted labels). Labels outside ``[0, n)`` count as
-    wrong. The accuracy of no examples is NaN.
+    largest) or ``preds`` (``(*b,)`` predicted labels). The accuracy of no examples is NaN.
+
+    Invalid inputs (docs/inputs.md): an unmasked example with a NaN logit or a label outside
+    ``[0, n)`` (with ``preds``: a negative label or prediction) raises eagerly; under ``jit``
+    it is left out and counted, and ``compute()`` is NaN. Mask padding labels out.
     """
 
     logits: Key | None = None
@@ -40,7 +43,7 @@ class Accuracy(Metric):
     mask: Key | None = None
     top_k: int = 1
 
-    State = AverageState
+    State = CheckedAverageState
 
     def get_state(
         self,
@@ -57,11 +60,25 @@ class Accuracy(Metric):
             if self.top_k != 1:
                 raise ValueError("Accuracy: top_k > 1 needs logits, not predicted labels")
             correct = preds == labels
+            bad = (labels < 0) | (preds < 0)
+            what = "a negative label or predicted label"
         else:
-            if not 1 <= self.top_k <= logits.shape[-1]:
-                raise ValueError(f"Accuracy: top_k={self.top_k} outside [1, {logits.shape[-1]}]")
+            n = logits.shape[-1]
+            if not 1 <= self.top_k <= n:
+                raise ValueError(f"Accuracy: top_k={self.top_k} outside [1, {n}]")
+            bad = jnp.any(jnp.isnan(logits), axis=-1) | (labels < 0) | (labels >= n)
             correct = top_k_correct(logits, labels, self.top_k)
-        return self.State.from_values(correct, mask=mask)
+            what = f"a NaN logit or a label outside [0, {n})"
+        return self.State.from_checked(
+            correct, bad, mask=mask, message=lambda count: _invalid_message(count, what)
+        )
+
+
+def _invalid_message(count, what: str) -> str:
+    return (
+        f"{count} unmasked example(s) with {what}; these are invalid inputs (mask them out, "
+        "or fix the scores / labels)."
+    )
 
 
 def binarize(preds, threshold: float = 0.5, from_logits: bool = False):
@@ -88,9 +105,13 @@ class BinaryAccuracy(Metric):
     """Fraction of correct binary predictions: ``mean([preds > threshold] == labels)``.
 
     ``preds`` are probabilities (or logits with ``from_logits=True``: the threshold then
-    applies to ``sigmoid(preds)``), or already 0/1 labels (integer/bool). Any shape; ``mask``
-    covers the leading axes. NaN scores count as wrong (``NaN > t`` is false). The accuracy
-    of no examples is NaN. ``compute`` is jit-able.
+    applies to ``sigmoid(preds)``), or already 0/1 labels (integer/bool). ``labels`` are 0/1
+    (integer, bool, or float 0.0/1.0). Any shape; ``mask`` covers the leading axes. The
+    accuracy of no examples is NaN. ``compute`` is jit-able.
+
+    Invalid inputs (docs/inputs.md): an unmasked NaN score, a predicted label that is not 0/1,
+    or a label that is not 0/1 (``2``, ``-1``, ``0.7``) raises eagerly; under ``jit`` it is
+    left out and counted, and ``compute()`` is NaN.
     """
 
     preds: Key = REQUIRED
@@ -99,7 +120,7 @@ class BinaryAccuracy(Metric):
     threshold: float = 0.5
     from_logits: bool = False
 
-    State = AverageState
+    State = CheckedAverageState
 
     def get_state(
         self,
@@ -107,8 +128,22 @@ class BinaryAccuracy(Metric):
         labels: Shaped[Array, "*b"],
         mask: Shaped[Array, "..."] | None = None,
     ) -> State:
+        preds, labels = jnp.asarray(preds), jnp.asarray(labels)
         hard = binarize(preds, self.threshold, self.from_logits)
-        return self.State.from_values(hard == jnp.asarray(labels).astype(jnp.int32), mask=mask)
+        if jnp.issubdtype(preds.dtype, jnp.floating):
+            bad_pred = jnp.isnan(preds)
+        else:
+            bad_pred = (hard != 0) & (hard != 1)
+        bad = bad_pred | ((labels != 0) & (labels != 1))  # NaN labels too
+        correct = hard == labels.astype(jnp.int32)
+        return self.State.from_checked(
+            correct,
+            bad,
+            mask=mask,
+            message=lambda count: _invalid_message(
+                count, "a NaN score, a predicted label not 0/1, or a label not 0/1"
+            ),
+        )
 
 
 __all__ = [

@@ -94,7 +94,7 @@ def _prepare(task, num_classes, preds, labels, mask, from_logits):
     bad = bad_labels | bad_preds
     n_labels = jnp.sum(keep & bad_labels)
     n_preds = jnp.sum(keep & bad_preds & ~bad_labels)
-    invalid = jnp.sum(keep & bad, dtype=jnp.float32)
+    invalid = jnp.sum(keep & bad, dtype=jnp.int32)
     return probs, labels, keep & ~bad, invalid, n_labels, n_preds
 
 
@@ -167,13 +167,21 @@ class _ProbabilisticMetric(Metric):
         sums = self._sums(
             jnp.asarray(preds, jnp.float32), probs, jnp.where(keep, targets, 0), keep
         )
-        exact = {name: numerics.df_from(value) for name, value in sums.items()}
-        return self.State(parent=self, invalid=numerics.df_from(invalid), **exact)
+        exact = {name: _exact(value) for name, value in sums.items()}
+        return self.State(parent=self, invalid=numerics.df_from_int(invalid), **exact)
+
+
+def _exact(value):
+    """A batch sum as a double-float: integer counts exactly (int32 reductions in the batch,
+    as a float32 one stops counting at 2^24), float sums as they are."""
+    if jnp.issubdtype(value.dtype, jnp.integer):
+        return numerics.df_from_int(value)
+    return numerics.df_from(value)
 
 
 def _mean_sums(values, keep):
     # jnp.where, not a product: a masked-out NaN must change nothing.
-    return {"total": jnp.sum(jnp.where(keep, values, 0)), "count": jnp.sum(keep, dtype=jnp.float32)}
+    return {"total": jnp.sum(jnp.where(keep, values, 0)), "count": jnp.sum(keep, dtype=jnp.int32)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -371,10 +379,11 @@ class ExpectedCalibrationError(_ProbabilisticMetric):
             values = jnp.where(keep, values, 0).reshape(-1)
             return jnp.zeros((self.num_bins,), jnp.float32).at[where].add(values, mode="drop")
 
+        bins = calibration_bins(conf, self.num_bins)
         return {
-            "count": per_bin(jnp.ones_like(conf)),
+            "count": numerics.bincount(bins, self.num_bins, where=keep),
             "confidence": per_bin(conf),
-            "correct": per_bin(correct),
+            "correct": numerics.bincount(bins, self.num_bins, where=keep & (correct > 0)),
         }
 
 

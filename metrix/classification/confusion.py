@@ -54,7 +54,7 @@ def _confusion_and_invalid(
     top_k=1,
     mask=None,
 ):
-    """One batch's confusion counts (float32) and counts of bad labels / bad predictions."""
+    """One batch's confusion counts and counts of bad labels / bad predictions (int32, exact)."""
     _check_task(task, num_classes)
     _check_top_k(top_k, task, num_classes)
     preds, labels = jnp.asarray(preds), jnp.asarray(labels)
@@ -109,9 +109,13 @@ def _confusion_and_invalid(
     else:
         cells, shape = 4 * num_classes, (num_classes, 2, 2)
         index = jnp.arange(num_classes, dtype=jnp.int32) * 4 + labels * 2 + hard
-    index = jnp.where(keep, index, cells).reshape(-1)
-    counts = jnp.zeros((cells,), jnp.float32).at[index].add(1.0, mode="drop").reshape(shape)
-    return counts, invalid_label.sum(dtype=jnp.float32), invalid_pred.sum(dtype=jnp.float32)
+    # int32 counts in the batch: a float32 scatter-add stops counting at 2^24.
+    counts = numerics.bincount(jnp.broadcast_to(index, keep.shape), cells, where=keep)
+    return (
+        counts.reshape(shape),
+        invalid_label.sum(dtype=jnp.int32),
+        invalid_pred.sum(dtype=jnp.int32),
+    )
 
 
 def confusion_counts(
@@ -145,7 +149,7 @@ def confusion_counts(
         top_k=top_k,
         mask=mask,
     )
-    return counts
+    return counts.astype(jnp.float32)
 
 
 def _confusion_shape(m):
@@ -191,8 +195,8 @@ class ConfusionState(State):
         )
         return cls(
             parent=metric,
-            matrix=numerics.df_from(counts),
-            invalid=numerics.df_from(bad_labels + bad_preds),
+            matrix=numerics.df_from_int(counts),
+            invalid=numerics.df_from_int(bad_labels + bad_preds),
         )
 
     # -- reading ------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""ROC and precision-recall curves and their areas (exact buffers or binned counts)."""
+"""ROC and precision-recall curves and their areas: the metrics and their states.
+
+Exact buffers of every (score, label) row, or binned counts (``thresholds=N``); the maths of
+one binary problem is in :mod:`metrix.classification.curve_math` (re-exported here).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
+import itertools
 import warnings
 
 import jax
@@ -11,254 +16,29 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Shaped
 
-from metrix.classification._common import _AVERAGES, _check_task
+from metrix.classification._common import _AVERAGES, _check_task, infer_task
+from metrix.classification.curve_math import (
+    UndefinedMetricWarning,
+    _roc_auc_np,
+    binary_average_precision,
+    binary_distinct_points,
+    binary_precision_recall_curve,
+    binary_roc_auc,
+    binary_roc_curve,
+    binned_average_precision,
+    binned_precision_recall_curve,
+    binned_roc_auc,
+    binned_roc_curve,
+    threshold_grid,
+)
 from metrix.core import numerics
 from metrix.core.buffers import BufferState
-from metrix.core.fields import concat_field, exact_sum_field
+from metrix.core.fields import concat_field, exact_sum_field, static_field
 from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
 from metrix.core.refuse import is_concrete, metric_name, refuse
 from metrix.core.state import State
-
-# ---------------------------------------------------------------------------------------
-# Ranking: ROC / precision-recall curves and their areas
-# ---------------------------------------------------------------------------------------
-
-
-class UndefinedMetricWarning(UserWarning):
-    """A value is undefined for the data seen (e.g. ROC AUC with one class only)."""
-
-
-def threshold_grid(num_thresholds: int):
-    """The binned thresholds: ``linspace(0, 1, num_thresholds)`` in float32 (as torchmetrics)."""
-    return jnp.linspace(0.0, 1.0, num_thresholds, dtype=jnp.float32)
-
-
-# -- exact, eager (numpy): sort once, cumulative sums, one point per distinct score ----------
-
-
-def binary_distinct_points(scores, labels):
-    """``(tps, fps, thresholds)`` at each distinct score, highest first (numpy, eager).
-
-    ``tps[i]`` / ``fps[i]`` count positives / negatives with ``score >= thresholds[i]``;
-    tied scores form one point (sklearn's ``_binary_clf_curve``). One O(n log n) sort.
-    """
-    scores = np.asarray(scores).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if scores.size == 0:
-        empty = np.zeros((0,), np.int64)
-        return empty, empty, scores[:0]
-    order = np.argsort(-scores)  # ties need no stable order: each tie group is one point
-    sorted_scores = scores[order]
-    last = np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1])
-    last = np.append(last, scores.size - 1)
-    tps = np.cumsum(labels[order] == 1, dtype=np.int64)[last]
-    fps = last + 1 - tps
-    return tps, fps, sorted_scores[last]
-
-
-def binary_roc_curve(scores, labels):
-    """Exact ROC curve ``(fpr, tpr, thresholds)`` as sklearn ``roc_curve(drop_intermediate=False)``.
-
-    Host numpy arrays of variable length (one point per distinct score, plus ``(0, 0)`` at
-    threshold ``+inf``); eager only. One class only: the undefined rate is NaN (warning).
-    """
-    tps, fps, thresholds = binary_distinct_points(scores, labels)
-    tps, fps = np.r_[0, tps], np.r_[0, fps]
-    pos, neg = tps[-1], fps[-1]
-    if neg == 0:
-        warnings.warn(
-            "No negative samples: the false-positive rate is NaN.",
-            UndefinedMetricWarning,
-            stacklevel=2,
-        )
-    if pos == 0:
-        warnings.warn(
-            "No positive samples: the true-positive rate is NaN.",
-            UndefinedMetricWarning,
-            stacklevel=2,
-        )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fpr = fps / neg if neg else np.full(fps.shape, np.nan)
-        tpr = tps / pos if pos else np.full(tps.shape, np.nan)
-    return fpr, tpr, np.r_[np.inf, thresholds]
-
-
-def binary_precision_recall_curve(scores, labels):
-    """Exact PR curve ``(precision, recall, thresholds)`` as sklearn ``precision_recall_curve``.
-
-    Thresholds ascend (distinct scores); precision/recall have one more entry, the final
-    ``(1, 0)``. With no positives recall is 1 everywhere (sklearn, with a warning). Eager.
-    """
-    tps, fps, thresholds = binary_distinct_points(scores, labels)
-    precision = tps / np.maximum(tps + fps, 1)
-    if tps.size == 0 or tps[-1] == 0:
-        warnings.warn(
-            "No positive samples: recall is set to 1 for all thresholds.",
-            UndefinedMetricWarning,
-            stacklevel=2,
-        )
-        recall = np.ones(tps.shape)
-    else:
-        recall = tps / tps[-1]
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
-
-
-def _roc_auc_np(scores, labels) -> float:
-    tps, fps, _ = binary_distinct_points(scores, labels)
-    if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:
-        warnings.warn(
-            "ROC AUC is undefined with only one class in the labels: NaN.",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
-        return math.nan
-    tpr = np.r_[0, tps] / tps[-1]
-    fpr = np.r_[0, fps] / fps[-1]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
-
-
-def _average_precision_np(scores, labels) -> float:
-    tps, fps, _ = binary_distinct_points(scores, labels)
-    if tps.size == 0 or tps[-1] == 0:
-        warnings.warn(
-            "Average precision with no positive samples is 0.", UndefinedMetricWarning, stacklevel=3
-        )
-        return 0.0
-    precision = tps / (tps + fps)
-    recall_steps = np.diff(np.r_[0, tps]) / tps[-1]
-    return float(np.sum(recall_steps * precision))
-
-
-# -- exact, jit-able (jnp): fixed-size buffers, invalid rows sorted last --------------------
-
-
-def _group_points_jax(scores, labels, valid):
-    """Per sorted position: cumulative (tp, fp), those before its tie group, and group ends."""
-    key = jnp.where(valid, -scores, jnp.inf)
-    pos = (valid & (labels == 1)).astype(jnp.int32)
-    neg = (valid & (labels == 0)).astype(jnp.int32)
-    key, pos, neg = jax.lax.sort((key, pos, neg), num_keys=1)
-    tps, fps = jnp.cumsum(pos), jnp.cumsum(neg)
-    n = key.shape[0]
-    new_group = key[1:] != key[:-1]
-    first = jnp.concatenate([jnp.ones((1,), bool), new_group])
-    last = jnp.concatenate([new_group, jnp.ones((1,), bool)])
-    start = jax.lax.cummax(jnp.where(first, jnp.arange(n), 0))
-    before = jnp.maximum(start - 1, 0)
-    prev_tps = jnp.where(start > 0, tps[before], 0)
-    prev_fps = jnp.where(start > 0, fps[before], 0)
-    return tps, fps, prev_tps, prev_fps, last
-
-
-def _host_rows(scores, labels, valid):
-    """Concrete scores and labels as numpy arrays, only the ``valid`` rows."""
-    s, y = np.asarray(scores), np.asarray(labels)
-    if valid is None:
-        return s, y
-    keep = np.asarray(valid, bool)
-    return s[keep], y[keep]
-
-
-def binary_roc_auc(scores, labels, valid=None):
-    """Exact ROC AUC with sklearn's tie handling (trapezoid between distinct-score points).
-
-    ``AUC = sum_g (F_g - F_{g-1}) (T_g + T_{g-1}) / (2 P N)`` over tie groups ``g`` in
-    descending score order (``T``, ``F``: cumulative positives / negatives). Concrete inputs
-    run in numpy (one sort, fast); traced inputs run the jit-able jnp version (``valid``
-    marks the rows to use). One class only: NaN (with a warning when eager).
-    """
-    if is_concrete(scores, labels, valid):
-        return _roc_auc_np(*_host_rows(scores, labels, valid))
-    valid = jnp.ones(jnp.shape(scores), bool) if valid is None else valid
-    tps, fps, prev_tps, prev_fps, last = _group_points_jax(scores, labels, valid)
-    pos, neg = tps[-1].astype(jnp.float32), fps[-1].astype(jnp.float32)
-    dfpr = (fps - prev_fps).astype(jnp.float32) / jnp.maximum(neg, 1)
-    tpr_sum = (tps + prev_tps).astype(jnp.float32) / jnp.maximum(pos, 1)
-    area = jnp.sum(jnp.where(last, dfpr * tpr_sum, 0)) / 2
-    return jnp.where((pos > 0) & (neg > 0), area, jnp.nan)
-
-
-def binary_average_precision(scores, labels, valid=None):
-    """Exact average precision ``AP = sum_g (R_g - R_{g-1}) P_g`` over distinct scores (sklearn).
-
-    No interpolation; 0 when there are no positives (sklearn, with a warning when eager).
-    numpy for concrete inputs, jit-able jnp otherwise (as :func:`binary_roc_auc`).
-    """
-    if is_concrete(scores, labels, valid):
-        return _average_precision_np(*_host_rows(scores, labels, valid))
-    valid = jnp.ones(jnp.shape(scores), bool) if valid is None else valid
-    tps, fps, prev_tps, _, last = _group_points_jax(scores, labels, valid)
-    pos = tps[-1].astype(jnp.float32)
-    precision = tps.astype(jnp.float32) / jnp.maximum(tps + fps, 1).astype(jnp.float32)
-    steps = (tps - prev_tps).astype(jnp.float32) / jnp.maximum(pos, 1)
-    return jnp.where(pos > 0, jnp.sum(jnp.where(last, steps * precision, 0)), 0.0)
-
-
-# -- binned: per-threshold counts ----------------------------------------------------------
-
-
-def _binned_tp_fp(positives, negatives):
-    """Counts with ``score >= t_j`` per threshold ``j`` (ascending) from bin histograms."""
-
-    def at_or_above(h):
-        return jnp.flip(jnp.cumsum(jnp.flip(h, -1), axis=-1), -1)[..., 1:]
-
-    return at_or_above(positives), at_or_above(negatives)
-
-
-@jax.jit
-def binned_roc_curve(positives, negatives):
-    """ROC points ``(fpr, tpr, thresholds)`` from binned counts, thresholds descending (jit-able).
-
-    Length ``N + 1``: ``(0, 0)`` at ``+inf`` then one point per grid threshold. ``positives``
-    / ``negatives`` are ``(..., N + 1)`` histograms of bin ``searchsorted(grid, s, 'right')``.
-    """
-    tp, fp = _binned_tp_fp(positives, negatives)
-    pos, neg = positives.sum(-1, keepdims=True), negatives.sum(-1, keepdims=True)
-    zero = jnp.zeros(tp.shape[:-1] + (1,), tp.dtype)
-    tpr = jnp.concatenate([zero, jnp.flip(tp, -1)], -1) / jnp.where(pos > 0, pos, jnp.nan)
-    fpr = jnp.concatenate([zero, jnp.flip(fp, -1)], -1) / jnp.where(neg > 0, neg, jnp.nan)
-    grid = threshold_grid(tp.shape[-1])
-    thresholds = jnp.concatenate([jnp.array([jnp.inf], jnp.float32), jnp.flip(grid)])
-    return fpr, tpr, thresholds
-
-
-@jax.jit
-def binned_roc_auc(positives, negatives):
-    """Trapezoidal area under the binned ROC curve (jit-able); NaN with one class only."""
-    fpr, tpr, _ = binned_roc_curve(positives, negatives)
-    return jnp.sum(jnp.diff(fpr, axis=-1) * (tpr[..., 1:] + tpr[..., :-1]), axis=-1) / 2
-
-
-@jax.jit
-def binned_precision_recall_curve(positives, negatives):
-    """PR points from binned counts, thresholds ascending (jit-able).
-
-    ``precision``/``recall`` have ``N + 1`` entries (the last is ``(1, 0)``), thresholds ``N``.
-    A threshold above every score has precision 1 (torchmetrics); no positives: recall 1.
-    """
-    tp, fp = _binned_tp_fp(positives, negatives)
-    pos = positives.sum(-1, keepdims=True)
-    predicted = tp + fp
-    precision = jnp.where(predicted > 0, tp / jnp.where(predicted > 0, predicted, 1), 1.0)
-    recall = jnp.where(pos > 0, tp / jnp.where(pos > 0, pos, 1), 1.0)
-    one = jnp.ones(tp.shape[:-1] + (1,), tp.dtype)
-    return (
-        jnp.concatenate([precision, one], -1),
-        jnp.concatenate([recall, 0 * one], -1),
-        threshold_grid(tp.shape[-1]),
-    )
-
-
-@jax.jit
-def binned_average_precision(positives, negatives):
-    """``AP = sum_j (R_j - R_{j+1}) P_j`` over the grid (jit-able); 0 with no positives."""
-    precision, recall, _ = binned_precision_recall_curve(positives, negatives)
-    ap = jnp.sum((recall[..., :-1] - recall[..., 1:]) * precision[..., :-1], axis=-1)
-    return jnp.where(positives.sum(-1) > 0, ap, 0.0)
-
 
 # -- inputs and states -----------------------------------------------------------------------
 
@@ -289,6 +69,8 @@ def _score_rows(task, num_classes, preds, labels, mask):
         row_shape = preds.shape[:-1]
         scores = preds.reshape(-1, num_classes)
         if task == "multiclass":
+            if labels.shape == row_shape + (1,):  # Kauldron's ``(*b, 1)`` class indices
+                labels = labels[..., 0]
             if labels.shape != row_shape:
                 raise ValueError(
                     f"multiclass labels must have shape {row_shape} (class indices), got {labels.shape}"
@@ -303,6 +85,8 @@ def _score_rows(task, num_classes, preds, labels, mask):
             y = labels.reshape(-1, num_classes)
             bad = jnp.any((y < 0) | (y > 1), axis=-1)
         bad = bad | jnp.any(jnp.isnan(scores), axis=-1)
+    if mask is not None and jnp.ndim(mask) == len(row_shape) + 1 and jnp.shape(mask)[-1] == 1:
+        mask = jnp.asarray(mask)[..., 0]  # a ``(*b, 1)`` mask beside ``(*b, 1)`` labels
     keep = broadcast_mask(mask, row_shape).reshape(-1)
     return scores, y, keep, bad
 
@@ -313,15 +97,23 @@ def _refuse_bad_rows(task, num_classes, n_bad):
     refuse(n_bad, None, lambda n: f"{n} example(s) with a NaN score or a label outside [0, {limit}).")
 
 
+# A metric without ``task`` has no row shapes before its first batch: its ``empty()`` holds
+# zero-width rows (see _InferredTask).
 def _score_item_shape(m):
+    if m.task is None:
+        return (0,)
     return () if m.task == "binary" else (m.num_classes,)
 
 
 def _label_item_shape(m):
+    if m.task is None:
+        return (0,)
     return (m.num_classes,) if m.task == "multilabel" else ()
 
 
 def _num_columns(m):
+    if m.task is None:
+        return 0
     return 1 if m.task == "binary" else m.num_classes
 
 
@@ -344,11 +136,12 @@ class ScoresState(BufferState):
     labels: jax.Array = concat_field(item_shape=_label_item_shape, dtype=jnp.int32)
 
     @classmethod
-    def from_inputs(cls, metric, preds, labels, mask=None):
+    def from_inputs(cls, metric, preds, labels, mask=None, task=None, num_classes=None):
         """One batch's rows in a new buffer; bad rows raise eagerly (under jit: kept, refused
-        at compute)."""
-        scores, y, keep, bad = _score_rows(metric.task, metric.num_classes, preds, labels, mask)
-        _refuse_bad_rows(metric.task, metric.num_classes, jnp.sum(keep & bad))
+        at compute). ``task`` / ``num_classes`` default to the metric's."""
+        task, num_classes = task or metric.task, num_classes or metric.num_classes
+        scores, y, keep, bad = _score_rows(task, num_classes, preds, labels, mask)
+        _refuse_bad_rows(task, num_classes, jnp.sum(keep & bad))
         return cls.from_rows(
             capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y
         )
@@ -386,12 +179,8 @@ class ScoresState(BufferState):
         Eager only; refuses an overflowed buffer and rows with NaN scores or bad labels
         (checked in numpy on the host copy, no device round trips).
         """
-        self.check_capacity(None)
-        rows = self.rows()
-        scores, labels, m = rows["scores"], rows["labels"], self.parent
-        limit = m.num_classes if m.task == "multiclass" else 2
-        bad = np.isnan(scores).any() or (labels < 0).any() or (labels >= limit).any()
-        refuse(bad, None, _STORED_BAD_ROWS.format(metric_name(self)))
+        scores, labels = self.host_rows()
+        m = self.parent
         if m.task == "binary":
             return [scores], [labels]
         if m.task == "multiclass":
@@ -399,6 +188,17 @@ class ScoresState(BufferState):
         if micro:
             return [scores.reshape(-1)], [labels.reshape(-1)]
         return list(scores.T), list(labels.T)
+
+    def host_rows(self):
+        """The stored ``(scores, labels)`` rows as host numpy arrays (eager only); refuses an
+        overflowed buffer and rows with NaN scores or bad labels."""
+        self.check_capacity(None)
+        rows = self.rows()
+        scores, labels, m = rows["scores"], rows["labels"], self.parent
+        limit = m.num_classes if m.task == "multiclass" else 2
+        bad = np.isnan(scores).any() or (labels < 0).any() or (labels >= limit).any()
+        refuse(bad, None, _STORED_BAD_ROWS.format(metric_name(self)))
+        return scores, labels
 
     def support(self):
         """Positives per class (weights of ``average="weighted"``)."""
@@ -427,13 +227,13 @@ def binned_counts(
         preds, labels, mask, task=task, num_classes=num_classes, thresholds=thresholds
     )
     _refuse_bad_rows(task, num_classes, invalid)
-    return pos, neg
+    return pos.astype(jnp.float32), neg.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("task", "num_classes", "thresholds"))
 def _binned_counts(preds, labels, mask, *, task, num_classes, thresholds):
     scores, y, keep, bad = _score_rows(task, num_classes, preds, labels, mask)
-    invalid = jnp.sum(keep & bad, dtype=jnp.float32)
+    invalid = jnp.sum(keep & bad, dtype=jnp.int32)
     keep = keep & ~bad
     if task == "binary":
         scores, y = scores[:, None], y[:, None]
@@ -446,14 +246,9 @@ def _binned_counts(preds, labels, mask, *, task, num_classes, thresholds):
     index = jnp.arange(k, dtype=jnp.int32) * (thresholds + 1) + bins
     size = k * (thresholds + 1)
 
-    def histogram(selected):
-        where = jnp.where(keep[:, None] & selected, index, size).reshape(-1)
-        return (
-            jnp.zeros((size,), jnp.float32)
-            .at[where]
-            .add(1.0, mode="drop")
-            .reshape(k, thresholds + 1)
-        )
+    def histogram(selected):  # int32 counts: a float32 scatter-add stops at 2^24
+        where = keep[:, None] & selected
+        return numerics.bincount(index, size, where=where).reshape(k, thresholds + 1)
 
     return histogram(y == 1), histogram(y == 0), invalid
 
@@ -466,22 +261,18 @@ class BinnedScoresState(State):
     invalid: jax.Array = exact_sum_field()
 
     @classmethod
-    def from_inputs(cls, metric, preds, labels, mask=None):
+    def from_inputs(cls, metric, preds, labels, mask=None, task=None, num_classes=None):
         """One batch's counts; bad rows raise eagerly (left out and counted under jit)."""
+        task, num_classes = task or metric.task, num_classes or metric.num_classes
         pos, neg, invalid = _binned_counts(
-            preds,
-            labels,
-            mask,
-            task=metric.task,
-            num_classes=metric.num_classes,
-            thresholds=metric.thresholds,
+            preds, labels, mask, task=task, num_classes=num_classes, thresholds=metric.thresholds
         )
-        _refuse_bad_rows(metric.task, metric.num_classes, invalid)
+        _refuse_bad_rows(task, num_classes, invalid)
         return cls(
             parent=metric,
-            positives=numerics.df_from(pos),
-            negatives=numerics.df_from(neg),
-            invalid=numerics.df_from(invalid),
+            positives=numerics.df_from_int(pos),
+            negatives=numerics.df_from_int(neg),
+            invalid=numerics.df_from_int(invalid),
         )
 
     def histograms(self, micro: bool = False):
@@ -505,6 +296,106 @@ class BinnedScoresState(State):
 
     def compute(self):
         return self.parent._compute_binned(self)
+
+
+class _InferredTask:
+    """The state of a metric built without ``task``: the task comes from the first batch.
+
+    ``inferred`` is ``(task, num_classes)`` read from that batch's shapes
+    (:func:`metrix.classification._common.infer_task`); states of different tasks do not
+    merge. The metric's ``empty()`` has ``inferred=None`` and zero-width rows (its shapes are
+    unknown): a placeholder that merges as the identity with any state of the metric.
+    ``compute`` runs the metric with the task filled in (a binary problem with no rows when
+    nothing was seen).
+    """
+
+    def merge(self, other):
+        if self.inferred is not None and other.inferred is not None:
+            return super().merge(other)
+        # Type, parent and capacity must still agree; only the placeholder's shapes differ.
+        self._check_mergeable(other.replace(inferred=self.inferred))
+        real, placeholder = (self, other) if other.inferred is None else (other, self)
+        return real._with_parent(placeholder)
+
+    def _merges_by_fields(self):
+        # Stacked or allreduced states share one treedef (all placeholders or none), where the
+        # field-wise fold and collective equal this merge.
+        return True
+
+    def resolved(self):
+        """This state as one of its metric with the task set."""
+        m = self.parent
+        if self.inferred is None:
+            base = m.with_task("binary", None)
+            return self._base_state.empty(parent=base)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self._base_state)}
+        return self._base_state(**{**fields, "parent": m.with_task(*self.inferred)})
+
+    def compute(self):
+        return self.resolved().compute()
+
+
+class InferredScoresState(_InferredTask, ScoresState):
+    """:class:`ScoresState` of a metric without ``task`` (see ``_InferredTask``)."""
+
+    inferred: tuple | None = static_field(default=None)
+    _base_state = ScoresState
+
+
+class InferredBinnedState(_InferredTask, BinnedScoresState):
+    """:class:`BinnedScoresState` of a metric without ``task`` (see ``_InferredTask``)."""
+
+    inferred: tuple | None = static_field(default=None)
+    _base_state = BinnedScoresState
+
+
+def multiclass_ovo_roc_auc(scores, labels, num_classes: int, valid=None, weighted=False):
+    """Hand & Till's one-vs-one AUC (sklearn ``roc_auc_score(multi_class="ovo")``).
+
+    ``M = mean_{a < b} (A(a|b) + A(b|a)) / 2``, with ``A(a|b)`` the AUC of score column
+    ``a`` separating the rows labelled ``a`` (positives) from those labelled ``b``. Only pairs
+    of classes present in the labels count (sklearn pairs the classes it sees);
+    ``weighted=True`` weights a pair by its rows ``n_a + n_b`` (sklearn's
+    ``average="weighted"``). ``scores`` ``(n, C)``, ``labels`` ``(n,)`` class indices,
+    ``valid`` ``(n,)`` rows to use. NaN with fewer than 2 classes present. numpy for concrete
+    inputs (eager), jit-able jnp otherwise.
+    """
+    pairs = np.array(list(itertools.combinations(range(num_classes), 2)), np.int32)
+    if is_concrete(scores, labels, valid):
+        s, y = np.asarray(scores), np.asarray(labels)
+        if valid is not None:
+            s, y = s[np.asarray(valid, bool)], y[np.asarray(valid, bool)]
+        counts = np.bincount(y, minlength=num_classes)
+        values, weights = [], []
+        for a, b in pairs:
+            if counts[a] and counts[b]:
+                rows = (y == a) | (y == b)
+                auc_a = _roc_auc_np(s[rows, a], y[rows] == a)
+                auc_b = _roc_auc_np(s[rows, b], y[rows] == b)
+                values.append((auc_a + auc_b) / 2)
+                weights.append(counts[a] + counts[b])
+        if not values:
+            warnings.warn(
+                "One-vs-one ROC AUC is undefined with fewer than 2 classes in the labels: NaN.",
+                UndefinedMetricWarning,
+                stacklevel=3,
+            )
+            return float("nan")
+        return float(np.average(values, weights=weights if weighted else None))
+    valid = jnp.ones(labels.shape, bool) if valid is None else valid
+    counts = jnp.sum(valid[:, None] & (labels[:, None] == jnp.arange(num_classes)), axis=0)
+
+    def pair_auc(a, b):
+        rows = valid & ((labels == a) | (labels == b))
+        auc_a = binary_roc_auc(scores[:, a], (labels == a).astype(jnp.int32), rows)
+        auc_b = binary_roc_auc(scores[:, b], (labels == b).astype(jnp.int32), rows)
+        return (auc_a + auc_b) / 2
+
+    a, b = pairs[:, 0], pairs[:, 1]
+    values = jax.vmap(pair_auc)(a, b)
+    present = (counts[a] > 0) & (counts[b] > 0)
+    weights = jnp.where(present, counts[a] + counts[b] if weighted else 1, 0).astype(jnp.float32)
+    return jnp.sum(jnp.where(present, values * weights, 0)) / jnp.sum(weights)  # 0/0: NaN
 
 
 def _warn_undefined(values, what):
@@ -536,25 +427,42 @@ class _RankingMetric(Metric):
     is an error at compute). ``thresholds=N``: binned on ``linspace(0, 1, N)``; scores are
     expected in [0, 1] (probabilities): scores below 0 / above 1 fall in the end bins.
 
-    Keys: ``preds`` (also accepted as ``logits``), ``labels`` (also ``targets``), ``mask``.
+    Inputs: ``preds`` (scores, ranked as given: probabilities for the binned mode) or
+    ``logits`` (made probabilities first, as Kauldron's ``RocAuc`` and torchmetrics do: a
+    softmax over the classes for multiclass, a sigmoid otherwise), ``labels`` (also
+    ``targets``), ``mask``. ``task=None`` (the default) reads the task and the number of
+    classes from the first batch's shapes (:func:`~metrix.classification._common.infer_task`):
+    labels shaped like preds are binary (multilabel when preds is ``(*b, L)``, ``L >= 2``,
+    ``b`` not empty), labels ``preds.shape[:-1]`` (or with a trailing 1) are class indices.
     """
 
-    preds: Key = REQUIRED
+    preds: Key | None = None
     labels: Key = REQUIRED
     mask: Key | None = None
-    # Kauldron's names: its RocAuc reads ``logits``/``labels``, its docs ``preds``/``targets``.
     logits: Key | None = None
+    # Kauldron's name for the labels (its docs say ``targets``).
     targets: Key | None = None
-    task: str = "binary"
+    task: str | None = None
     num_classes: int | None = None
     thresholds: int | None = None
     capacity: int = 65536
 
-    key_aliases = {"logits": "preds", "targets": "labels"}
+    key_aliases = {"targets": "labels"}
+    required_one_of = (("preds", "logits"),)
     eager_compile = True
+    # An area depends on each column's ranking only, and the sigmoid is increasing: binary /
+    # multilabel logits are then ranked as they are (float32 sigmoids tie above ~16.6).
+    _ranks_only = False
 
     def __post_init__(self):
-        _check_task(self.task, self.num_classes)
+        if self.task is not None:
+            _check_task(self.task, self.num_classes)
+        elif self.num_classes is not None and (
+            not isinstance(self.num_classes, int) or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"num_classes must be None or a positive int, got {self.num_classes!r}"
+            )
         if self.thresholds is not None and (
             not isinstance(self.thresholds, int) or self.thresholds < 2
         ):
@@ -572,24 +480,55 @@ class _RankingMetric(Metric):
     class BinnedState(BinnedScoresState):
         pass
 
+    def with_task(self, task, num_classes):
+        """This metric with ``task`` set: what a state of a metric without one computes with."""
+        return dataclasses.replace(self, task=task, num_classes=num_classes)
+
+    def _probabilities(self, logits, task):
+        logits = logits.astype(jnp.float32)
+        if task == "multiclass":
+            return jax.nn.softmax(logits, axis=-1)
+        if self._ranks_only and self.thresholds is None:
+            return logits
+        return jax.nn.sigmoid(logits)
+
     def get_state(
         self,
-        preds: Float[Array, "..."],
-        labels: Shaped[Array, "..."],
+        preds: Float[Array, "..."] | None = None,
+        labels: Shaped[Array, "..."] | None = None,
         mask: Shaped[Array, "..."] | None = None,
+        logits: Float[Array, "..."] | None = None,
     ) -> State | BinnedState:
-        if self.thresholds is None:
-            return self.State.from_inputs(self, preds, labels, mask)
-        return self.BinnedState.from_inputs(self, preds, labels, mask)
+        if (preds is None) == (logits is None):
+            raise TypeError("get_state() needs exactly one of preds= (scores) or logits=")
+        if labels is None:
+            raise TypeError("get_state() needs labels= (also accepted as targets=)")
+        scores = preds if logits is None else logits
+        task, num_classes = self.task, self.num_classes
+        if task is None:
+            task, num_classes = infer_task(scores.shape, labels.shape, num_classes)
+        if logits is not None:
+            scores = self._probabilities(logits, task)
+        exact = self.thresholds is None
+        if self.task is not None:
+            cls = self.State if exact else self.BinnedState
+            return cls.from_inputs(self, scores, labels, mask)
+        cls = InferredScoresState if exact else InferredBinnedState
+        state = cls.from_inputs(self, scores, labels, mask, task, num_classes)
+        return state.replace(inferred=(task, num_classes))
 
     def empty(self):
-        """The identity of merge: an empty buffer (exact) or zero counts (binned)."""
-        cls = self.State if self.thresholds is None else self.BinnedState
-        return cls.empty(parent=self)
+        """The identity of merge: an empty buffer (exact) or zero counts (binned); without
+        ``task``, a placeholder that merges as the identity with any state of this metric."""
+        exact = self.thresholds is None
+        if self.task is None:
+            return (InferredScoresState if exact else InferredBinnedState).empty(parent=self)
+        return (self.State if exact else self.BinnedState).empty(parent=self)
 
 
 class _AreaMetric(_RankingMetric):
     average: str = "macro"
+    _ranks_only = True
 
     def _area_exact(self, scores, labels, valid):
         raise NotImplementedError
@@ -634,7 +573,62 @@ class RocAuc(_AreaMetric):
     spread over [0, 1]: ~2e-5 for AUC, ~3e-3 for AP (1e-6 / 5e-4 with N=1000); scores packed
     inside one grid step lose their order (AUC error 0.09 measured): use exact mode or a
     finer grid there (tests/reference/test_classification.py::test_binned_error_is_small).
+
+    ``multi_class_mode="ovo"`` (multiclass, exact, ``average`` macro or weighted): Hand &
+    Till's one-vs-one mean over class pairs (:func:`multiclass_ovo_roc_auc`), sklearn's
+    ``multi_class="ovo"``. It is ignored for binary / multilabel inputs (as sklearn).
+
+    Given ``logits`` the scores are their softmax (multiclass) as in Kauldron: one-vs-rest
+    AUCs rank each class column across examples, so unnormalised scores give another value
+    (sklearn refuses multiclass scores that do not sum to 1; metrix ranks ``preds`` as
+    given). Binary / multilabel logits are ranked directly (the sigmoid keeps the order).
+    The value is a float32 scalar in [0, 1] (``average="none"``: one per class); eager
+    compute is host-side numpy.
     """
+
+    multi_class_mode: str = "ovr"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.multi_class_mode not in ("ovr", "ovo"):
+            raise ValueError(
+                f"multi_class_mode must be 'ovr' or 'ovo', got {self.multi_class_mode!r}"
+            )
+        if self.multi_class_mode == "ovo":
+            if self.task not in (None, "multiclass"):
+                raise ValueError(
+                    f"multi_class_mode='ovo' is for task='multiclass' (got task={self.task!r})"
+                )
+            if self.average not in ("macro", "weighted"):
+                raise ValueError(
+                    "multi_class_mode='ovo' averages pairs of classes: average must be 'macro' "
+                    f"or 'weighted', got {self.average!r}"
+                )
+            if self.thresholds is not None:
+                raise ValueError(
+                    "multi_class_mode='ovo' needs the exact mode (thresholds=None): binned "
+                    "counts do not keep which class each row belongs to"
+                )
+
+    def with_task(self, task, num_classes):
+        # sklearn reads multi_class for multiclass targets only.
+        mode = self.multi_class_mode if task == "multiclass" else "ovr"
+        return dataclasses.replace(
+            self, task=task, num_classes=num_classes, multi_class_mode=mode
+        )
+
+    def _compute_exact(self, state: ScoresState):
+        if self.multi_class_mode != "ovo":
+            return super()._compute_exact(state)
+        weighted = self.average == "weighted"
+        if is_concrete(state.scores, state.count):
+            scores, labels = state.host_rows()
+            value = multiclass_ovo_roc_auc(scores, labels, self.num_classes, weighted=weighted)
+            return jnp.asarray(value, jnp.float32)
+        value = multiclass_ovo_roc_auc(
+            state.scores, state.labels, self.num_classes, state.valid_mask(), weighted
+        )
+        return state.checked(value)
 
     def _area_exact(self, scores, labels, valid):
         return binary_roc_auc(scores, labels, valid)
@@ -722,22 +716,25 @@ class PrecisionRecallCurve(_CurveMetric):
 
 
 __all__ = [
+    "AveragePrecision",
+    "BinnedScoresState",
+    "InferredBinnedState",
+    "InferredScoresState",
+    "PrecisionRecallCurve",
+    "RocAuc",
+    "RocCurve",
+    "ScoresState",
     "UndefinedMetricWarning",
-    "threshold_grid",
+    "binary_average_precision",
     "binary_distinct_points",
-    "binary_roc_curve",
     "binary_precision_recall_curve",
     "binary_roc_auc",
-    "binary_average_precision",
-    "binned_counts",
-    "binned_roc_curve",
-    "binned_roc_auc",
-    "binned_precision_recall_curve",
+    "binary_roc_curve",
     "binned_average_precision",
-    "ScoresState",
-    "BinnedScoresState",
-    "RocAuc",
-    "AveragePrecision",
-    "RocCurve",
-    "PrecisionRecallCurve",
+    "binned_counts",
+    "binned_precision_recall_curve",
+    "binned_roc_auc",
+    "binned_roc_curve",
+    "multiclass_ovo_roc_auc",
+    "threshold_grid",
 ]

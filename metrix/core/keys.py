@@ -138,10 +138,39 @@ def _step(node: Any, part: Any):
             return node[key]
         return getattr(node, key)
     if _is_array(node):
+        _check_in_bounds(node.shape, key)
         return node[key]
     if isinstance(node, (Sequence, Mapping)):
         return node[key]
     raise TypeError(f"cannot index {type(node).__name__} with {key!r}")
+
+
+def _check_in_bounds(shape: tuple[int, ...], key: Any) -> None:
+    """Raise IndexError for an integer index outside its axis, as numpy does.
+
+    JAX arrays clamp out-of-bounds indices (``x[..., 10]`` on 3 columns reads column 2), so
+    a key path would read plausible wrong data; checked on the static shape, so it holds for
+    every array type, eagerly and under ``jit``. Slices clamp in numpy too and stay allowed.
+    """
+    index = key if isinstance(key, tuple) else (key,)
+    consumed = sum(1 for k in index if k is not None and k is not Ellipsis)
+    if consumed > len(shape):
+        raise IndexError(
+            f"too many indices: {consumed} for an array of {len(shape)} dimension(s) {tuple(shape)}"
+        )
+    axis = 0
+    for k in index:
+        if k is Ellipsis:
+            axis += len(shape) - consumed
+        elif k is None:
+            continue
+        else:
+            if isinstance(k, int) and not -shape[axis] <= k < shape[axis]:
+                raise IndexError(
+                    f"index {k} is out of bounds for axis {axis} of size {shape[axis]} "
+                    f"(array shape {tuple(shape)})"
+                )
+            axis += 1
 
 
 def _children(node: Any):

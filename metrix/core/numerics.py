@@ -75,3 +75,71 @@ def df_to_python(a) -> float | int:
     arr = np.asarray(a, dtype=np.float64)
     value = float(arr[..., 0]) + float(arr[..., 1])
     return int(value) if value.is_integer() else value
+
+
+# -- the accumulation dtype -----------------------------------------------------------------
+
+
+def accumulation_dtype(dtype):
+    """The dtype sums of ``dtype`` values are taken in: float32, or float64 for float64.
+
+    Half-precision inputs (bfloat16, float16) are summed, squared and differenced in float32:
+    a bfloat16 sum stops counting at 256 and a float16 one overflows at 65504. Integers and
+    booleans become float32 too (their exact counts go through :func:`df_from_int`).
+    """
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize >= 4:
+        return dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return jnp.promote_types(dtype, jnp.complex64)
+    return jnp.dtype(jnp.float32)
+
+
+def widen(x):
+    """``x`` in its :func:`accumulation_dtype` (float32 or wider; exact for half floats)."""
+    x = jnp.asarray(x)
+    dtype = accumulation_dtype(x.dtype)
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def count_true(flags, axis=None):
+    """Exact number of true ``flags`` (over ``axis``) as a double-float: an int32 reduction,
+    exact up to 2^31 elements in one call (a float32 one stops at 2^24)."""
+    return df_from_int(jnp.sum(jnp.asarray(flags, bool), axis=axis, dtype=jnp.int32))
+
+
+def bincount(index, length: int, where=None):
+    """Exact counts of ``index`` values in ``[0, length)`` (``where`` false or out of range:
+    not counted), as an int32 ``(length,)`` array; split it with :func:`df_from_int`."""
+    index = jnp.asarray(index, jnp.int32).reshape(-1)
+    keep = (index >= 0) & (index < length)  # negative indices would wrap, not drop
+    if where is not None:
+        keep = keep & jnp.asarray(where, bool).reshape(-1)
+    index = jnp.where(keep, index, length)
+    return jnp.zeros((length,), jnp.int32).at[index].add(1, mode="drop")
+
+
+# Elements summed in float32 per chunk before the chunks' sums are added as double-floats:
+# small integers (|x| <= 4096) sum exactly within a chunk, and the rounding of a float32 sum
+# grows with the chunk, not with the whole array.
+_CHUNK = 4096
+
+
+def df_sum(x):
+    """Sum of every element of ``x`` (float32 or wider) as a double-float ``(2,)``.
+
+    Chunks of :data:`_CHUNK` elements are summed in float32, then the chunk sums are added
+    by a TwoSum tree, so a sum of 2^24 + 8 ones is exact (a plain float32 sum stops at 2^24)
+    and the error of large float sums stays that of one chunk. One chunk or less: one sum.
+    """
+    x = widen(x).reshape(-1)
+    if x.size <= _CHUNK:
+        return df_from(jnp.sum(x))
+    chunks = -(-x.size // _CHUNK)
+    x = jnp.pad(x, (0, chunks * _CHUNK - x.size)).reshape(chunks, _CHUNK)
+    parts = df_from(jnp.sum(x, axis=1))
+    while parts.shape[0] > 1:
+        if parts.shape[0] % 2:
+            parts = jnp.concatenate([parts, jnp.zeros((1, 2), parts.dtype)])
+        parts = df_add(parts[0::2], parts[1::2])
+    return parts[0]

@@ -24,14 +24,19 @@ from metrix.core.fields import (
     min_field,
 )
 from metrix.core.masks import broadcast_mask
+from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _float(x):
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+    """Inputs of any dtype in float32 or wider: half floats are never summed in half."""
+    return numerics.widen(x)
+
+
+def _is_flag(x) -> bool:
+    return jnp.asarray(x).dtype == jnp.bool_
 
 
 class SumState(State):
@@ -41,10 +46,11 @@ class SumState(State):
 
     @classmethod
     def from_values(cls, values, *, mask=None, parent: Any = None):
+        keep = broadcast_mask(mask, jnp.shape(values))
+        if _is_flag(values):  # a count: exact integer reduction
+            return cls(parent=parent, total=numerics.count_true(keep & values))
         values = _float(values)
-        keep = broadcast_mask(mask, values.shape)
-        total = jnp.sum(jnp.where(keep, values, 0))
-        return cls(parent=parent, total=numerics.df_from(total))
+        return cls(parent=parent, total=numerics.df_sum(jnp.where(keep, values, 0)))
 
     def compute(self):
         return numerics.df_value(self.total)
@@ -55,6 +61,9 @@ class AverageState(State):
 
     Masks mean boolean indexing (a masked-out element, even NaN, changes nothing); both sums
     are double-floats, so counts stay exact past 2^24 and 2^31. The mean of no elements is NaN.
+    Values of any dtype are summed in float32 or wider (bfloat16/float16 are upcast first);
+    in one batch, unweighted counts and sums of booleans are exact integer reductions and
+    other sums are chunked double-float sums (:func:`metrix.core.numerics.df_sum`).
     """
 
     total: jax.Array = exact_sum_field()
@@ -62,15 +71,18 @@ class AverageState(State):
 
     @classmethod
     def from_values(cls, values, *, mask=None, weights=None, parent: Any = None):
-        values = _float(values)
-        keep = broadcast_mask(mask, values.shape)
+        keep = broadcast_mask(mask, jnp.shape(values))
         if weights is None:
-            w = keep.astype(values.dtype)
-        else:
-            w = jnp.where(keep, jnp.broadcast_to(_float(weights), values.shape), 0)
-        total = jnp.sum(jnp.where(keep, values * w, 0))
-        count = jnp.sum(w)
-        return cls(parent=parent, total=numerics.df_from(total), count=numerics.df_from(count))
+            count = numerics.count_true(keep)
+            if _is_flag(values):  # fractions of booleans (accuracies): exact counts on top
+                total = numerics.count_true(keep & values)
+            else:
+                total = numerics.df_sum(jnp.where(keep, _float(values), 0))
+            return cls(parent=parent, total=total, count=count)
+        values = _float(values)
+        w = jnp.where(keep, jnp.broadcast_to(_float(weights), values.shape), 0)
+        total = numerics.df_sum(jnp.where(keep, values * w, 0))
+        return cls(parent=parent, total=total, count=numerics.df_sum(w))
 
     def compute(self):
         return numerics.df_divide(self.total, self.count)
@@ -79,6 +91,40 @@ class AverageState(State):
     def exact_count(self):
         """The accumulated weight (element count when unweighted) as an exact host number."""
         return numerics.df_to_python(self.count)
+
+
+class CheckedAverageState(AverageState):
+    """An :class:`AverageState` of per-element results that also counts invalid elements.
+
+    The input policy (docs/inputs.md) in one state: an unmasked element flagged ``bad`` (a
+    NaN score, a label out of range) raises eagerly in ``from_checked``; under ``jit`` it is
+    left out of the mean and counted in ``invalid`` (exact), and ``compute()`` is refused:
+    NaN under ``jit``, an error when computed eagerly.
+    """
+
+    invalid: jax.Array = exact_sum_field()
+
+    @classmethod
+    def from_checked(cls, values, bad, *, message, mask=None, parent: Any = None):
+        """``values`` averaged over the unmasked elements that are not ``bad``.
+
+        ``message(count)``: the error text for ``count`` bad elements (raised eagerly).
+        """
+        keep = broadcast_mask(mask, jnp.shape(values))
+        bad = keep & jnp.broadcast_to(bad, keep.shape)
+        invalid = numerics.count_true(bad)
+        refuse(numerics.df_value(invalid), None, message)
+        base = AverageState.from_values(values, mask=keep & ~bad)
+        return cls(parent=parent, total=base.total, count=base.count, invalid=invalid)
+
+    def compute(self):
+        return refuse(
+            numerics.df_value(self.invalid),
+            super().compute(),
+            lambda _: f"{metric_name(self)}: {numerics.df_to_python(self.invalid)} input "
+            "element(s) were invalid (a NaN score or a label out of range; left out of the "
+            "counts under jit); the value is refused.",
+        )
 
 
 def chan_merge(count_a, mean_a, m2_a, count_b, mean_b, m2_b, outer=False):
@@ -115,11 +161,12 @@ class WelfordState(State):
     def from_values(cls, values, *, mask=None, parent: Any = None):
         values = _float(values)
         keep = broadcast_mask(mask, values.shape)
-        n = jnp.sum(keep, dtype=jnp.float32)
+        count = numerics.count_true(keep)
+        n = numerics.df_value(count)
         # Two passes inside the batch: mean first, then squared deviations from it.
-        mean = jnp.sum(jnp.where(keep, values, 0)) / jnp.maximum(n, 1)
+        mean = jnp.sum(jnp.where(keep, values, 0)) / jnp.maximum(n, 1).astype(values.dtype)
         m2 = jnp.sum(jnp.where(keep, jnp.square(values - mean), 0))
-        return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
+        return cls(parent=parent, count=count, mean=mean, m2=m2)
 
     def variance(self, ddof: int = 0):
         n = numerics.df_value(self.count)
@@ -152,12 +199,13 @@ class MeanCovState(State):
         if x.ndim != 2:
             raise ValueError(f"MeanCovState.from_rows expects (N, d) rows, got shape {x.shape}")
         keep = jnp.ones(x.shape[:1], bool) if mask is None else jnp.asarray(mask, bool).reshape(x.shape[:1])
-        n = jnp.sum(keep, dtype=jnp.float32)
+        count = numerics.count_true(keep)
+        n = numerics.df_value(count)
         xm = jnp.where(keep[:, None], x, 0)
         mean = jnp.sum(xm, axis=0) / jnp.maximum(n, 1)
         centred = jnp.where(keep[:, None], x - mean, 0)
         m2 = jnp.matmul(centred.T, centred, precision=_HIGHEST)
-        return cls(parent=parent, count=numerics.df_from(n), mean=mean, m2=m2)
+        return cls(parent=parent, count=count, mean=mean, m2=m2)
 
     def covariance(self, ddof: int = 1):
         return self.m2 / (numerics.df_value(self.count) - ddof)
@@ -233,13 +281,14 @@ class HistogramState(State):
         inside = keep & ~is_nan & ~below & ~above
         width = (high - low) / num_bins
         idx = jnp.clip(jnp.floor((v - low) / width).astype(jnp.int32), 0, num_bins - 1)
-        counts = jnp.zeros((num_bins,), jnp.float32).at[jnp.where(inside, idx, num_bins)].add(1.0, mode="drop")
+        # int32 counts in the batch (a float32 scatter-add stops counting at 2^24).
+        counts = numerics.bincount(idx, num_bins, where=inside)
         return cls(
             parent=parent,
-            counts=numerics.df_from(counts),
-            below=numerics.df_from(jnp.sum(below, dtype=jnp.float32)),
-            above=numerics.df_from(jnp.sum(above, dtype=jnp.float32)),
-            nan=numerics.df_from(jnp.sum(keep & is_nan, dtype=jnp.float32)),
+            counts=numerics.df_from_int(counts),
+            below=numerics.count_true(below),
+            above=numerics.count_true(above),
+            nan=numerics.count_true(keep & is_nan),
         )
 
     def compute(self):
@@ -258,6 +307,7 @@ class CollectState(BufferState):
 __all__ = [
     "SumState",
     "AverageState",
+    "CheckedAverageState",
     "WelfordState",
     "MeanCovState",
     "MinState",

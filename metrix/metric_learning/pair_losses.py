@@ -27,6 +27,7 @@ from metrix.metric_learning.terms import (
     _count,
     _keep,
     _masked_sum,
+    _nonfinite_rows,
     _mined_valid,
 )
 
@@ -190,7 +191,7 @@ class ContrastiveLoss(MetricLearningLoss):
             distance=self.distance, normalize=self.normalize, mask=mask, indices=indices,
             reduction=self.reduction,
         )
-        return self.State.from_terms(totals, counts)
+        return self.State.from_terms(totals, counts, invalid=_nonfinite_rows(embeddings, mask))
 
 
 # ---------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ class TripletMarginLoss(MetricLearningLoss):
             smooth_loss=self.smooth_loss, distance=self.distance, normalize=self.normalize,
             mask=mask, indices=indices, reduction=self.reduction,
         )
-        return self.State.from_terms([total], [count])
+        return self.State.from_terms([total], [count], invalid=_nonfinite_rows(embeddings, mask))
 
 
 # ---------------------------------------------------------------------------------------
@@ -423,7 +424,7 @@ class NTXentLoss(MetricLearningLoss):
         total, count = ntxent_terms(
             embeddings, labels, temperature=self.temperature, mask=mask, reduction=self.reduction
         )
-        return self.State.from_terms([total], [count])
+        return self.State.from_terms([total], [count], invalid=_nonfinite_rows(embeddings, mask))
 
 
 def supcon_losses(embeddings, labels, *, temperature: float = 0.1, mask=None):
@@ -469,7 +470,10 @@ class SupConLoss(MetricLearningLoss):
         mask: Shaped[Array, "n"] | None = None,
     ) -> State:
         losses, valid = supcon_losses(embeddings, labels, temperature=self.temperature, mask=mask)
-        return self.State.from_terms([_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)])
+        return self.State.from_terms(
+            [_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)],
+            invalid=_nonfinite_rows(embeddings, mask),
+        )
 
 
 def multi_similarity_losses(embeddings, labels, *, alpha=2.0, beta=50.0, base=0.5, mask=None):
@@ -511,7 +515,10 @@ class MultiSimilarityLoss(MetricLearningLoss):
         losses, valid = multi_similarity_losses(
             embeddings, labels, alpha=self.alpha, beta=self.beta, base=self.base, mask=mask
         )
-        return self.State.from_terms([_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)])
+        return self.State.from_terms(
+            [_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)],
+            invalid=_nonfinite_rows(embeddings, mask),
+        )
 
 
 def circle_losses(embeddings, labels, *, m: float = 0.4, gamma: float = 80.0, mask=None):
@@ -558,7 +565,10 @@ class CircleLoss(MetricLearningLoss):
         mask: Shaped[Array, "n"] | None = None,
     ) -> State:
         losses, valid = circle_losses(embeddings, labels, m=self.m, gamma=self.gamma, mask=mask)
-        return self.State.from_terms([_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)])
+        return self.State.from_terms(
+            [_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)],
+            invalid=_nonfinite_rows(embeddings, mask),
+        )
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from metrix.metric_learning.terms import (
     _count,
     _keep,
     _masked_sum,
+    _nonfinite_rows,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -103,7 +104,10 @@ class _MarginSoftmaxLoss(_WeightedLoss):
             embeddings, labels, weights, margin=self.margin, scale=self.scale, kind=self._kind
         )
         valid = _keep(embeddings.shape[0], mask)
-        return self.State.from_terms([_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)])
+        return self.State.from_terms(
+            [_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)],
+            invalid=_nonfinite_rows(embeddings, mask),
+        )
 
 
 class ArcFaceLoss(_MarginSoftmaxLoss):
@@ -181,7 +185,10 @@ class ProxyNCALoss(_WeightedLoss):
         proxies = self._check_params(params, "proxies", (self.num_classes, self.embedding_dim))
         losses = proxy_nca_losses(embeddings, labels, proxies, softmax_scale=self.softmax_scale)
         valid = _keep(embeddings.shape[0], mask)
-        return self.State.from_terms([_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)])
+        return self.State.from_terms(
+            [_masked_sum(valid, losses)], [_count(valid, losses, self.reduction)],
+            invalid=_nonfinite_rows(embeddings, mask),
+        )
 
 
 def proxy_anchor_terms(embeddings, labels, proxies, *, margin=0.1, alpha=32.0, mask=None):
@@ -243,7 +250,7 @@ class ProxyAnchorLoss(_WeightedLoss):
         totals, counts = proxy_anchor_terms(
             embeddings, labels, proxies, margin=self.margin, alpha=self.scale, mask=mask
         )
-        return self.State.from_terms(totals, counts)
+        return self.State.from_terms(totals, counts, invalid=_nonfinite_rows(embeddings, mask))
 
 
 __all__ = [

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.metric import Metric
+from metrix.core.refuse import refuse
 from metrix.core.state import State
 from metrix.metric_learning.distances import _REDUCTIONS
 from metrix.metric_learning.miners import MinedIndices, _check_distance
@@ -25,15 +26,28 @@ class LossTermsState(State):
     ``compute()``: ``sum_k total_k / count_k`` (``reduction`` "mean"/"mean_nonzero"; a term
     with count 0 contributes 0) or ``sum_k total_k`` ("sum"). Sums and counts are
     double-floats (exact counts) and stay differentiable.
+
+    Invalid inputs (docs/inputs.md): an unmasked embedding row with a NaN or infinite entry
+    raises eagerly in ``from_terms``; under ``jit`` the totals are NaN, so ``compute()`` is
+    NaN (pytorch-metric-learning gives NaN too) instead of a plausible hinge value.
     """
 
     total: jax.Array = exact_sum_field(shape=lambda m: (m.num_terms,))
     count: jax.Array = exact_sum_field(shape=lambda m: (m.num_terms,))
 
     @classmethod
-    def from_terms(cls, totals, counts, parent: Any = None):
+    def from_terms(cls, totals, counts, parent: Any = None, invalid=None):
+        """``invalid``: the number of unmasked rows with non-finite embeddings (refused)."""
         totals = jnp.stack([jnp.asarray(t, jnp.float32) for t in totals])
         counts = jnp.stack([jnp.asarray(c, jnp.float32) for c in counts])
+        if invalid is not None:
+            refuse(
+                invalid,
+                None,
+                lambda n: f"{n} unmasked embedding row(s) hold NaN or inf; mask them out or "
+                "fix the embeddings.",
+            )
+            totals = jnp.where(invalid > 0, jnp.nan, totals)
         return cls(parent=parent, total=numerics.df_from(totals), count=numerics.df_from(counts))
 
     def compute(self):
@@ -73,6 +87,13 @@ class MetricLearningLoss(Metric):
             _check_distance(self.distance)
 
     State = LossTermsState
+
+
+def _nonfinite_rows(embeddings, mask):
+    """Number of unmasked rows of ``embeddings`` with a NaN or infinite entry (int32)."""
+    embeddings = jnp.asarray(embeddings)
+    bad = ~jnp.all(jnp.isfinite(embeddings), axis=-1)
+    return jnp.sum(_keep(embeddings.shape[0], mask) & bad, dtype=jnp.int32)
 
 
 def _keep(n, mask):

@@ -40,6 +40,12 @@ def _multilabel(rng, n):
 _INPUTS = {"binary": _binary, "multiclass": _multiclass, "multilabel": _multilabel}
 
 
+def _multiclass_logits(rng, n):
+    # Kauldron's shapes: logits (n, C) and class indices (n, 1).
+    labels = _present(rng.integers(0, C, size=(n,)).astype(np.int32), [0, 1, 2])
+    return {"logits": rng.normal(size=(n, C)).astype(np.float32), "labels": labels[:, None]}
+
+
 def _example(name, cls, task, **config):
     metric = cls(
         preds="preds",
@@ -77,6 +83,22 @@ EXAMPLES = [
     _example("RocAuc", mx.RocAuc, "binary", capacity=64),
     _example("RocAuc", mx.RocAuc, "multiclass", capacity=64),
     _example("RocAucBinned", mx.RocAuc, "multilabel", thresholds=50),
+    _example("RocAuc_ovo", mx.RocAuc, "multiclass", capacity=64, multi_class_mode="ovo"),
+    Example(
+        "RocAuc_logits_ovo_weighted",
+        mx.RocAuc(
+            logits="logits",
+            labels="labels",
+            mask="mask",
+            task="multiclass",
+            num_classes=C,
+            capacity=64,
+            multi_class_mode="ovo",
+            average="weighted",
+        ),
+        _multiclass_logits,
+        ("logits", "labels"),
+    ),
     _example(
         "AveragePrecision", mx.AveragePrecision, "multiclass", capacity=64, average="weighted"
     ),

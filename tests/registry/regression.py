@@ -3,6 +3,8 @@
 import numpy as np
 
 import metrix as mx
+from metrix.ranking import DCG  # until exported as mx.DCG
+from metrix.segmentation import SoftDice  # until exported as mx.SoftDice
 from tests.registry import Example
 
 
@@ -41,6 +43,12 @@ def _segmentation(rng, n):
     targets = rng.integers(0, 4, size=(n, 4, 4)).astype(np.int32)
     preds = np.where(rng.uniform(size=targets.shape) < 0.5, targets, rng.integers(0, 4, size=targets.shape))
     return {"targets": targets, "preds": preds.astype(np.int32)}
+
+
+def _soft_masks(rng, n):
+    preds = rng.uniform(size=(n, 4, 4))
+    targets = (rng.uniform(size=(n, 4, 4)) < preds).astype(np.float32)
+    return {"preds": preds.astype(np.float32), "targets": targets}
 
 
 def _ranking(rng, n):
@@ -96,8 +104,18 @@ EXAMPLES = [
     # segmentation
     Example("MeanIoU", mx.MeanIoU(num_classes=4), _segmentation, ("targets", "preds")),
     Example("Dice", mx.Dice(num_classes=4, ignore_index=3), _segmentation, ("targets", "preds")),
+    Example(
+        "MeanIoU_class_ids",
+        mx.MeanIoU(num_classes=4, class_ids=(0, 2)),
+        _segmentation,
+        ("targets", "preds"),
+    ),
+    Example("SoftDice", SoftDice(), _soft_masks, ("preds", "targets")),
     # ranking
     Example("NDCG", mx.NDCG(k=3), _ranking, _RANKING),
+    Example("NDCG_exponential", mx.NDCG(gain="exponential", ignore_ties=True), _ranking, _RANKING),
+    Example("DCG", DCG(k=3), _ranking, _RANKING),
+    Example("DCG_exponential", DCG(gain="exponential", ignore_ties=True), _ranking, _RANKING),
     Example("MRR", mx.MRR(), _ranking, _RANKING),
     Example("MAP", mx.MAP(k=4), _ranking, _RANKING),
     Example("PrecisionAtK", mx.PrecisionAtK(k=2), _ranking, _RANKING),
