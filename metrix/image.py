@@ -182,6 +182,11 @@ class _PerImage(Metric):
         targets: Float[Array, "*b h w c"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
+        # Half-precision pixels are widened first: PSNR's squared errors and SSIM's local
+        # moments lose 2-3 digits in bf16 (the inputs' own rounding is all that remains).
+        preds, targets = (
+            x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x for x in (preds, targets)
+        )
         return self.State.from_values(self.per_image(preds, targets), mask=mask)
 
 

@@ -136,7 +136,18 @@ class BertConfig:
                 f"{source}: unsupported hidden_act {raw['hidden_act']!r}; "
                 f"known: {sorted(_ACTIVATIONS)}"
             )
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        missing = [name for name in required if raw.get(name) is None]
+        if missing:
+            raise ValueError(f"{source}: missing {', '.join(missing)} (a BERT/RoBERTa config.json "
+                             "names them all)")
+        wrong = [f"{f.name}={raw[f.name]!r}" for f in fields if f.type in ("int", int)
+                 and f.name in raw and raw[f.name] is not None
+                 and (not isinstance(raw[f.name], int) or isinstance(raw[f.name], bool))]
+        if wrong:
+            raise ValueError(f"{source}: these fields must be integers: {', '.join(wrong)}")
         return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
 
     @property
@@ -373,8 +384,14 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
 def _read_json(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-download or fix the file") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _load_tokenizer(path: str, tokenizer_config: Mapping[str, Any]):

@@ -12,7 +12,8 @@ Tasks and inputs (``preds`` probabilities, or logits with ``from_logits=True``):
 * ``"multilabel"``: ``preds (*b, L)``, ``labels (*b, L)``: every element is a binary problem.
 
 Bad input (labels out of range, NaN, probabilities outside [0, 1], multiclass rows that do
-not sum to 1 within ``1e-3``, a last axis that is not ``num_classes``) raises a ``ValueError``
+not sum to 1 within ``max(1e-3, C * eps)`` of the input dtype (bf16 rows of
+rounded probabilities are accepted), a last axis that is not ``num_classes``) raises a ``ValueError``
 eagerly; under ``jit`` the element is left out, counted in the state's ``invalid`` field, and
 ``compute`` raises eagerly / returns NaN under ``jit``.
 """
@@ -58,6 +59,10 @@ def _prepare(task, num_classes, preds, labels, mask, from_logits):
     labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers or booleans, got {labels.dtype}")
+    # Rows of half-precision probabilities miss 1 by up to C roundings of the input dtype.
+    sum_tolerance = max(
+        PROBABILITY_SUM_TOLERANCE, preds.shape[-1] * float(jnp.finfo(preds.dtype).eps)
+    ) if preds.ndim else PROBABILITY_SUM_TOLERANCE
     preds = preds.astype(jnp.float32)
     if task == "multiclass":
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -78,7 +83,7 @@ def _prepare(task, num_classes, preds, labels, mask, from_logits):
         else:
             probs = preds
             in_range = jnp.all((preds >= 0) & (preds <= 1), axis=-1)
-            sums_to_one = jnp.abs(preds.sum(-1) - 1) <= PROBABILITY_SUM_TOLERANCE
+            sums_to_one = jnp.abs(preds.sum(-1) - 1) <= sum_tolerance
             bad_preds = ~(in_range & sums_to_one)  # NaN fails both comparisons
         bad_labels = (labels < 0) | (labels >= num_classes)
     else:

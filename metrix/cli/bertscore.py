@@ -26,8 +26,14 @@ import sys
 
 
 def _read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"metrix bertscore: {path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+            "convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 _PREFIX_SPACE = {"auto": None, "yes": True, "no": False}
@@ -41,6 +47,8 @@ def run_bertscore(args: argparse.Namespace) -> int:
 
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if args.batch_size < 1:
+        raise ValueError(f"metrix bertscore: --batch-size must be positive, got {args.batch_size}")
     cands, refs = _read_lines(args.cands), _read_lines(args.refs)
     if len(cands) != len(refs):
         print(

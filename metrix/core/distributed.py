@@ -62,10 +62,38 @@ def _leading_length(tree) -> int | None:
     return lengths.pop()
 
 
+def _check_stacked_like_empty(state: State, length: int) -> None:
+    """Every leaf must be the unstacked state's leaf with one more leading axis.
+
+    Without this, an unstacked state whose arrays happen to share an axis-0 length (the
+    (hi, lo) pairs of a double-float count, a (C, C) confusion matrix) would be folded as
+    if it were ``length`` states: a plausible, wrong value.
+    """
+    metric = getattr(state, "parent", None)
+    if metric is None:
+        return
+    try:
+        single = jax.eval_shape(metric.empty)
+    except Exception:  # noqa: BLE001 - a metric whose empty needs inputs: nothing to compare
+        return
+    stacked_leaves, single_leaves = jax.tree.leaves(state), jax.tree.leaves(single)
+    if jax.tree.structure(state) != jax.tree.structure(single):
+        return  # e.g. a shapeless placeholder empty; the kinds check what they fold
+    for got, want in zip(stacked_leaves, single_leaves):
+        if tuple(np.shape(got)) != (length, *np.shape(want)):
+            raise ValueError(
+                f"merge_stacked needs {type(state).__qualname__} states stacked on a leading axis "
+                f"(jnp.stack, vmap, scan, pmap), but a leaf has shape {tuple(np.shape(got))} where "
+                f"one state has {tuple(np.shape(want))}: this looks like a single, unstacked "
+                "state (merge it with .merge, or stack states first)"
+            )
+
+
 def _merge_stacked_state(state: State) -> State:
     length = _leading_length(state)
     if length is None:
         return state
+    _check_stacked_like_empty(state, length)
     if length == 0:
         raise ValueError(f"merge_stacked: no {type(state).__qualname__} to merge (leading axis of length 0)")
     return state._merge_stacked()

@@ -425,7 +425,13 @@ def _eager_call(metric, args, kwargs):
     return metric.get_state(*args, **kwargs).compute()
 
 
-_PLAIN_ARRAYS = (type(jnp.zeros(())), np.ndarray)  # concrete arrays (tracers are other types)
+def _is_plain_array(value) -> bool:
+    """A concrete numpy or jax array (not a tracer). Checked by type, not by making an array:
+    creating one at import time would start JAX's backend before a program can set XLA_FLAGS
+    (the CLI's simulated devices)."""
+    return type(value) is np.ndarray or (
+        isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+    )
 
 
 def _signature(metric, args, kwargs):
@@ -435,7 +441,7 @@ def _signature(metric, args, kwargs):
     every input is a plain array (the common case, no pytree flattening), else a treedef.
     """
     values = (*args, *kwargs.values())
-    if len(values) <= ONE_SHOT_MAX_LEAVES and all(type(v) in _PLAIN_ARRAYS for v in values):
+    if len(values) <= ONE_SHOT_MAX_LEAVES and all(_is_plain_array(v) for v in values):
         layout = (len(args), tuple(kwargs))
         sig = tuple((v.shape, v.dtype, getattr(v, "weak_type", False)) for v in values)
         leaves = values

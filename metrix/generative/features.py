@@ -46,6 +46,19 @@ def _features(metric, x, params, side: str):
 _FINAL_TAPS = ("2048", "pool3", "logits", "logits_unbiased")
 
 
+def _check_float_range(images) -> None:
+    """Eagerly, float images outside [0, 1] are refused (0..255 floats would be scaled by
+    255 again and give a large, plausible FID). Under ``jit`` nothing is checked."""
+    if isinstance(images, jax.core.Tracer) or not jnp.issubdtype(images.dtype, jnp.floating):
+        return
+    lo, hi = float(jnp.min(images)), float(jnp.max(images))
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"float images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: pass uint8 "
+            "0..255 pixels as uint8, or divide float pixels by 255"
+        )
+
+
 def image_features(params, images, tap: str, mode: str):
     """The InceptionV3 ``tap`` of NHWC ``images`` in ``mode``, one pass per shared scope.
 
@@ -56,6 +69,7 @@ def image_features(params, images, tap: str, mode: str):
     """
     from metrix.backbones.inception import inception_features  # flax only when needed
 
+    _check_float_range(images)
     name = "2048" if tap == "pool3" else tap
     with_logits = isinstance(params, Mapping) and "fc" in params
     if name == "2048" or (name in _FINAL_TAPS and with_logits):

@@ -47,6 +47,7 @@ state as large as the data). Read maps with :meth:`LPIPS.distances`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,6 +78,35 @@ _VERSIONS = ("0.1",)
 # dispatch through a whole backbone is ~10x slower), compiled with metrix's CPU
 # convolution settings (see lpips_core.compiled_lpips_distance). Under an outer jit it is inlined.
 _distance = lpips_core.compiled_lpips_distance
+def _check_image_range(normalize: bool, *images) -> None:
+    """Eagerly, refuse pixels outside the documented range, and warn on the most common LPIPS
+    mistake: [0, 1] images given with ``normalize=False`` (which expects [-1, 1]). Under
+    ``jit`` the values are unknown and nothing is checked (documented)."""
+    if any(isinstance(x, jax.core.Tracer) for x in images):
+        return
+    low, high = (0.0, 1.0) if normalize else (-1.0, 1.0)
+    lo = min(float(jnp.min(x)) for x in images)
+    hi = max(float(jnp.max(x)) for x in images)
+    if lo < low - 1e-3 or hi > high + 1e-3:
+        raise ValueError(
+            f"LPIPS(normalize={normalize}) expects images in [{low:g}, {high:g}], got values in "
+            f"[{lo:.4g}, {hi:.4g}]" + ("" if normalize else
+            " (uint8-like 0..255 pixels: divide by 255 and pass normalize=True)")
+        )
+    if not normalize and lo >= 0.0:
+        warnings.warn(
+            "LPIPS(normalize=False) expects images in [-1, 1], but every pixel is in [0, 1]: if "
+            "these are [0, 1] images, pass normalize=True (distances are wrong otherwise)",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _is_half(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
 _from_features = jax.jit(lpips_core.lpips_from_features, static_argnames=("spatial", "image_size"))
 
 
@@ -203,6 +233,7 @@ class LPIPS(_LPIPSBase):
 
     def distances(self, img_a, img_b, backbone_params, calibration) -> jax.Array:
         """Per-pair distances ``(N,)``, or lpips' per-pixel maps ``(N, H, W)`` if ``spatial``."""
+        _check_image_range(self.normalize, img_a, img_b)
         return _distance(
             backbone_params,
             calibration,
@@ -275,7 +306,12 @@ class LPIPSFromFeatures(_LPIPSBase):
 
     def distances(self, features_a, features_b, calibration) -> jax.Array:
         """Per-pair distances ``(N,)``, or per-pixel maps ``(N, H, W)`` if ``spatial``."""
-        features_a, features_b = list(features_a), list(features_b)
+        # Half-precision features are widened: the unit-normalisation and squared differences
+        # of the distance lose 2-3 digits in bf16 (the features' own rounding remains).
+        features_a, features_b = (
+            [f.astype(jnp.float32) if _is_half(f) else f for f in feats]
+            for feats in (features_a, features_b)
+        )
         if self.net is not None:
             expected = lpips_core.LPIPS_CHANNELS[self.net]
             for side, feats in (("features_a", features_a), ("features_b", features_b)):
