@@ -415,7 +415,7 @@ class Metric(Frozen):
 
 # -- one-shot calls (see the module docstring) ------------------------------------------------
 
-ONE_SHOT_CACHE_SIZE = 256  # entries of (configuration, input signature) kept, least recent out
+ONE_SHOT_CACHE_SIZE = 128  # entries of (configuration, input signature) kept, least recent out
 ONE_SHOT_MAX_LEAVES = 16  # more input arrays than this (network weights): the eager path
 ONE_SHOT_TIMED_SIZE = 1 << 15  # inputs this large: the first call times both paths
 _one_shot_cache: OrderedDict = OrderedDict()

@@ -96,7 +96,7 @@ def _register_pytree(cls, data: tuple[str, ...], static: tuple[str, ...]) -> Non
 # inside the program) compute simply runs inline. A state class opts out with
 # ``compile_eager_compute = False`` (buffer states: their computes run on the host).
 
-COMPUTE_CACHE_SIZE = 512
+COMPUTE_CACHE_SIZE = 128  # (state compute, class, config) entries, oldest out; each holds its programs
 _compute_entries: dict = {}  # (program, state class, parent) -> [calls, program/None/_EAGER]
 _EAGER = "eager"
 
@@ -148,13 +148,13 @@ def eager_with_warnings(fn, *args):
 
 def _compiled_compute(fn):
     """Wrap a ``State.compute`` (see the comment above)."""
-    program = jax.jit(flagged_program(fn))
+    traced = flagged_program(fn)
 
     @functools.wraps(fn)
     def compute(self):
         if not type(self).compile_eager_compute or not refuse_lib.is_concrete(self):
             return fn(self)
-        key = (program, type(self), self.parent)  # program: one per compute function
+        key = (fn, type(self), self.parent)
         try:
             entry = _compute_entries.get(key)
         except TypeError:  # an unhashable parent configuration
@@ -170,6 +170,9 @@ def _compiled_compute(fn):
             value, warned = eager_with_warnings(fn, self)
             entry[1] = _EAGER
             if not warned:
+                # A jitted function per entry, so that evicting the entry frees its compiled
+                # executables (one jit shared by every entry would keep them all alive).
+                program = jax.jit(traced)
                 try:
                     if same_value(value, program(self)[0]):
                         entry[1] = program
@@ -177,7 +180,7 @@ def _compiled_compute(fn):
                     pass
             return value
         try:
-            out, flagged = program(self)
+            out, flagged = entry[1](self)
         except Exception:  # noqa: BLE001 - a new shape that does not trace: eager from now on
             entry[1] = _EAGER
             return fn(self)
