@@ -44,9 +44,10 @@ def _row_words(x: jax.Array, n: int) -> jax.Array:
     x = jnp.asarray(x)
     if x.dtype == jnp.bool_ or jnp.dtype(x.dtype).itemsize < 4:
         x = x.astype(jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else jnp.int32)
-    x = x.reshape(n, -1)
+    # reshape(n, -1) cannot infer -1 for n = 0 rows (an empty batch): spell the width out.
+    x = x.reshape(n, int(np.prod(x.shape[1:], dtype=np.int64)))
     if jnp.dtype(x.dtype).itemsize == 8:  # 64-bit inputs (x64 on): two words per element
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(n, -1)
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(n, 2 * x.shape[1])
     return jax.lax.bitcast_convert_type(x, jnp.uint32)
 
 

