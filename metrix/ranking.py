@@ -187,7 +187,12 @@ class _PerQuery(Metric):
         keep = broadcast_mask(mask, scores.shape[:-1])
         if self.skip_empty:
             keep = keep & jnp.any(valid & (relevance > 0), axis=-1)
-        return self.State.from_values(self.per_query(scores, relevance, valid), mask=keep)
+        values = self.per_query(scores, relevance, valid)
+        # A NaN score has no rank: the query's value is NaN (so is the mean), never a finite
+        # number computed from wherever the sort happened to put it. Masked items do not count.
+        unrankable = jnp.any(valid & jnp.isnan(scores), axis=-1)
+        values = jnp.where(unrankable, jnp.nan, values)
+        return self.State.from_values(values, mask=keep)
 
 
 class _GainMetric(_PerQuery):

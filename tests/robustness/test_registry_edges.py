@@ -36,7 +36,6 @@ NAN_IS_DATA = {
 }
 # Known wrong today, outside this change's files (metrix/ranking.py): NaN relevance scores
 # give a finite NDCG/MRR/... (NaN sorts last). Listed so the test stays green; fix in ranking.
-RANKING_NAN_UNFIXED = {"NDCG", "DCG", "MRR", "MAP", "PrecisionAtK", "RecallAtK", "HitRate"}
 # Multiclass probability rows must sum to 1 (within max(1e-3, C * eps) of the input dtype).
 PROBABILITY_ROWS = {
     "LogLoss_multiclass", "BrierScore_multiclass", "ExpectedCalibrationError_multiclass",
@@ -94,8 +93,6 @@ def test_half_precision_inputs_give_the_float32_value(example, dtype):
 def test_nan_gives_nan_or_an_error(example):
     if example.name in NETWORK or example.name in NAN_IS_DATA:
         pytest.skip(NAN_IS_DATA.get(example.name, "network metric"))
-    if example.name.split("_")[0] in RANKING_NAN_UNFIXED:
-        pytest.xfail("ranking metrics give a finite value for NaN scores (metrix/ranking.py)")
     inputs = example.make_inputs(np.random.default_rng(1), N)
     names = _floats(example, inputs)
     if not names:
