@@ -20,6 +20,7 @@ in stacking / device / process order (to float rounding; counts and buffers exac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,16 @@ def _leading_length(tree) -> int | None:
     return lengths.pop()
 
 
+@functools.lru_cache(maxsize=256)
+def _empty_layout(metric) -> tuple | None:
+    """``(treedef, leaf ranks)`` of ``metric.empty()`` (traced abstractly once per metric)."""
+    try:
+        single = jax.eval_shape(metric.empty)
+    except Exception:  # noqa: BLE001 - a metric whose empty needs inputs: nothing to compare
+        return None
+    return jax.tree.structure(single), tuple(np.ndim(x) for x in jax.tree.leaves(single))
+
+
 def _check_stacked_like_empty(state: State, length: int) -> None:
     """Every leaf must be the unstacked state's leaf with one more leading axis.
 
@@ -73,19 +84,18 @@ def _check_stacked_like_empty(state: State, length: int) -> None:
     if metric is None:
         return
     try:
-        single = jax.eval_shape(metric.empty)
-    except Exception:  # noqa: BLE001 - a metric whose empty needs inputs: nothing to compare
-        return
-    stacked_leaves, single_leaves = jax.tree.leaves(state), jax.tree.leaves(single)
-    if jax.tree.structure(state) != jax.tree.structure(single):
+        single = _empty_layout(metric)
+    except TypeError:  # an unhashable configuration: trace its empty state each time
+        single = _empty_layout.__wrapped__(metric)
+    if single is None or jax.tree.structure(state) != single[0]:
         return  # e.g. a shapeless placeholder empty; the kinds check what they fold
-    for got, want in zip(stacked_leaves, single_leaves):
+    for got, want_ndim in zip(jax.tree.leaves(state), single[1]):
         # Ranks, not shapes: rows of a collect/truncate field vary in number from state to state.
-        if np.ndim(got) != np.ndim(want) + 1:
+        if np.ndim(got) != want_ndim + 1:
             raise ValueError(
                 f"merge_stacked needs {type(state).__qualname__} states stacked on a leading axis "
                 f"(jnp.stack, vmap, scan, pmap), but a leaf has shape {tuple(np.shape(got))} where "
-                f"one state has {tuple(np.shape(want))}: this looks like a single, unstacked "
+                f"one state's leaf has rank {want_ndim}: this looks like a single, unstacked "
                 "state (merge it with .merge, or stack states first)"
             )
 

@@ -69,18 +69,17 @@ def image_features(params, images, tap: str, mode: str):
     """
     from metrix.backbones.inception import inception_features  # flax only when needed
 
-    _check_float_range(images)
     name = "2048" if tap == "pool3" else tap
     with_logits = isinstance(params, Mapping) and "fc" in params
     if name == "2048" or (name in _FINAL_TAPS and with_logits):
         taps = ("2048", "logits", "logits_unbiased") if with_logits else ("2048",)
     else:  # an earlier tap, or logits the weights lack (inception_features says so)
         taps = (name,)
-    features = compute_once(
-        (images, params),
-        ("inception", mode, taps),
-        lambda: inception_features(params, images, taps=taps, mode=mode),
-    )
+    def backbone_pass():
+        _check_float_range(images)  # once per shared pass, like the pass itself
+        return inception_features(params, images, taps=taps, mode=mode)
+
+    features = compute_once((images, params), ("inception", mode, taps), backbone_pass)
     return features[name]
 
 
