@@ -25,13 +25,34 @@ class MinedIndices:
     API's variable-length arrays: select ``anchors[valid]`` or use :meth:`to_numpy`).
     ``num_found``: how many triplets qualified; more than ``valid.sum()`` when a miner's
     capacity truncated them (overflow is reported, never silent).
+
+    Built by hand from three index arrays (the seed API's ``MinedIndices(a, p, n)``),
+    ``valid`` defaults to every slot valid; the three arrays must have the same shape.
     """
 
     anchors: jax.Array
     positives: jax.Array
     negatives: jax.Array
-    valid: jax.Array
+    valid: jax.Array | None = None
     num_found: jax.Array | None = None
+
+    def __post_init__(self):
+        # jax rebuilds this node from leaves that may be tracers or placeholders
+        # (tree_map / transforms): only fill in `valid` when a caller left it unset.
+        if self.valid is not None:
+            return
+        shapes = [getattr(c, "shape", None) for c in (self.anchors, self.positives, self.negatives)]
+        if any(s is None for s in shapes):
+            raise TypeError(
+                "MinedIndices: anchors, positives and negatives must be arrays when valid is "
+                "not given"
+            )
+        if not shapes[0] == shapes[1] == shapes[2]:
+            raise ValueError(
+                f"MinedIndices: anchors, positives and negatives must have the same shape, got "
+                f"{tuple(shapes[0])}, {tuple(shapes[1])} and {tuple(shapes[2])}"
+            )
+        object.__setattr__(self, "valid", jnp.ones(shapes[0], dtype=bool))
 
     def __len__(self) -> int:
         return int(self.anchors.shape[0])
@@ -251,9 +272,9 @@ class TripletMarginMiner(_Miner):
 
 
 __all__ = [
-    "MinedIndices",
     "BatchHardMiner",
     "HardNegativeMiner",
+    "MinedIndices",
     "SemiHardMiner",
     "TripletMarginMiner",
 ]
