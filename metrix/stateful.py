@@ -26,6 +26,7 @@ import abc
 import functools
 import math
 import os
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,7 +77,8 @@ def _scalars(values: Any, prefix: str = "") -> dict[str, float]:
 def plot_values(values: Any, output_dir: str | os.PathLike = "figures", name: str = "metric"):
     """A bar chart of the scalar values, saved as ``{output_dir}/{name}.png``.
 
-    Returns the path, or ``None`` when matplotlib is not installed (or nothing is scalar).
+    Returns the path as a :class:`pathlib.Path` (the seed library's type), or ``None`` when
+    matplotlib is not installed (or nothing is scalar).
     """
     scalars = _scalars(values)
     if not scalars:
@@ -87,7 +89,7 @@ def plot_values(values: Any, output_dir: str | os.PathLike = "figures", name: st
     except ImportError:
         return None
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(os.fspath(output_dir), f"{name}.png")
+    path = pathlib.Path(output_dir) / f"{name}.png"
     figure = Figure(figsize=(6, 0.5 * len(scalars) + 1.2))
     FigureCanvasAgg(figure)  # draw without pyplot: no global backend, no display
     axes = figure.subplots()

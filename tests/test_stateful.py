@@ -6,7 +6,7 @@ metric applied to all the data at once (the layer must add nothing to it).
 
 from __future__ import annotations
 
-import os
+import pathlib
 import sys
 
 import jax.numpy as jnp
@@ -104,7 +104,7 @@ def test_plot_writes_png_or_returns_none(tmp_path, monkeypatch):
     s.update(jnp.arange(3.0))
     pytest.importorskip("matplotlib")
     path = s.plot(output_dir=tmp_path / "figs")
-    assert path is not None and os.path.isfile(path) and path.endswith("Average.png")
+    assert isinstance(path, pathlib.Path) and path.is_file() and path.name == "Average.png"
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # not installed
     assert s.plot(output_dir=tmp_path / "none") is None
 
