@@ -376,9 +376,9 @@ class InceptionScoreMetric(_StateBackedMetric):
     ``update(probabilities=(N, C))`` or ``update(logits=(N, C))``. ``compute() ->
     {"inception_score": mean, "inception_score_std": std}`` over ``splits`` in-order splits
     (higher is better). ``splits=1`` by default, as the seed library: ``exp(E_x KL(p(y|x) ||
-    p(y)))`` over all images, std 0 (``mx.InceptionScore`` keeps the customary 10). Backed by :class:`metrix.InceptionScore` (a buffer of
-    ``capacity`` log-probability rows). ``num_classes`` defaults to the width of the first
-    batch.
+    p(y)))`` over all images, std 0 (``mx.InceptionScore`` keeps the customary 10). Backed
+    by :class:`metrix.InceptionScore` (a buffer of ``capacity`` log-probability rows).
+    ``num_classes`` defaults to the width of the first batch.
     """
 
     higher_is_better = True
