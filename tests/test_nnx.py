@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx as flax_nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metrix import nnx
 
@@ -138,3 +140,100 @@ def test_exact_count_past_float32_integers():
     assert numerics.df_to_python(avg.state.count) == (1 << 24) + 1
     assert numerics.df_to_python(avg.state.total) == (1 << 24) + 1
     assert float(jnp.float32(big) + jnp.float32(1.0)) == big  # what a float32 total would do
+
+
+def test_double_float_fields_are_two_variables_value_and_rest():
+    avg = nnx.Average()
+    avg.update(values=jnp.asarray([float(1 << 24)]))
+    avg.update(values=jnp.asarray([1.0]))  # 2^24 + 1 is not a float32
+    assert float(avg.total[...]) == float(1 << 24)  # the float32 rounding, flax's reading
+    assert float(avg.total_lo[...]) == 1.0  # the exact rest
+    from metrix.core import numerics
+
+    assert numerics.df_to_python(avg.state.total) == (1 << 24) + 1
+    assert float(avg.compute()) == pytest.approx(((1 << 24) + 1) / 2, rel=1e-7)
+
+
+def test_flax_style_reset_of_the_float32_value_drops_the_stale_rest():
+    class ZeroingAverage(nnx.Average):
+        def reset(self):  # flax's Average.reset writes the variables directly
+            self.total[...] = jnp.zeros((), jnp.float32)
+            self.count[...] = jnp.zeros((), jnp.float32)
+
+    avg = ZeroingAverage()
+    avg.update(values=jnp.asarray([float(1 << 24)]))
+    avg.update(values=jnp.asarray([1.0]))  # total_lo is now 1
+    avg.reset()
+    avg.update(values=jnp.asarray([2.0, 4.0]))
+    assert float(avg.compute()) == 3.0  # a kept rest would give (6 + 1) / 2 = 3.5
+
+
+def test_nnx_jit_update_and_compute_inside_the_same_program():
+    avg, acc = nnx.Average(), nnx.Accuracy()
+
+    @flax_nnx.jit
+    def step(avg, acc, values, logits, labels):
+        avg.update(values=values)
+        acc.update(logits=logits, labels=labels)
+        return avg.compute(), acc.compute()
+
+    step(avg, acc, jnp.asarray([1.0, 2.0]), jnp.asarray([[0.0, 1.0]]), jnp.asarray([1]))
+    mean, accuracy = step(avg, acc, jnp.asarray([6.0]), jnp.asarray([[1.0, 0.0]]), jnp.asarray([1]))
+    assert float(mean) == pytest.approx(3.0)  # (1 + 2 + 6) / 3
+    assert float(accuracy) == pytest.approx(0.5)
+    assert float(avg.compute()) == pytest.approx(3.0)  # eager read of the jitted state
+
+
+def test_fractional_masks_are_refused_where_they_cannot_weight():
+    with pytest.raises(ValueError, match="Accuracy.update: mask has values other than 0 and 1"):
+        nnx.Accuracy().update(
+            logits=jnp.zeros((2, 3)),
+            labels=jnp.zeros((2,), jnp.int32),
+            mask=jnp.asarray([0.5, 1.0]),
+        )
+    with pytest.raises(ValueError, match="Welford.update: mask"):
+        nnx.Welford().update(values=jnp.ones(2), mask=jnp.asarray([0.5, 1.0]))
+    acc = nnx.Accuracy()  # 0/1 floats are a selection
+    acc.update(
+        logits=jnp.asarray([[0.0, 1.0], [1.0, 0.0]]),
+        labels=jnp.asarray([1, 1]),
+        mask=jnp.asarray([1.0, 0.0]),
+    )
+    assert float(acc.compute()) == 1.0
+
+
+def test_mask_dict_key_that_is_not_a_metric_is_refused():
+    metrics = nnx.MultiMetric(accuracy=nnx.Accuracy(), loss=nnx.Average())
+    with pytest.raises(ValueError, match="'acuracy'; did you mean 'accuracy'"):
+        metrics.update(
+            logits=jnp.zeros((2, 3)),
+            labels=jnp.zeros((2,), jnp.int32),
+            values=jnp.ones(2),
+            mask={"acuracy": jnp.asarray([True, False])},
+        )
+
+
+def test_mask_array_goes_to_every_metric():
+    metrics = nnx.MultiMetric(accuracy=nnx.Accuracy(), loss=nnx.Average())
+    metrics.update(
+        logits=jnp.asarray([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]),
+        labels=jnp.asarray([1, 1, 0]),
+        values=jnp.asarray([1.0, 2.0, 6.0]),
+        mask=jnp.asarray([True, True, False]),
+    )
+    values = metrics.compute()
+    assert float(values["accuracy"]) == pytest.approx(0.5)  # rows 0 (right) and 1 (wrong)
+    assert float(values["loss"]) == pytest.approx(1.5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 1 << 22), min_size=4, max_size=4), min_size=1, max_size=6))
+def test_float32_reading_is_the_rounded_exact_total(batches):
+    """``total`` is the exact sum rounded once to float32; ``total + total_lo`` is exact."""
+    avg = nnx.Average()
+    for batch in batches:
+        avg.update(values=jnp.asarray(batch, jnp.float32))
+    exact = sum(sum(b) for b in batches)  # Python ints: exact
+    assert float(avg.total[...]) == float(np.float32(exact))
+    assert int(np.float64(avg.total[...]) + np.float64(avg.total_lo[...])) == exact
+    assert float(avg.count[...]) == 4 * len(batches)
