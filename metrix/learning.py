@@ -55,10 +55,17 @@ class _WeightedLossModule(nnx.Module):
         return self.loss.get_state(embeddings, labels, self.params(), mask=mask)
 
 
-class ArcFaceLoss(_WeightedLossModule):
-    """ArcFace with class weights ``weights: (embedding_dim, num_classes)`` as ``nnx.Param``."""
-
+class _AngularLossModule(_WeightedLossModule):
     _param_name = "weights"
+
+    @property
+    def _weight(self) -> nnx.Param:
+        """The ``weights`` parameter under the seed library's attribute name."""
+        return self.weights
+
+
+class ArcFaceLoss(_AngularLossModule):
+    """ArcFace with class weights ``weights: (embedding_dim, num_classes)`` as ``nnx.Param``."""
 
     def __init__(self, num_classes: int = 100, embedding_dim: int = 128, margin: float = 0.5,
                  scale: float = 64.0, reduction: str = "mean", *, rngs: nnx.Rngs):
@@ -69,10 +76,8 @@ class ArcFaceLoss(_WeightedLossModule):
         )
 
 
-class CosFaceLoss(_WeightedLossModule):
+class CosFaceLoss(_AngularLossModule):
     """CosFace with class weights ``weights: (embedding_dim, num_classes)`` as ``nnx.Param``."""
-
-    _param_name = "weights"
 
     def __init__(self, num_classes: int = 100, embedding_dim: int = 128, margin: float = 0.35,
                  scale: float = 64.0, reduction: str = "mean", *, rngs: nnx.Rngs):
@@ -83,10 +88,17 @@ class CosFaceLoss(_WeightedLossModule):
         )
 
 
-class ProxyNCALoss(_WeightedLossModule):
-    """ProxyNCA with ``proxies: (num_classes, embedding_dim)`` as ``nnx.Param``."""
-
+class _ProxyLossModule(_WeightedLossModule):
     _param_name = "proxies"
+
+    @property
+    def _proxies(self) -> nnx.Param:
+        """The ``proxies`` parameter under the seed library's attribute name."""
+        return self.proxies
+
+
+class ProxyNCALoss(_ProxyLossModule):
+    """ProxyNCA with ``proxies: (num_classes, embedding_dim)`` as ``nnx.Param``."""
 
     def __init__(self, num_classes: int = 100, embedding_dim: int = 128, softmax_scale: float = 1.0,
                  reduction: str = "mean", *, rngs: nnx.Rngs):
@@ -97,10 +109,8 @@ class ProxyNCALoss(_WeightedLossModule):
         )
 
 
-class ProxyAnchorLoss(_WeightedLossModule):
+class ProxyAnchorLoss(_ProxyLossModule):
     """Proxy-Anchor with ``proxies: (num_classes, embedding_dim)`` as ``nnx.Param``."""
-
-    _param_name = "proxies"
 
     def __init__(self, num_classes: int = 100, embedding_dim: int = 128, margin: float = 0.1,
                  scale: float = 32.0, *, rngs: nnx.Rngs):

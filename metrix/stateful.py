@@ -17,7 +17,9 @@ merging ``metric.get_state(**inputs)``, so a stateful object never re-implements
   :class:`LPIPSMetric` holds the five VGG calibration vectors.
 
 ``compute()`` of the tier classes returns ``{name: value}`` with 0-d jax arrays (format them,
-``float()`` them); nothing inside calls ``float()``, so the states stay jit-friendly.
+``float()`` them); nothing inside calls ``float()``, so the states stay jit-friendly. With
+nothing accumulated (before any update, after ``reset()``) they return the seed library's
+values: FID ``inf``, Inception Score, BERTScore and LPIPS ``0.0``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import math
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from metrix.backbones.lpips_nets import _check_calibration
+from metrix.core import numerics
 from metrix.core.metric import Metric
 from metrix.core.state import State
 from metrix.core.states import AverageState
@@ -107,6 +111,16 @@ def plot_values(values: Any, output_dir: str | os.PathLike = "figures", name: st
 # ---------------------------------------------------------------------------------------
 # Stateful: any metric with an update/compute/reset lifecycle
 # ---------------------------------------------------------------------------------------
+
+
+def _same_metric(a: Any, b: Metric) -> bool:
+    """``a`` is ``b`` or an equal configuration (False where equality is not a bool)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # e.g. array-valued configuration fields
+        return False
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,7 +224,10 @@ class Stateful:
     @state.setter
     def state(self, state: State) -> None:
         expected = type(self.metric).State
-        if not isinstance(state, expected):
+        # Metrics whose empty() picks the state class by configuration (BERTScore with or
+        # without capacity=) are recognised by the state's parent.
+        own = isinstance(state, State) and _same_metric(getattr(state, "parent", None), self.metric)
+        if not (own or isinstance(state, expected)):
             raise TypeError(
                 f"{self.name}: state must be a {expected.__qualname__}, got {type(state).__qualname__}"
             )
@@ -278,15 +295,39 @@ class FrozenBackboneMetric(abc.ABC):
     def _compute_from_accumulated(self) -> dict[str, Any]: ...
 
 
+def _is_zero(count) -> bool | jax.Array:
+    """``count == 0`` for a plain or double-float count: a Python bool when the count is
+    concrete (the usual, eager case), a traced boolean under ``jit``."""
+    count = jnp.asarray(count)
+    if count.ndim and count.shape[-1] == 2:  # an exact (hi, lo) double-float count
+        count = numerics.df_value(count)
+    zero = jnp.reshape(count, (-1,))[0] == 0
+    return zero if isinstance(zero, jax.core.Tracer) else bool(zero)
+
+
 class _StateBackedMetric(FrozenBackboneMetric):
     """A tier-1 metric whose accumulation is a :class:`Stateful` over a metrix metric.
 
     ``_extract_features`` returns the ``get_state`` inputs of one batch; the state merges
     (``a.merge(b)``, ``mx.allreduce(a.state, ...)``) and can be checkpointed (``a.state``).
+
+    With nothing accumulated (before any ``update``, after ``reset()``), ``compute()``
+    returns ``_EMPTY_VALUES``: the seed library's documented values for an empty run, so
+    the two cases agree and never raise. A subclass names them, tells how many examples
+    its state holds (``_seen``) and turns the state's values into its result
+    (``_values``).
     """
+
+    #: ``compute()`` of an empty accumulation (the seed library's values).
+    _EMPTY_VALUES: ClassVar[Mapping[str, float]] = {}
+    #: The functional metric underneath (states of other metrics are refused).
+    _metric_type: type[Metric] = Metric
 
     def __init__(self, name: str, metric: Metric | None) -> None:
         super().__init__(name)
+        # A metric built from the first batch (its width was not given) is forgotten on
+        # reset(), so a reset object is the object as built.
+        self._inferred = metric is None
         self._stateful = None if metric is None else Stateful(metric, name=name)
 
     @property
@@ -300,23 +341,37 @@ class _StateBackedMetric(FrozenBackboneMetric):
 
     @state.setter
     def state(self, state: State) -> None:
+        self._adopt(state)
         self._require().state = state
 
     def set_state(self, state: State) -> None:
         """Same as ``self.state = state`` (the spelling the nnx classes use)."""
-        self._require().state = state
+        self.state = state
 
     def merge(self, other: _StateBackedMetric | State) -> None:
         """Merge another instance's accumulated state (or a state) into this one."""
         other = other._stateful if isinstance(other, _StateBackedMetric) else other
         if other is None:
             return
-        if self._stateful is None and isinstance(other, Stateful):  # e.g. num_classes not known yet
-            self._stateful = Stateful(other.metric, name=self.name)
+        self._adopt(other)
         self._require().merge(other)
 
-    def reset(self) -> None:
+    def _adopt(self, other: Stateful | State) -> None:
+        """Before a first batch (the width is not known yet), take the metric of ``other``."""
         if self._stateful is not None:
+            return
+        metric = other.metric if isinstance(other, Stateful) else getattr(other, "parent", None)
+        if not isinstance(metric, self._metric_type):
+            raise TypeError(
+                f"{self.name}: can only take the state of a {self._metric_type.__name__}, "
+                f"got one of {type(metric).__name__}"
+            )
+        self._stateful = Stateful(metric, name=self.name)
+
+    def reset(self) -> None:
+        if self._inferred:
+            self._stateful = None
+        elif self._stateful is not None:
             self._stateful.reset()
 
     def _accumulate(self, inputs: dict[str, Any]) -> None:
@@ -327,13 +382,39 @@ class _StateBackedMetric(FrozenBackboneMetric):
             raise ValueError(f"{self.name}: nothing accumulated yet (call update first)")
         return self._stateful
 
+    def _empty_values(self) -> dict[str, jax.Array]:
+        return {k: jnp.asarray(v, jnp.float32) for k, v in self._EMPTY_VALUES.items()}
 
-def _check_width(owner: str, x, expected: int, what: str, side: str):
+    def _compute_from_accumulated(self) -> dict[str, Any]:
+        if self._stateful is None:
+            return self._empty_values()
+        empty = _is_zero(self._seen(self._stateful.state))
+        if empty is True:  # skip the computation (an empty FID would still run its eighs)
+            return self._empty_values()
+        values = self._values(self._stateful.compute())
+        if empty is False:
+            return values
+        # Traced: the same choice, as data.
+        return {k: jnp.where(empty, self._EMPTY_VALUES[k], v) if k in self._EMPTY_VALUES else v
+                for k, v in values.items()}
+
+    def _seen(self, state: State) -> jax.Array:
+        """How many examples ``state`` holds (0: the empty values are returned)."""
+        raise NotImplementedError
+
+    def _values(self, computed: Any) -> dict[str, Any]:
+        """``compute()``'s dict from the state's ``compute()``."""
+        raise NotImplementedError
+
+
+def _check_width(owner: str, x, expected: int, what: str, side: str, inferred: bool = False):
     x = jnp.asarray(x)
     if x.ndim == 2 and x.shape[-1] != expected:
+        source = " (inferred from the first batch)" if inferred else ""
         raise ValueError(
-            f"{owner}: {side} features have {x.shape[-1]} dimensions but {what}={expected}; "
-            f"pass ({x.shape[0]}, {expected}) features or build {owner}({what}={x.shape[-1]})"
+            f"{owner}: {side} features have {x.shape[-1]} dimensions but {what}={expected}"
+            f"{source}; pass ({x.shape[0]}, {expected}) features or build "
+            f"{owner}({what}={x.shape[-1]})"
         )
     return x
 
@@ -342,32 +423,72 @@ class FIDMetric(_StateBackedMetric):
     """FID over batches of real and generated features (or images with ``params``).
 
     ``update(real=(N, feature_dim), generated=(M, feature_dim))``; either side may be left
-    out of a batch. ``compute() -> {"fid": value}`` (lower is better). Backed by
-    :class:`metrix.FID`: Chan-merged means and covariances, O(d^2) memory.
-    ``feature_dim`` is checked on every batch. NHWC images are run through the FID
-    InceptionV3 when ``params`` (from :func:`metrix.backbones.inception.load_params`) are
-    given (``feature_dim`` must then be 2048).
+    out of a batch. ``compute() -> {"fid": value}`` (lower is better)::
+
+        FID = ||mu_r - mu_g||^2 + tr(S_r) + tr(S_g) - 2 tr sqrt(S_r S_g)
+
+    Backed by :class:`metrix.FID`: Chan-merged means and covariances, O(d^2) memory.
+    ``feature_dim=None`` (default) takes the width of the first batch's features (2048 for
+    images); a given or inferred ``feature_dim`` is checked on every batch, and a batch of
+    another width is an error naming both. NHWC images are run through the FID InceptionV3
+    when ``params`` (from :func:`metrix.backbones.inception.load_params`) are given
+    (``feature_dim`` must then be 2048).
+
+    With no rows on a side (before any update, after ``reset()``) the value is ``inf``, as
+    in the seed library; one row on a side has no covariance, and gives NaN.
     """
 
     higher_is_better = False
+    _EMPTY_VALUES: ClassVar[Mapping[str, float]] = {"fid": float("inf")}
+    _metric_type = FID
 
     def __init__(
-        self, feature_dim: int = 2048, *, precision: str = "float64", name: str = "fid"
+        self, feature_dim: int | None = None, *, precision: str = "float64", name: str = "fid"
     ) -> None:
+        self.precision = precision
+        self._given_dim = feature_dim
         self.feature_dim = feature_dim
-        super().__init__(name, FID(num_features=feature_dim, precision=precision))
+        super().__init__(name, None if feature_dim is None else self._metric(feature_dim))
+
+    def _metric(self, feature_dim: int) -> FID:
+        return FID(num_features=feature_dim, precision=self.precision)
+
+    def reset(self) -> None:
+        super().reset()
+        self.feature_dim = self._given_dim
+
+    def _adopt(self, other: Stateful | State) -> None:
+        super()._adopt(other)
+        if self._stateful is not None:
+            self.feature_dim = self._stateful.metric.num_features
 
     def _extract_features(self, real=None, generated=None, params=None, **masks) -> dict[str, Any]:
+        width = self.feature_dim
+        if width is None:
+            first = real if real is not None else generated
+            # Images go through the Inception's 2048-d pool features.
+            width = jnp.shape(first)[-1] if first is not None and jnp.ndim(first) == 2 else 2048
         inputs = dict(masks)
         for side, x in (("real", real), ("generated", generated)):
             if x is not None:
-                inputs[side] = _check_width("FIDMetric", x, self.feature_dim, "feature_dim", side)
+                inputs[side] = _check_width(
+                    "FIDMetric", x, width, "feature_dim", side, self._given_dim is None
+                )
+        if self._stateful is None:  # the first batch passed the checks: keep its width
+            self.feature_dim = int(width)
+            self._stateful = Stateful(self._metric(self.feature_dim), name=self.name)
         if params is not None:
             inputs["params"] = params
         return inputs
 
-    def _compute_from_accumulated(self) -> dict[str, Any]:
-        return {"fid": self._require().compute()}
+    def _seen(self, state: State) -> jax.Array:
+        # The seed library's FID is inf when either side is empty.
+        return jnp.minimum(
+            numerics.df_value(state.real.count), numerics.df_value(state.generated.count)
+        )
+
+    def _values(self, computed: Any) -> dict[str, Any]:
+        return {"fid": computed}
 
 
 class InceptionScoreMetric(_StateBackedMetric):
@@ -378,10 +499,15 @@ class InceptionScoreMetric(_StateBackedMetric):
     (higher is better). ``splits=1`` by default, as the seed library: ``exp(E_x KL(p(y|x) ||
     p(y)))`` over all images, std 0 (``mx.InceptionScore`` keeps the customary 10). Backed
     by :class:`metrix.InceptionScore` (a buffer of ``capacity`` log-probability rows).
-    ``num_classes`` defaults to the width of the first batch.
+    ``num_classes`` defaults to the width of the first batch (forgotten by ``reset()``,
+    like an inferred FID width). With no rows (before any
+    update, after ``reset()``) both values are 0.0, as in the seed library (a real score
+    is at least 1).
     """
 
     higher_is_better = True
+    _EMPTY_VALUES: ClassVar[Mapping[str, float]] = {"inception_score": 0.0, "inception_score_std": 0.0}
+    _metric_type = InceptionScore
 
     def __init__(
         self,
@@ -415,9 +541,11 @@ class InceptionScoreMetric(_StateBackedMetric):
             inputs["mask"] = mask
         return inputs
 
-    def _compute_from_accumulated(self) -> dict[str, Any]:
-        values = self._require().compute()
-        return {"inception_score": values["mean"], "inception_score_std": values["std"]}
+    def _seen(self, state: State) -> jax.Array:
+        return state.count
+
+    def _values(self, computed: Any) -> dict[str, Any]:
+        return {"inception_score": computed["mean"], "inception_score_std": computed["std"]}
 
 
 _PAIR_INPUTS = (
@@ -445,12 +573,16 @@ class BERTScoreMetric(_StateBackedMetric):
         F = 2 P R / (P + R)
 
     ``compute() -> {"bertscore_f1", "bertscore_precision", "bertscore_recall"}``: means over
-    all pairs (higher is better). Backed by :class:`metrix.text.bertscore.BERTScore`
+    all pairs (higher is better); 0.0 each with no pairs (before any update, after
+    ``reset()``), as in the seed library. Backed by :class:`metrix.text.bertscore.BERTScore`
     (exact sums of P, R, F and the pair count); its configuration (``baseline=``,
     ``special_token_ids=``, ...) can be passed as keyword arguments.
     """
 
     higher_is_better = True
+    _EMPTY_VALUES: ClassVar[Mapping[str, float]] = {
+        "bertscore_f1": 0.0, "bertscore_precision": 0.0, "bertscore_recall": 0.0
+    }
 
     def __init__(self, *, name: str = "bertscore", **config: Any) -> None:
         from metrix.text.bertscore import BERTScore
@@ -466,9 +598,11 @@ class BERTScoreMetric(_StateBackedMetric):
             }
         return inputs
 
-    def _compute_from_accumulated(self) -> dict[str, Any]:
-        values = self._require().compute()
-        return {f"bertscore_{k}": values[k] for k in ("f1", "precision", "recall")}
+    def _seen(self, state: State) -> jax.Array:
+        return getattr(state, "totals", state).count  # with capacity=: the sums' pair count
+
+    def _values(self, computed: Any) -> dict[str, Any]:
+        return {f"bertscore_{k}": computed[k] for k in ("f1", "precision", "recall")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -507,6 +641,13 @@ class LearnedMetric(nnx.Module):
         return plot_values(self.compute(), output_dir, filename or self.name)
 
 
+@jax.jit
+def _lpips_accumulate(state: AverageState, calibration, features_a, features_b, mask):
+    """``state`` merged with one batch's LPIPS distances."""
+    distances = lpips_core.compiled_lpips_from_features(features_a, features_b, calibration)
+    return state.merge(AverageState.from_values(jax.lax.stop_gradient(distances), mask=mask))
+
+
 class LPIPSMetric(LearnedMetric):
     """LPIPS with its per-layer calibration weights as ``nnx.Param`` (trainable).
 
@@ -516,17 +657,23 @@ class LPIPSMetric(LearnedMetric):
     Calibration weights ``lin0 .. lin{L-1}`` (shapes ``LPIPS_CHANNELS[net]``, VGG:
     64, 128, 256, 512, 512):
 
-    * ``calibration=None`` (default): drawn from ``rngs`` (uniform in ``[0, 1/sqrt(C_l)]``),
-      so values do not depend on what is installed; train them, or
-    * ``calibration="lpips"``: the lpips package's shipped weights (``weights/v0.1/{net}.pth``,
-      needs lpips and torch to read), or a path to a converted ``.safetensors``/``.npz`` file
-      (:func:`metrix.perceptual.lpips_math.save_calibration`), or a ``{"lin{l}": (C_l,)}`` mapping.
+    * ``calibration=None`` (default): lpips' own weights (``weights/v0.1/{net}.pth`` of the
+      installed lpips package, read with torch) when they are found; otherwise a
+      ``UserWarning`` naming what to install, and the weights are drawn as with
+      ``"random"``;
+    * ``calibration="random"``: drawn from ``rngs`` (uniform in ``[0, 1/sqrt(C_l)]``), to
+      train them from scratch; no warning;
+    * ``calibration="lpips"``: lpips' weights, an error when they cannot be read;
+    * a path to a converted ``.safetensors``/``.npz`` file
+      (:func:`metrix.perceptual.lpips_math.save_calibration`; needs neither lpips nor
+      torch), or a ``{"lin{l}": (C_l,)}`` mapping.
 
     ``metric(features_a, features_b)`` is the differentiable ``(N,)`` distance (use it in a
     loss; call :meth:`project_nonnegative` after each optimizer step, as lpips' trainer
     clamps at 0). ``update(features_a=[...], features_b=[...])`` accumulates the mean
     distance in a mergeable :class:`~metrix.AverageState` (``MetricState`` variables, not
-    parameters); ``compute() -> {"lpips": mean}`` (lower is better).
+    parameters); ``compute() -> {"lpips": mean}`` (lower is better), 0.0 with nothing
+    accumulated (before any update, after ``reset()``), as in the seed library.
     """
 
     higher_is_better = False
@@ -555,18 +702,29 @@ class LPIPSMetric(LearnedMetric):
         self.count = nnx.metrics.MetricState(empty.count)
 
     def _initial_weights(self, calibration, rngs) -> list[Any]:
-        if calibration is None:
-            return [
-                jax.random.uniform(rngs.params(), (c,), maxval=1.0 / c**0.5)
-                for c in self.feature_channels
-            ]
-        if isinstance(calibration, Mapping):
+        if calibration is None:  # lpips' own weights, or a warning and random ones
+            loaded = lpips_core.shipped_calibration_or_warn(self.net, "LPIPSMetric")
+            calibration = "random" if loaded is None else calibration
+        elif calibration == "lpips":
+            loaded = lpips_core.load_calibration(self.net)
+        elif isinstance(calibration, Mapping):
             _check_calibration(self.net, calibration)
             loaded = calibration
-        else:
-            path = None if calibration == "lpips" else calibration
-            loaded = lpips_core.load_calibration(self.net, path)
+        elif calibration != "random":
+            loaded = lpips_core.load_calibration(self.net, calibration)
+        if calibration == "random":
+            # One draw for all layers (one compile, not one per layer), cut per layer and
+            # scaled to [0, 1/sqrt(C_l)].
+            channels = self.feature_channels
+            draw = np.asarray(jax.random.uniform(rngs.params(), (sum(channels),)))
+            cuts = np.cumsum(channels)[:-1]
+            return [w / c**0.5 for w, c in zip(np.split(draw, cuts), channels)]
         return [loaded[f"lin{k}"] for k in range(len(self.feature_channels))]
+
+    @property
+    def _layer_weights(self) -> tuple[nnx.Param, ...]:
+        """The calibration weights, one ``nnx.Param`` per layer (the seed library's name)."""
+        return tuple(getattr(self, f"lin{k}") for k in range(self.num_layers))
 
     # -- weights ------------------------------------------------------------------------------
     def calibration(self) -> dict[str, jax.Array]:
@@ -583,9 +741,7 @@ class LPIPSMetric(LearnedMetric):
     def __call__(self, features_a: Sequence[Any], features_b: Sequence[Any]) -> jax.Array:
         """Per-example LPIPS ``(N,)`` from per-layer features (differentiable in the weights)."""
         self._check_layers(features_a, features_b)
-        return lpips_core.lpips_from_features(
-            list(features_a), list(features_b), self.calibration()
-        )
+        return lpips_core.compiled_lpips_from_features(list(features_a), list(features_b), self.calibration())
 
     def _check_layers(self, features_a, features_b) -> None:
         for side, feats in (("features_a", features_a), ("features_b", features_b)):
@@ -617,11 +773,17 @@ class LPIPSMetric(LearnedMetric):
 
     def update(self, features_a: Sequence[Any], features_b: Sequence[Any], mask=None) -> None:
         """Accumulate the distances of one batch (``mask`` ``(N,)`` selects examples)."""
-        distances = jax.lax.stop_gradient(self(features_a, features_b))
-        self.merge(AverageState.from_values(distances, mask=mask))
+        self._check_layers(features_a, features_b)
+        state = _lpips_accumulate(
+            self.state, self.calibration(), list(features_a), list(features_b), mask
+        )
+        self.set_state(state)
 
     def compute(self) -> dict[str, Any]:
-        return {"lpips": self.state.compute()}
+        state = self.state
+        # Nothing accumulated: 0.0, the seed library's value (a where, so it jits).
+        empty = numerics.df_value(state.count) == 0
+        return {"lpips": jnp.where(empty, jnp.float32(0), state.compute())}
 
     def reset(self) -> None:
         self.set_state(AverageState.empty())

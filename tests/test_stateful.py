@@ -136,8 +136,7 @@ def test_fid_metric_merges_and_checks_feature_dim():
 def test_inception_score_metric_infers_classes_and_matches_functional():
     logits = RNG.normal(size=(25, 7)).astype(np.float32)
     m = InceptionScoreMetric(splits=3, capacity=64)
-    with pytest.raises(ValueError, match="nothing accumulated"):
-        m.compute()
+    assert float(m.compute()["inception_score"]) == 0.0  # the seed library's empty value
     for part in _batches(logits, (4, 9, 12)):
         m.update(logits=part)
     assert m.metric.num_classes == 7

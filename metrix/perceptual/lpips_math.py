@@ -38,6 +38,9 @@ vs 1,202 with the options).
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,6 +64,7 @@ __all__ = [
     "LPIPS_SCALE",
     "LPIPS_SHIFT",
     "compiled_lpips_distance",
+    "compiled_lpips_from_features",
     "find_lpips_calibration_file",
     "load_calibration",
     "lpips_distance",
@@ -70,6 +74,8 @@ __all__ = [
     "project_nonnegative",
     "save_calibration",
     "scale_input",
+    "shipped_calibration",
+    "shipped_calibration_or_warn",
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -80,6 +86,62 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 _EPS = 1e-10  # lpips' normalize_tensor epsilon
+
+
+@functools.lru_cache(maxsize=8)
+def _read_shipped_calibration(net: str, path: str, mtime: float) -> dict[str, np.ndarray]:
+    """lpips' shipped calibration, read once per file version (torch reads the ``.pth``)."""
+    del mtime  # part of the cache key only: an updated file is read again
+    calibration = load_calibration(net, path)
+    for weights in calibration.values():
+        weights.setflags(write=False)  # shared by every caller of the cache
+    return calibration
+
+
+def shipped_calibration(net: str) -> tuple[dict[str, np.ndarray] | None, str]:
+    """``(calibration, "")`` from the installed lpips package's ``weights/v0.1/{net}.pth``,
+    or ``(None, why it cannot be read)``: lpips not installed, or torch (which reads the
+    ``.pth``) missing. Read once per process; never raises for a missing package."""
+    path = find_lpips_calibration_file(net)
+    if path is None:
+        return None, f"the lpips package (which ships weights/v0.1/{net}.pth) is not installed"
+    try:
+        return _read_shipped_calibration(net, path, os.path.getmtime(path)), ""
+    except ImportError:
+        return None, f"reading lpips' {path} needs torch, which is not installed"
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside the metrix and flax packages (nnx's
+    metaclass calls ``__init__`` through a varying number of its own frames)."""
+    import flax
+
+    inside = tuple(
+        os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (sys.modules["metrix"], flax)
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(inside):
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1
+
+
+def shipped_calibration_or_warn(net: str, owner: str) -> dict[str, np.ndarray] | None:
+    """:func:`shipped_calibration`, or None after a ``UserWarning`` (at the caller's line)
+    naming what to install: ``owner`` then draws random weights."""
+    calibration, why = shipped_calibration(net)
+    if calibration is None:
+        warnings.warn(
+            f"{owner}({net!r}): {why}, so the calibration weights are drawn at random from "
+            "rngs and the distances are not LPIPS values. Install them with `pip install "
+            f"lpips torch` (or convert once: python -m metrix.backbones.lpips_nets calibration "
+            f"{net} out.safetensors, then calibration='out.safetensors'); pass "
+            "calibration='random' to train from random weights without this warning.",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+    return calibration
 
 
 def scale_input(images: jax.Array, normalize: bool = False) -> jax.Array:
@@ -201,6 +263,14 @@ def lpips_from_features(
         layer = _upsample(per_pixel, image_size) if spatial else jnp.mean(per_pixel, axis=(1, 2))
         total = layer if total is None else total + layer
     return total
+
+
+# lpips_from_features as one compiled program per input shape: eagerly, its dozens of
+# small operations would each be dispatched on their own. Inside a caller's jit or grad it
+# is inlined.
+compiled_lpips_from_features = jax.jit(
+    lpips_from_features, static_argnames=("spatial", "image_size")
+)
 
 
 def lpips_features(
