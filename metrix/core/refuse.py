@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from typing import Any
 
 import jax
@@ -93,6 +94,27 @@ def refuse(bad, value: Any = None, message: Any = "invalid input", error: type =
     return value if value is None else nan_where(bad, value)
 
 
+def warn(bad, message: Any, category: type[Warning] = UserWarning, stacklevel: int = 3) -> None:
+    """``warnings.warn(message, category)`` when ``bad`` flags anything, for values that are
+    defined but deserve a warning (sklearn's ``UndefinedMetricWarning`` cases whose value is a
+    number, e.g. average precision 0 with no positives).
+
+    Eagerly it warns at once. Inside an eager-compiled program (a cached one-shot call, an
+    eager ``compute()``) the flag leaves the program like a deferred refusal: the call then
+    reruns eagerly and warns as it always does, so a program compiled on inputs that did not
+    warn still warns on inputs that do. Under a ``jit`` of your own nothing can warn.
+    """
+    if is_concrete(bad):
+        host, count = _host(bad)
+        if count:
+            warnings.warn(message(host) if callable(message) else message, category,
+                          stacklevel=stacklevel)
+        return
+    pending = _DEFERRED.get()
+    if pending is not None:
+        pending.append((bad, message, category))
+
+
 # -- deferred refusals of eager-compiled programs -------------------------------------------
 
 _DEFERRED: contextvars.ContextVar[list | None] = contextvars.ContextVar(
@@ -111,9 +133,13 @@ class Refusals:
         self.details = tuple(details)
 
     def raise_any(self) -> None:
-        """Raise the first refusal whose (now concrete) count is positive."""
+        """Warn the deferred warnings and raise the first refusal whose (now concrete) count
+        is positive."""
         for count, (message, error) in zip(self.counts, self.details):
-            refuse(count, None, message, error)
+            if issubclass(error, Warning):
+                warn(count, message, error, stacklevel=4)
+            else:
+                refuse(count, None, message, error)
 
 
 jax.tree_util.register_pytree_node(
@@ -154,4 +180,5 @@ __all__ = [
     "metric_name",
     "nan_where",
     "refuse",
+    "warn",
 ]
