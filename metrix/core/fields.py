@@ -14,6 +14,7 @@ kind (constructor)      merge(a, b)                    identity   collective (al
 ``max_field``           ``maximum(a, b)``              ``-inf``   ``pmax``
 ``concat_field``        rows of b after those of a     no rows    rows placed at the
                         (fixed capacity, BufferState)             device's offset, psum
+                        (growing, AutoState: concat)   ``EMPTY``  gather + concatenate
 ``truncate_field``      rows of a then b, first num    no rows    gather + fold
 ``nested_field``        ``a.merge(b)``                 ``empty``  the inner state's own
 ``last_field``          b where b was seen, else a     ``0``      gather + fold
@@ -22,6 +23,10 @@ kind (constructor)      merge(a, b)                    identity   collective (al
                         n_a n_b / n``                             theorem)
 ``static_field``        must be equal (treedef)        unchanged  unchanged
 ======================= ============================== ========== ========================
+
+In an :class:`~metrix.AutoState` (Kauldron's), a field may also hold a pytree of arrays
+(merged leaf by leaf), ``None`` (a field declared ``default=None`` and left out: merges only
+with ``None``) or :data:`EMPTY` (the identity of a field whose declaration lacks a shape).
 
 The four operations of a kind, each on the states it combines (so a kind may read the other
 fields it depends on, e.g. a buffer's fill count or a Chan mean's count):
@@ -43,10 +48,7 @@ devices' values and folds them, so a new kind is correct with ``merge`` alone an
 from __future__ import annotations
 
 import dataclasses
-import functools
 import operator
-import types
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -55,140 +57,27 @@ import numpy as np
 from jax import lax
 
 from metrix.core import numerics
-
-_META = "metrix"
-
-
-# ---------------------------------------------------------------------------------------
-# Folding a leading axis; collectives
-# ---------------------------------------------------------------------------------------
-
-
-def _take(x, *, start, stop, step):
-    return x[start:stop:step]
-
-
-def pairwise_fold(stacked, merge_pairs: Callable, length: int):
-    """Fold a leading axis with a tree of merges: pairs (0,1), (2,3), ... then pairs of pairs.
-
-    ``merge_pairs(a, b)`` merges two equally long stacks elementwise. An odd element at the end
-    is carried to the next level unchanged, so the order of the elements is kept and merges
-    that are not commutative (buffers, "last") come out as a left-to-right fold would.
-    log2(length) levels, each one vectorised call.
-    """
-    while length > 1:
-        paired = 2 * (length // 2)
-        even = jax.tree.map(functools.partial(_take, start=0, stop=paired, step=2), stacked)
-        odd = jax.tree.map(functools.partial(_take, start=1, stop=paired, step=2), stacked)
-        merged = merge_pairs(even, odd)
-        if length % 2:
-            rest = jax.tree.map(functools.partial(_take, start=paired, stop=length, step=1), stacked)
-            merged = jax.tree.map(lambda m, r: jnp.concatenate([m, r]), merged, rest)
-        stacked, length = merged, paired // 2 + length % 2
-    return jax.tree.map(lambda x: x[0], stacked)
-
-
-def gather(x, axis_name):
-    """All devices' values stacked in device order, typed replicated (not device-varying)."""
-    return lax.all_gather(x, axis_name, to="invarying")
-
-
-def exact_psum(x, axis_name):
-    """``psum`` of values that are nonzero on at most one device, bit for bit.
-
-    Adding zeros is exact except that ``-0.0 + 0.0 == +0.0``; summing the bit patterns as
-    unsigned integers instead keeps every value (signed zeros and NaN payloads included).
-    """
-    dtype = jnp.dtype(x.dtype)
-    if dtype == jnp.bool_:
-        return lax.psum(x.astype(jnp.uint8), axis_name).astype(jnp.bool_)
-    if jnp.issubdtype(dtype, jnp.integer):
-        return lax.psum(x, axis_name)
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(dtype.itemsize)
-    if unsigned is None or jnp.issubdtype(dtype, jnp.complexfloating):
-        return lax.psum(x, axis_name)
-    bits = lax.psum(lax.bitcast_convert_type(x, unsigned), axis_name)
-    return lax.bitcast_convert_type(bits, dtype)
-
-
-def exact_fold(stacked):
-    """Exact (double-float TwoSum) sum of double-floats stacked on a leading axis."""
-    return pairwise_fold(stacked, numerics.df_add, stacked.shape[0])
-
-
-# ---------------------------------------------------------------------------------------
-# The base kind
-# ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldKind:
-    """How one field merges, its identity, its fold over a stacked axis and its collective.
-
-    ``shape`` and ``dtype`` describe the field for ``State.empty(parent)``; either may be a
-    callable of the parent metric (e.g. ``lambda m: (m.num_classes,)``).
-    """
-
-    name: str
-    shape: Any = ()
-    dtype: Any = jnp.float32
-
-    # -- values on their own (kinds that merge independently implement these) -----------
-    def merge(self, a, b):
-        raise NotImplementedError(f"{type(self).__name__}.merge")
-
-    def identity(self, shape, dtype):
-        return jnp.zeros(shape, dtype)
-
-    def identity_like(self, x):
-        return jnp.zeros_like(x)
-
-    def fold(self, stacked):
-        """Merge values stacked on a leading axis, in order (default: a tree of merges)."""
-        return pairwise_fold(stacked, jax.vmap(self.merge), stacked.shape[0])
-
-    def allreduce(self, value, axis_name):
-        """Merge across devices (default: gather every device's value, then fold)."""
-        return self.fold(gather(value, axis_name))
-
-    # -- the field inside its states (what State calls) ---------------------------------
-    def merge_field(self, name: str, a, b):
-        return self.merge(getattr(a, name), getattr(b, name))
-
-    def _merges_values(self) -> bool:
-        return type(self).merge is not FieldKind.merge
-
-    def fold_field(self, name: str, stacked):
-        if self._merges_values():
-            return self.fold(getattr(stacked, name))
-        # A kind that reads other fields and writes only merge_field: a tree of whole-state
-        # merges (correct for any kind; override fold_field for a cheaper one).
-        length = jax.tree.leaves(stacked)[0].shape[0]
-        return getattr(pairwise_fold(stacked, jax.vmap(lambda a, b: a.merge(b)), length), name)
-
-    def allreduce_field(self, name: str, state, axis_name):
-        if self._merges_values():
-            return self.allreduce(getattr(state, name), axis_name)
-        return self.fold_field(name, jax.tree.map(lambda x: gather(x, axis_name), state))
-
-    def empty_field(self, name: str, state_cls: type, parent: Any, static: dict):
-        shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
-        return self.identity(shape, dtype)
-
-    def empty_like_field(self, name: str, state):
-        return self.identity_like(getattr(state, name))
-
-    def resolved_shape_dtype(self, parent, state_cls, field_name):
-        shape = self.shape(parent) if isinstance(self.shape, types.FunctionType) else self.shape
-        dtype = self.dtype(parent) if isinstance(self.dtype, types.FunctionType) else self.dtype
-        if shape is None:
-            raise ValueError(
-                f"{state_cls.__qualname__}.{field_name}: its shape depends on the data and the "
-                f"metric {type(parent).__name__} does not declare it; build the identity from a "
-                "real state with `state.empty_like()` instead of `metric.empty()`."
-            )
-        return tuple(shape), jnp.dtype(dtype)
-
+from metrix.core.kinds import (  # noqa: F401  (re-exported: the kinds' base and helpers)
+    _META,
+    _NOT_TRIVIAL,
+    _UNSET,
+    EMPTY,
+    FieldKind,
+    LeafwiseKind,
+    MergeError,
+    _no_rows,
+    _rows_axis,
+    concat_rows,
+    exact_fold,
+    exact_psum,
+    gather,
+    is_absent,
+    pairwise_fold,
+    tree_binary,
+    tree_unary,
+    trivial_merge,
+    unstack_rows,
+)
 
 # ---------------------------------------------------------------------------------------
 # Independent kinds: sum, exact sum, min, max
@@ -196,10 +85,11 @@ class FieldKind:
 
 
 @dataclasses.dataclass(frozen=True)
-class SumKind(FieldKind):
+class SumKind(LeafwiseKind):
     """``a + b``; one ``psum`` across devices (float rounding only)."""
 
     name: str = "sum"
+    verb: str = "sum"
 
     def merge(self, a, b):
         return a + b
@@ -212,7 +102,7 @@ class SumKind(FieldKind):
 
 
 @dataclasses.dataclass(frozen=True)
-class ExactSumKind(FieldKind):
+class ExactSumKind(LeafwiseKind):
     """A double-float sum: value stored as ``(..., 2)`` float32 (hi, lo); see numerics.
 
     Across devices the values are gathered and summed by a TwoSum tree: a ``psum`` of the hi
@@ -221,6 +111,7 @@ class ExactSumKind(FieldKind):
     """
 
     name: str = "exact_sum"
+    verb: str = "sum"
 
     def merge(self, a, b):
         return numerics.df_add(a, b)
@@ -251,10 +142,11 @@ def _highest(dtype):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinKind(FieldKind):
+class MinKind(LeafwiseKind):
     """Elementwise minimum; identity +inf (the dtype's max for ints); ``pmin`` (exact)."""
 
     name: str = "min"
+    verb: str = "take the minimum of"
 
     def merge(self, a, b):
         return jnp.minimum(a, b)
@@ -273,10 +165,11 @@ class MinKind(FieldKind):
 
 
 @dataclasses.dataclass(frozen=True)
-class MaxKind(FieldKind):
+class MaxKind(LeafwiseKind):
     """Elementwise maximum; identity -inf (the dtype's min for ints); ``pmax`` (exact)."""
 
     name: str = "max"
+    verb: str = "take the maximum of"
 
     def merge(self, a, b):
         return jnp.maximum(a, b)
@@ -299,21 +192,38 @@ class MaxKind(FieldKind):
 # ---------------------------------------------------------------------------------------
 
 
+def _is_state(x) -> bool:
+    return hasattr(x, "_merge_stacked") and hasattr(x, "_data_fields")
+
+
 def _each(value, fn):
-    return tuple(fn(v) for v in value) if isinstance(value, tuple) else fn(value)
+    """``fn`` on every State of a State, a tuple or any pytree of States."""
+    if is_absent(value):
+        return value
+    return jax.tree.map(fn, value, is_leaf=_is_state)
 
 
 @dataclasses.dataclass(frozen=True)
 class NestedKind(FieldKind):
-    """A State (or a tuple of States) inside a State: merges with the inner states' own rules."""
+    """A State, or any pytree of States (a tuple, a dict: Kauldron's ``TreeState``), inside a
+    State: merges with the inner states' own rules, state by state. ``EMPTY`` is the
+    identity (the value in ``empty()`` when the declaration names no State class)."""
 
     name: str = "nested"
     state_cls: Any = None
 
     def merge(self, a, b):
-        if isinstance(a, tuple):
-            return tuple(x.merge(y) for x, y in zip(a, b, strict=True))
-        return a.merge(b)
+        if _is_state(a):
+            return a.merge(b)
+        try:
+            return jax.tree.map(lambda x, y: x.merge(y), a, b, is_leaf=_is_state)
+        except ValueError as err:
+            raise MergeError(f"nested states of different tree structures ({err})") from None
+
+    def merge_field(self, name, a, b):
+        mine, theirs = getattr(a, name), getattr(b, name)
+        done = trivial_merge(a, name, mine, theirs, "merge")
+        return self.merge(mine, theirs) if done is _NOT_TRIVIAL else done
 
     def identity_like(self, x):
         return _each(x, lambda s: s.empty_like())
@@ -326,6 +236,8 @@ class NestedKind(FieldKind):
 
     def empty_field(self, name, state_cls, parent, static):
         if self.state_cls is None:
+            if getattr(state_cls, "_shapeless_identities", False):
+                return EMPTY
             raise ValueError(
                 f"{state_cls.__qualname__}.{name}: nested_field() needs its State class "
                 "for empty(); pass nested_field(TheState)."
@@ -353,20 +265,63 @@ def _place_stacked(values, counts, capacity: int):
     return jnp.zeros(values.shape[1:], values.dtype).at[target].set(flat, mode="drop")
 
 
+
+def _grows(state_cls) -> bool:
+    """Whether concat fields of ``state_cls`` grow (AutoState) rather than fill a buffer."""
+    return "capacity" not in state_cls._static_fields
+
+
 @dataclasses.dataclass(frozen=True)
 class ConcatKind(FieldKind):
-    """Rows appended into a fixed-capacity buffer; the owning state must be a BufferState.
+    """Rows concatenated across merges. Two owners, two representations:
 
-    ``shape`` is the shape of one row (item); the buffer is ``(capacity, *shape)``. Merging
-    puts b's first ``capacity - count_a`` rows after a's ``count_a`` rows (O(capacity)).
-    Across devices, each device places its rows at offset ``sum_{j<i} count_j`` of an
-    otherwise zero buffer and the buffers are ``psum``-ed as unsigned bit patterns (exact: each
-    slot is nonzero on at most one device): O(capacity) payload, no merge tree.
+    * in a :class:`~metrix.BufferState` (``capacity`` static field): rows appended into a
+      fixed-capacity buffer. ``shape`` is the shape of one row (item); the buffer is
+      ``(capacity, *shape)``. Merging puts b's first ``capacity - count_a`` rows after a's
+      ``count_a`` rows (O(capacity)). Across devices, each device places its rows at offset
+      ``sum_{j<i} count_j`` of an otherwise zero buffer and the buffers are ``psum``-ed as
+      unsigned bit patterns (exact: each slot is nonzero on at most one device): O(capacity)
+      payload, no merge tree. One shape for every state: merges inside ``jit``, ``scan`` and
+      ``shard_map``.
+    * in an :class:`~metrix.AutoState` (Kauldron's ``concat_field``): the value (an array or
+      a pytree of arrays) grows, ``merge(a, b) = concatenate([a, b], axis)``, leaf by leaf.
+      Works eagerly and under ``jit``, but every merge changes the shape (a retrace per new
+      shape, no ``scan`` carry) and costs O(rows so far): for long evaluations use a
+      BufferState. The identity of ``empty()`` is ``EMPTY`` unless ``item_shape`` is given.
     """
 
     name: str = "concat"
+    axis: int = 0
+
+    # -- which representation -------------------------------------------------------------
+    def check_owner(self, state_cls, name):
+        if _grows(state_cls):
+            if not getattr(state_cls, "_shapeless_identities", False):
+                raise TypeError(
+                    f"{state_cls.__qualname__}.{name}: concat_field needs a fixed capacity "
+                    "in a plain State (to merge under jit); subclass mx.BufferState (a "
+                    "fixed-capacity buffer with a fill count) or mx.AutoState (rows that "
+                    "grow on every merge, as Kauldron's AutoState)."
+                )
+        elif self.axis != 0:
+            raise TypeError(
+                f"{state_cls.__qualname__}.{name}: a BufferState buffer holds rows along axis "
+                f"0; concat_field(axis={self.axis}) is for an mx.AutoState."
+            )
+
+    # -- growing rows (AutoState) ---------------------------------------------------------
+    def _grow(self, name, a, b):
+        mine, theirs = getattr(a, name), getattr(b, name)
+        done = trivial_merge(a, name, mine, theirs, "concatenate")
+        if done is not _NOT_TRIVIAL:
+            return done
+        return tree_binary(
+            lambda x, y: concat_rows(x, y, self.axis), mine, theirs, f"{type(a).__qualname__}.{name}"
+        )
 
     def merge_field(self, name, a, b):
+        if _grows(type(a)):
+            return self._grow(name, a, b)
         capacity, n_a = _buffer_counts(a)
         kept_b = jnp.minimum(b.count, capacity - n_a)
         source = jnp.arange(capacity) - n_a
@@ -376,9 +331,13 @@ class ConcatKind(FieldKind):
         return jnp.where(from_b.reshape((-1,) + (1,) * (mine.ndim - 1)), take, mine)
 
     def fold_field(self, name, stacked):
+        if _grows(type(stacked)):
+            return tree_unary(lambda v: unstack_rows(v, self.axis), getattr(stacked, name))
         return _place_stacked(getattr(stacked, name), stacked.count, stacked.capacity)
 
     def allreduce_field(self, name, state, axis_name):
+        if _grows(type(state)):
+            return tree_unary(lambda v: unstack_rows(gather(v, axis_name), self.axis), getattr(state, name))
         capacity = state.capacity
         counts = gather(state.count, axis_name)  # (P,) int32, device order
         me = lax.axis_index(axis_name)
@@ -391,8 +350,24 @@ class ConcatKind(FieldKind):
         return exact_psum(placed, axis_name)
 
     def empty_field(self, name, state_cls, parent, static):
+        if _grows(state_cls):
+            if self.shape is _UNSET:
+                return EMPTY
+            shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
+            return _no_rows(shape, dtype, self.axis)
         shape, dtype = self.resolved_shape_dtype(parent, state_cls, name)
         return jnp.zeros((static["capacity"], *shape), dtype)
+
+    def empty_like_field(self, name, state):
+        value = getattr(state, name)
+        if _grows(type(state)):
+            return tree_unary(lambda v: lax.slice_in_dim(v, 0, 0, axis=_rows_axis(self.axis, v.ndim)), value)
+        return jnp.zeros_like(value)
+
+    def resolved_shape_dtype(self, parent, state_cls, field_name):
+        if self.shape is _UNSET:  # a buffer of scalar rows
+            return (), jnp.dtype(self.dtype)
+        return super().resolved_shape_dtype(parent, state_cls, field_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,9 +415,10 @@ class TruncateKind(FieldKind):
 
     ``num`` is read from the state through the attribute path ``num_field`` (for example
     ``"parent.num_images"``), so it is static configuration. A value with no elements is the
-    identity, whatever its shape: ``empty()`` knows the row shape only if ``shape`` (the
-    shape of one row) is declared. Shapes grow until ``num`` rows are kept, then stay fixed,
-    so a jitted merge traces at most a few times.
+    identity, whatever its shape, and so is ``EMPTY`` (what ``empty()`` holds when the shape
+    of one row, ``shape``, is not declared); ``None`` (an optional field left out) merges
+    only with ``None``. Shapes grow until ``num`` rows are kept, then stay fixed, so a
+    jitted merge traces at most a few times.
     """
 
     name: str = "truncate"
@@ -466,43 +442,53 @@ class TruncateKind(FieldKind):
         return int(num)
 
     def truncate(self, value, num: int):
-        if value.ndim == 0 or value.shape[self.axis] <= num:
+        if is_absent(value) or value.ndim == 0 or value.shape[self.axis] <= num:
             return value
-        return lax.slice_in_dim(value, 0, num, axis=self.axis)
+        return lax.slice_in_dim(value, 0, num, axis=_rows_axis(self.axis, value.ndim))
 
     def merge_field(self, name, a, b):
-        num = self.num_rows(a)
         mine, theirs = getattr(a, name), getattr(b, name)
+        if is_absent(mine) or is_absent(theirs):
+            done = trivial_merge(a, name, mine, theirs, "concatenate (& truncate)")
+            return done if is_absent(done) else self.truncate(done, self.num_rows(a))
+        num = self.num_rows(a)
         if jnp.size(mine) == 0:
             return self.truncate(theirs, num)
         if jnp.size(theirs) == 0 or mine.shape[self.axis] >= num:
             return self.truncate(mine, num)
-        return self.truncate(jnp.concatenate([mine, theirs], axis=self.axis), num)
+        return self.truncate(concat_rows(mine, theirs, self.axis), num)
 
     def _fold_rows(self, stacked_rows, num: int):
         """Rows of values stacked on a new leading axis, in order (rows of 0, then 1, ...)."""
+        if is_absent(stacked_rows):
+            return stacked_rows
         if stacked_rows.size == 0:
             return stacked_rows[0]
-        axis = self.axis % (stacked_rows.ndim - 1)
-        rows = jnp.moveaxis(stacked_rows, 0, axis)  # (..., stack, rows, ...)
-        shape = rows.shape[:axis] + (rows.shape[axis] * rows.shape[axis + 1],) + rows.shape[axis + 2 :]
-        return self.truncate(rows.reshape(shape), num)
+        return self.truncate(unstack_rows(stacked_rows, self.axis), num)
 
     def fold_field(self, name, stacked):
         return self._fold_rows(getattr(stacked, name), self.num_rows(stacked))
 
     def allreduce_field(self, name, state, axis_name):
-        return self._fold_rows(gather(getattr(state, name), axis_name), self.num_rows(state))
+        value = getattr(state, name)
+        if is_absent(value):
+            return value
+        return self._fold_rows(gather(value, axis_name), self.num_rows(state))
 
     def identity_like(self, x):
-        return lax.slice_in_dim(x, 0, 0, axis=self.axis)
+        if is_absent(x):
+            return x
+        return lax.slice_in_dim(x, 0, 0, axis=_rows_axis(self.axis, x.ndim))
 
     def identity(self, shape, dtype):
         if shape is None:
             return jnp.zeros((0,), jnp.float32)
-        shape = list(shape)
-        shape.insert(self.axis if self.axis >= 0 else len(shape) + 1 + self.axis, 0)
-        return jnp.zeros(tuple(shape), dtype)
+        return _no_rows(shape, dtype, self.axis)
+
+    def empty_field(self, name, state_cls, parent, static):
+        if self.shape is None and getattr(state_cls, "_shapeless_identities", False):
+            return EMPTY
+        return super().empty_field(name, state_cls, parent, static)
 
     def resolved_shape_dtype(self, parent, state_cls, field_name):
         if self.shape is None:
@@ -650,32 +636,44 @@ def _field(kind: FieldKind, default=dataclasses.MISSING, **kwargs) -> Any:
     return dataclasses.field(default=default, metadata={_META: kind}, **kwargs)
 
 
-def sum_field(*, shape: Any = (), dtype: Any = jnp.float32) -> Any:
-    """A field merged by addition; identity 0."""
-    return _field(SumKind(shape=shape, dtype=dtype))
+def sum_field(*, shape: Any = (), dtype: Any = jnp.float32, default: Any = dataclasses.MISSING) -> Any:
+    """A field merged by addition (leaf by leaf for a pytree value); identity 0.
+
+    ``default=None`` makes the field optional (Kauldron's ``sum_field(default=None)``): a
+    state without it holds ``None``, which merges only with ``None``.
+    """
+    return _field(SumKind(shape=shape, dtype=dtype), default)
 
 
-def exact_sum_field(*, shape: Any = ()) -> Any:
+def exact_sum_field(*, shape: Any = (), default: Any = dataclasses.MISSING) -> Any:
     """A double-float sum (``(*shape, 2)`` float32), exact for integers up to 2^48.
 
     Build its value with :func:`metrix.core.numerics.df_from` (a float32 array -> ``(..., 2)``).
     """
-    return _field(ExactSumKind(shape=shape, dtype=jnp.float32))
+    return _field(ExactSumKind(shape=shape, dtype=jnp.float32), default)
 
 
-def min_field(*, shape: Any = (), dtype: Any = jnp.float32) -> Any:
+def min_field(*, shape: Any = (), dtype: Any = jnp.float32, default: Any = dataclasses.MISSING) -> Any:
     """A field merged by elementwise minimum; identity +inf (the dtype's max for ints)."""
-    return _field(MinKind(shape=shape, dtype=dtype))
+    return _field(MinKind(shape=shape, dtype=dtype), default)
 
 
-def max_field(*, shape: Any = (), dtype: Any = jnp.float32) -> Any:
+def max_field(*, shape: Any = (), dtype: Any = jnp.float32, default: Any = dataclasses.MISSING) -> Any:
     """A field merged by elementwise maximum; identity -inf (the dtype's min for ints)."""
-    return _field(MaxKind(shape=shape, dtype=dtype))
+    return _field(MaxKind(shape=shape, dtype=dtype), default)
 
 
-def concat_field(*, item_shape: Any = (), dtype: Any = jnp.float32) -> Any:
-    """A fixed-capacity buffer of rows of shape ``item_shape`` (owner: a BufferState)."""
-    return _field(ConcatKind(shape=item_shape, dtype=dtype))
+def concat_field(
+    *, item_shape: Any = _UNSET, dtype: Any = jnp.float32, axis: int = 0, default: Any = dataclasses.MISSING
+) -> Any:
+    """Rows concatenated across merges (see :class:`ConcatKind`).
+
+    In a :class:`~metrix.BufferState`: a fixed-capacity buffer of rows of shape
+    ``item_shape`` (scalar rows when not given). In an :class:`~metrix.AutoState`
+    (Kauldron's ``concat_field(axis=...)``): the value, an array or a pytree of arrays,
+    grows along ``axis``; ``item_shape`` (optional) gives ``empty()`` real shapes.
+    """
+    return _field(ConcatKind(shape=item_shape, dtype=dtype, axis=axis), default)
 
 
 def fill_count_field() -> Any:
@@ -688,12 +686,20 @@ def dropped_field() -> Any:
     return _field(DroppedKind())
 
 
-def nested_field(state_cls: type | None = None) -> Any:
-    """A State inside a State; merges by the inner state's rules."""
-    return _field(NestedKind(state_cls=state_cls))
+def nested_field(state_cls: type | None = None, *, default: Any = dataclasses.MISSING) -> Any:
+    """A State (or a pytree of States) inside a State; merges by the inner states' rules
+    (Kauldron's ``state_field``)."""
+    return _field(NestedKind(state_cls=state_cls), default)
 
 
-def truncate_field(*, num_field: str, axis: int = 0, item_shape: Any = None, dtype: Any = jnp.float32) -> Any:
+def truncate_field(
+    *,
+    num_field: str,
+    axis: int = 0,
+    item_shape: Any = None,
+    dtype: Any = jnp.float32,
+    default: Any = dataclasses.MISSING,
+) -> Any:
     """Rows kept up to the first ``num`` across merges; ``num`` read from ``num_field``.
 
     ``num_field`` is an attribute path from the state, e.g. ``"parent.num_images"`` (a field
@@ -702,7 +708,7 @@ def truncate_field(*, num_field: str, axis: int = 0, item_shape: Any = None, dty
     """
     if not isinstance(num_field, str) or not num_field:
         raise TypeError(f"truncate_field needs num_field, an attribute path string; got {num_field!r}")
-    return _field(TruncateKind(shape=item_shape, dtype=dtype, num_field=num_field, axis=axis))
+    return _field(TruncateKind(shape=item_shape, dtype=dtype, num_field=num_field, axis=axis), default)
 
 
 def last_field(*, seen_field: str = "seen", shape: Any = (), dtype: Any = jnp.float32) -> Any:
@@ -729,18 +735,20 @@ def static_field(default: Any = dataclasses.MISSING) -> Any:
 
 
 __all__ = [
+    "EMPTY",
     "FieldKind",
-    "sum_field",
-    "exact_sum_field",
-    "min_field",
-    "max_field",
-    "concat_field",
-    "fill_count_field",
-    "dropped_field",
-    "truncate_field",
-    "nested_field",
-    "last_field",
-    "chan_mean_field",
+    "MergeError",
     "chan_m2_field",
+    "chan_mean_field",
+    "concat_field",
+    "dropped_field",
+    "exact_sum_field",
+    "fill_count_field",
+    "last_field",
+    "max_field",
+    "min_field",
+    "nested_field",
     "static_field",
+    "sum_field",
+    "truncate_field",
 ]

@@ -4,6 +4,14 @@ A key is a path such as ``"preds.logits"``, ``"batch.label"``, ``"batch['image']
 ``"preds.x[..., 0]"``. Paths are parsed with :mod:`ast` into a list of accessors (names,
 string/int keys, and array indices made of ints, slices, ``...`` and ``None``); nothing in a
 path is ever evaluated. Failures name the metric, the key and the closest existing paths.
+
+Glob parts, as in Kauldron's kontext paths: ``*`` matches every entry of one level,
+``**`` any number of levels (zero included). A path with globs resolves to the *subtree* of
+the matching entries, with the structure of the context kept and the entries that do not
+match left out: ``"batch.**.d"`` on ``{"batch": {"d": x, "b": {"c": y, "d": z}}}`` gives
+``{"d": x, "b": {"d": z}}`` (what :class:`metrix.TreeMap` / :class:`metrix.TreeReduce`
+apply their metric to). Globs step into mappings, lists and tuples; a glob path that matches
+nothing is a :class:`MissingPathError`.
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ class ContextKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class MissingPathError(ContextKeyError):
+    """A key's path is not in the context (the input is missing, the key itself is fine):
+    what :class:`metrix.SkipIfMissing` skips."""
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 
@@ -61,6 +74,17 @@ class _Attr:
 @dataclasses.dataclass(frozen=True)
 class _Item:
     key: Any  # str, int, or a tuple/slice/Ellipsis index
+
+
+@dataclasses.dataclass(frozen=True)
+class _Glob:
+    pattern: str  # "*" (one level) or "**" (any number of levels)
+
+
+# A glob part stands alone between dots (or at the start / end, or before an index).
+_GLOB_PART = re.compile(r"(?:(?<=^)|(?<=\.))(\*\*|\*)(?=\.|\[|$)")
+_GLOB_NAMES = {"**": "_metrix_glob_any_", "*": "_metrix_glob_one_"}
+_GLOB_OF_NAME = {name: _Glob(pattern) for pattern, name in _GLOB_NAMES.items()}
 
 
 def _index_value(node: ast.AST):
@@ -82,8 +106,9 @@ def _index_value(node: ast.AST):
 @functools.lru_cache(maxsize=4096)
 def parse_path(path: str) -> tuple[Any, ...]:
     """``"preds.x[..., 0]"`` -> (_Attr('preds'), _Attr('x'), _Item((Ellipsis, 0)))."""
+    text = _GLOB_PART.sub(lambda m: _GLOB_NAMES[m.group(1)], path.strip())
     try:
-        tree = ast.parse(path.strip(), mode="eval").body
+        tree = ast.parse(text, mode="eval").body
     except SyntaxError as err:
         raise ValueError(f"{path!r} is not a valid key path") from err
     parts: list[Any] = []
@@ -103,7 +128,7 @@ def parse_path(path: str) -> tuple[Any, ...]:
                 f"{path!r} is not a valid key path: use names, '.attr', ['key'] and array "
                 "indices such as [..., 0]"
             )
-    parts = tuple(reversed(parts))
+    parts = tuple(_GLOB_OF_NAME.get(p.name, p) if isinstance(p, _Attr) else p for p in reversed(parts))
     for p in parts:
         if isinstance(p, _Attr) and p.name.startswith("__"):
             raise ValueError(f"{path!r}: dunder names such as {p.name!r} are not allowed in key paths")
@@ -113,7 +138,9 @@ def parse_path(path: str) -> tuple[Any, ...]:
 def _render(parts: Sequence[Any]) -> str:
     out = ""
     for p in parts:
-        if isinstance(p, _Attr):
+        if isinstance(p, _Glob):
+            out += ("." if out else "") + p.pattern
+        elif isinstance(p, _Attr):
             out += ("." if out else "") + p.name
         else:
             out += f"[{p.key!r}]"
@@ -203,13 +230,101 @@ def available_paths(context: Any, max_depth: int = 6) -> list[str]:
     return paths
 
 
+# -- glob paths -------------------------------------------------------------------------------
+
+_NO_MATCH = object()
+
+
+def _glob_children(node: Any) -> list[tuple[Any, Any]]:
+    """The entries a glob steps into: those of mappings, lists and tuples (not arrays)."""
+    if isinstance(node, Mapping):
+        return list(node.items())
+    if isinstance(node, (list, tuple)) and not hasattr(node, "_fields"):
+        return list(enumerate(node))
+    return []
+
+
+def _rebuild(node: Any, entries: dict) -> Any:
+    """``node``'s container type holding only ``entries`` (in the context's order)."""
+    if isinstance(node, Mapping):
+        try:
+            return type(node)(entries)
+        except TypeError:
+            return dict(entries)
+    if isinstance(node, (list, tuple)):
+        values = [entries[k] for k in sorted(entries)]
+        return tuple(values) if isinstance(node, tuple) else values
+    return dict(entries)
+
+
+def _select(node: Any, parts: Sequence[Any]) -> Any:
+    """The subtree of ``node`` matching ``parts`` (globs included), ``_NO_MATCH`` if none."""
+    if not parts:
+        return node
+    part, rest = parts[0], parts[1:]
+    if isinstance(part, _Glob):
+        children = _glob_children(node)
+        if part.pattern == "*":
+            matched = {k: got for k, child in children if (got := _select(child, rest)) is not _NO_MATCH}
+            return _rebuild(node, matched) if matched else _NO_MATCH
+        # "**": zero levels (the rest of the path here) merged with any deeper match.
+        deeper = {k: got for k, child in children if (got := _select(child, parts)) is not _NO_MATCH}
+        here = _select(node, rest)
+        if here is _NO_MATCH:
+            return _rebuild(node, deeper) if deeper else _NO_MATCH
+        if deeper and _glob_children(here) and not _is_array(here):
+            both = {**deeper, **dict(_glob_children(here))}
+            return _rebuild(node, {k: both[k] for k, _ in children if k in both})
+        return here
+    if _is_array(node) and isinstance(part, _Attr):
+        return _NO_MATCH  # a glob never matches array attributes (x.T, x.shape)
+    try:
+        child = _step(node, part)
+    except (KeyError, AttributeError, TypeError):
+        return _NO_MATCH
+    got = _select(child, rest)
+    if got is _NO_MATCH:
+        return _NO_MATCH
+    if _is_array(node):  # an array index applied to a matched leaf
+        return got
+    key = part.name if isinstance(part, _Attr) else part.key
+    return _rebuild(node, {key: got})
+
+
+def _resolve_glob(context: Any, parts: tuple, path: str, where: str) -> Any:
+    first = next(i for i, p in enumerate(parts) if isinstance(p, _Glob))
+    node = _resolve_parts(context, parts[:first], path, where) if first else context
+    got = _select(node, parts[first:])
+    if got is _NO_MATCH:
+        top = sorted({k.split(".")[0] for k in available_paths(context)})
+        raise MissingPathError(
+            f"{where}: no entry of the context matches the glob path {path!r}. The context "
+            f"has: {', '.join(repr(t) for t in top[:12])}."
+        )
+    return got
+
+
+def has_glob(path: Any) -> bool:
+    """Whether a key path holds a ``*`` / ``**`` part."""
+    return isinstance(path, str) and _GLOB_PART.search(path) is not None
+
+
 def resolve(context: Any, path: str, *, owner: str = "", key_name: str = "") -> Any:
-    """The value at ``path`` in ``context``; a :class:`ContextKeyError` with close matches otherwise."""
+    """The value at ``path`` in ``context``; a :class:`ContextKeyError` with close matches otherwise.
+
+    A path with glob parts gives the subtree of the matching entries (see the module docstring).
+    """
     where = f"{owner}.{key_name}" if owner else key_name
     try:
         parts = parse_path(path)
     except ValueError as err:
         raise ContextKeyError(f"{where}: {err}") from None
+    if any(isinstance(p, _Glob) for p in parts):
+        return _resolve_glob(context, parts, path, where)
+    return _resolve_parts(context, parts, path, where)
+
+
+def _resolve_parts(context: Any, parts: tuple, path: str, where: str) -> Any:
     node = context
     for i, part in enumerate(parts):
         try:
@@ -222,7 +337,7 @@ def resolve(context: Any, path: str, *, owner: str = "", key_name: str = "") -> 
             if not close and known:
                 top = sorted({k.split('.')[0] for k in known})
                 hint = f" The context has: {', '.join(repr(t) for t in top[:12])}."
-            raise ContextKeyError(
+            raise MissingPathError(
                 f"{where}: path {path!r} not found in the context (failed at {_render(parts[: i + 1])!r} "
                 f"after {reached!r}: {type(err).__name__}: {err}).{hint}"
             ) from None

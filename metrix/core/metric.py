@@ -294,19 +294,43 @@ class Metric(Frozen):
 
     @classmethod
     def _check_keys_match_signature(cls) -> None:
-        params = cls.input_parameters()
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-        unknown = [k for k in cls.key_fields() if cls.key_aliases.get(k, k) not in params]
-        if unknown:
+        """Refuse keys that are set by default (or required) but that get_state never reads.
+
+        An optional key that defaults to ``None`` may stay unread (Kauldron's ``mask: Key =
+        None`` on a metric without masks): it is refused only once set, when the metric is
+        built or reads a context (:meth:`_check_set_keys_are_read`).
+        """
+        unread = _unread_keys(cls)
+        fields = getattr(cls, "__dataclass_fields__", {})
+        always_set = [k for k in unread if k not in fields or fields[k].default is not None]
+        if always_set:
+            params = list(cls.input_parameters())
             raise TypeError(
-                f"{cls.__qualname__}: key field(s) {unknown} are not inputs of get_state "
-                f"(its inputs are {list(params)}); keys must be named like get_state's arguments."
+                f"{cls.__qualname__}: key field(s) {always_set} are not inputs of get_state "
+                f"(its inputs are {params}); keys must be named like get_state's arguments "
+                "(an optional key get_state does not read must default to None)."
             )
+
+    def _check_set_keys_are_read(self) -> None:
+        """A key set on this metric that its get_state does not read: an error naming it."""
+        for key in _unread_keys(type(self)):
+            path = getattr(self, key, None)
+            if path is not None:
+                params = list(self.input_parameters())
+                raise TypeError(
+                    f"{type(self).__name__}.{key} is set to {path!r}, but "
+                    f"{type(self).__name__}.get_state does not read `{key}` (its inputs are "
+                    f"{params}): the input would be ignored; leave {key}=None."
+                )
+
+    def __post_init__(self):
+        # Subclasses with their own __post_init__ are checked when they read a context.
+        self._check_set_keys_are_read()
 
     def resolve_inputs(self, context: Any) -> dict[str, Any]:
         """Look every set key up in ``context``; errors name the metric, key and close paths."""
         name = type(self).__name__
+        self._check_set_keys_are_read()
         params = self.input_parameters()
         inputs: dict[str, Any] = {}
         aliased = self._aliased_inputs()
@@ -409,7 +433,17 @@ class Metric(Frozen):
         Cached per (configuration, input structure, shapes and dtypes): a repeated call costs
         one jitted dispatch (see "One-shot calls" in the module docstring). Buffers hold
         exactly the input's rows, so the configured ``capacity`` never overflows here.
+        ``metric(context=ctx)`` (Kauldron's form) reads the inputs through the keys:
+        ``get_state_from_context(ctx).compute()``.
         """
+        if "context" in kwargs and "context" not in self.input_parameters():
+            if args or len(kwargs) > 1:
+                raise TypeError(
+                    f"{type(self).__name__}(): pass either context= or the inputs, not both "
+                    f"(got context and {sorted(k for k in kwargs if k != 'context')}, "
+                    f"{len(args)} positional)"
+                )
+            return self.get_state_from_context(kwargs["context"]).compute()
         return _one_shot(self, args, kwargs)
 
 
@@ -604,6 +638,15 @@ def _rename_aliases(cls, method_name: str, kwargs: dict) -> dict:
             )
         renamed[target] = value
     return renamed
+
+
+@functools.cache
+def _unread_keys(cls) -> tuple[str, ...]:
+    """Key fields of ``cls`` that are not inputs of its get_state (none with ``**kwargs``)."""
+    params = cls.input_parameters()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return ()
+    return tuple(k for k in cls.key_fields() if cls.key_aliases.get(k, k) not in params)
 
 
 @functools.cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self
 
 import jax
 import jax.numpy as jnp
@@ -13,14 +13,17 @@ import numpy as np
 from typing_extensions import dataclass_transform
 
 from metrix.core import refuse as refuse_lib
-from metrix.core.fields import _META, FieldKind, TruncateKind, gather, pairwise_fold, static_field
-
-_Self = TypeVar("_Self", bound="State")
-
-class MergeError(ValueError):
-    """Two states cannot be merged (different configuration or structure)."""
-
-
+from metrix.core.fields import (
+    _META,
+    EMPTY,
+    FieldKind,
+    MergeError,
+    TruncateKind,
+    gather,
+    is_absent,
+    pairwise_fold,
+    static_field,
+)
 
 # ---------------------------------------------------------------------------------------
 # State
@@ -208,6 +211,12 @@ class State(Frozen):
     _static_fields: ClassVar[tuple[str, ...]] = ("parent",)
     _truncate_fields: ClassVar[tuple[str, ...]] = ()
     _undeclared_fields_are_static: ClassVar[bool] = False
+    # The kind of a field declared without a metrix field (CollectFirstState: truncate), or None.
+    _undeclared_field_kind: ClassVar[FieldKind | None] = None
+    # empty() gives EMPTY (instead of an error) for a field whose declaration lacks the
+    # shape or class an identity needs (AutoState, as Kauldron's EMPTY).
+    _shapeless_identities: ClassVar[bool] = False
+    _kinds: ClassVar[dict[str, FieldKind]] = {}
     # Eager compute() runs as one cached compiled program (see _compiled_compute); False
     # keeps a class's compute op by op (host-side computes).
     compile_eager_compute: ClassVar[bool] = True
@@ -221,13 +230,17 @@ class State(Frozen):
             return
         dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=True)(cls)
         drop_frozen_methods(cls)
-        data, static = [], []
+        data, static, kinds = [], [], {}
         for f in dataclasses.fields(cls):
             kind = f.metadata.get(_META)
             if kind == "static" or (kind is None and f.metadata.get("pytree_node", True) is False):
                 static.append(f.name)
             elif isinstance(kind, FieldKind):
                 data.append(f.name)
+                kinds[f.name] = kind
+            elif kind is None and cls._undeclared_field_kind is not None and f.name != "parent":
+                data.append(f.name)
+                kinds[f.name] = cls._undeclared_field_kind
             elif cls._undeclared_fields_are_static:
                 static.append(f.name)
             else:
@@ -239,6 +252,9 @@ class State(Frozen):
                 )
         cls._data_fields = tuple(data)
         cls._static_fields = tuple(static)
+        cls._kinds = kinds
+        for name in data:
+            kinds[name].check_owner(cls, name)
         cls._truncate_fields = tuple(n for n in data if isinstance(cls.field_kind(n), TruncateKind))
         _register_pytree(cls, cls._data_fields, cls._static_fields)
         # Already a pytree dataclass: `@flax.struct.dataclass` (Kauldron-style user code) must
@@ -248,9 +264,10 @@ class State(Frozen):
     # -- introspection ------------------------------------------------------------------
     @classmethod
     def field_kind(cls, name: str) -> FieldKind:
-        return cls.__dataclass_fields__[name].metadata[_META]
+        kind = cls._kinds.get(name)
+        return kind if kind is not None else cls.__dataclass_fields__[name].metadata[_META]
 
-    def replace(self: _Self, **changes) -> _Self:
+    def replace(self, **changes) -> Self:
         return dataclasses.replace(self, **changes)
 
     # -- the algebra --------------------------------------------------------------------
@@ -261,15 +278,20 @@ class State(Frozen):
             )
         for name in self._static_fields:
             mine, theirs = getattr(self, name), getattr(other, name)
-            if name == "parent" and (mine is None or theirs is None):
+            if mine is EMPTY or theirs is EMPTY or (name == "parent" and (mine is None or theirs is None)):
                 continue
             if mine != theirs:
+                if name == "parent":
+                    raise MergeError(
+                        f"cannot merge {type(self).__qualname__} states from different metrics "
+                        f"(their parents differ: {mine!r} vs {theirs!r})"
+                    )
                 raise MergeError(
                     f"cannot merge {type(self).__qualname__} states whose static field "
                     f"{name!r} differs: {mine!r} vs {theirs!r}"
                 )
 
-    def merge(self: _Self, other: _Self) -> _Self:
+    def merge(self, other: Self) -> Self:
         """Combine with another state of the same metric (associative; ``empty()`` is its identity).
 
         Each field is merged by its kind (:mod:`metrix.core.fields`), which may read the other
@@ -279,15 +301,21 @@ class State(Frozen):
         base = self._with_parent(other)
         return base.replace(**{n: self.field_kind(n).merge_field(n, base, other) for n in self._data_fields})
 
-    def _with_parent(self: _Self, other: State) -> _Self:
-        return self if self.parent is not None else self.replace(parent=other.parent)
+    def _with_parent(self, other: State) -> Self:
+        """``self`` with the parent, and any static field it holds as ``EMPTY``, of ``other``."""
+        missing = {
+            n: getattr(other, n)
+            for n in self._static_fields
+            if getattr(self, n) is EMPTY or (n == "parent" and self.parent is None)
+        }
+        return self.replace(**missing) if missing else self
 
     def _merges_by_fields(self) -> bool:
         """False for a subclass that writes its own ``merge`` (its fields' folds and
         collectives would not be what its merge does)."""
         return type(self).merge is State.merge
 
-    def _merge_stacked(self: _Self) -> _Self:
+    def _merge_stacked(self) -> Self:
         """The merge of the states stacked on this state's leading axis, in order.
 
         Each field folds by its kind (sums reduce, buffers place rows, Chan moments pool); a
@@ -298,7 +326,7 @@ class State(Frozen):
             return pairwise_fold(self, jax.vmap(lambda a, b: a.merge(b)), length)
         return self.replace(**{n: self.field_kind(n).fold_field(n, self) for n in self._data_fields})
 
-    def _allreduce(self: _Self, axis_name) -> _Self:
+    def _allreduce(self, axis_name) -> Self:
         """The merge of this state across the devices of ``axis_name`` (inside
         ``shard_map``/``pmap``), typed replicated: each field by its kind's collective. A state
         with its own ``merge`` gathers every device's state and folds them with it. Override
@@ -313,12 +341,18 @@ class State(Frozen):
         """Turn the accumulated state into values (a jax scalar, array or dict of them)."""
         raise NotImplementedError(f"{type(self).__qualname__}.compute")
 
-    def empty_like(self: _Self) -> _Self:
+    def finalize(self) -> Self:
+        """The state ready for a host-side ``compute`` (Kauldron's ``finalize``): the state
+        itself here; :class:`AutoState` cuts truncate fields and moves arrays to numpy.
+        ``compute()`` never needs it first."""
+        return self
+
+    def empty_like(self) -> Self:
         """The identity of merge with exactly this state's shapes and dtypes."""
         return self.replace(**{n: self.field_kind(n).empty_like_field(n, self) for n in self._data_fields})
 
     @classmethod
-    def empty(cls: type[_Self], parent: Any = None, **static) -> _Self:
+    def empty(cls, parent: Any = None, **static) -> Self:
         """The identity of merge built from the field declarations (shapes may use ``parent``)."""
         values = {n: cls.field_kind(n).empty_field(n, cls, parent, static) for n in cls._data_fields}
         return cls(parent=parent, **static, **values)
@@ -347,40 +381,81 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
+def to_host(value):
+    """Concrete arrays as numpy (Kauldron's finalize); tracers, None and EMPTY unchanged."""
+    if isinstance(value, State):
+        return value.finalize()
+    if is_absent(value) or not refuse_lib.is_concrete(value):
+        return value
+    return jax.tree.map(np.asarray, value)
+
+
 class AutoState(State):
     """Kauldron's ``AutoState``: a state defined by its fields alone.
 
     Fields declared with the field functions merge by their kind (``sum_field``,
-    ``min_field``, ``max_field``, ``truncate_field``, ``nested_field``, ...); any other field
-    (plain annotation, ``static_field``, ``flax.struct.field(pytree_node=False)``) is static
-    configuration, checked equal on merge. ``compute()`` returns an :class:`AutoStateOutput`
-    of the finalized data fields (truncated fields cut to their ``num``, nested states
-    computed). ``@flax.struct.dataclass`` on a subclass is accepted and changes nothing.
+    ``min_field``, ``max_field``, ``concat_field``, ``truncate_field``, ``nested_field``,
+    ...), each holding an array, a pytree of arrays, or ``None`` when declared with
+    ``default=None`` and left out; any other field (plain annotation, ``static_field``,
+    ``flax.struct.field(pytree_node=False)``) is static configuration, checked equal on
+    merge. ``empty()`` holds each field's identity: 0 / +inf / -inf of the declared shape
+    (scalar by default, broadcast on merge) for sums, minima and maxima; ``EMPTY`` for concat
+    and truncate fields without ``item_shape``, for fields declared with ``default=`` and
+    nested states of unknown class. ``compute()`` returns an :class:`AutoStateOutput` of the
+    data fields (truncated fields cut to their ``num``, nested states computed; jit-safe);
+    :meth:`finalize` gives the state with numpy arrays. ``@flax.struct.dataclass`` on a
+    subclass is accepted and changes nothing.
     """
 
     _undeclared_fields_are_static: ClassVar[bool] = True
+    _shapeless_identities: ClassVar[bool] = True
 
-    def finalize(self):
-        """The state with every truncate field cut to its ``num`` rows."""
-        return self.replace(
-            **{
-                n: self.field_kind(n).truncate(getattr(self, n), self.field_kind(n).num_rows(self))
-                for n in self._truncate_fields
-            }
-        )
+    @classmethod
+    def empty(cls, parent: Any = None, **static) -> Self:
+        """The identity of merge; a field declared with ``default=`` (optional in Kauldron's
+        sense) is ``EMPTY`` there, so that it merges with states that hold it and with those
+        that do not."""
+        values = {}
+        for n in cls._data_fields:
+            declared = cls.__dataclass_fields__[n].default
+            if declared is not dataclasses.MISSING:
+                values[n] = EMPTY
+            else:
+                values[n] = cls.field_kind(n).empty_field(n, cls, parent, static)
+        return cls(parent=parent, **static, **values)
+
+    def _truncated(self) -> Self:
+        """Every truncate field cut to its ``num`` rows (jit-safe)."""
+        cuts = {}
+        for n in self._truncate_fields:
+            value = getattr(self, n)
+            if not is_absent(value):
+                kind = self.field_kind(n)
+                cuts[n] = kind.truncate(value, kind.num_rows(self))
+        return self.replace(**cuts) if cuts else self
+
+    def finalize(self) -> Self:
+        """Kauldron's ``finalize``: truncate fields cut to their ``num`` rows, concrete arrays
+        turned into numpy arrays (nested states finalized); static fields and ``None`` /
+        ``EMPTY`` values unchanged. Under ``jit`` the arrays stay traced. The result still
+        merges; ``compute()`` does not need it."""
+        final = self._truncated()
+        return final.replace(**{n: to_host(getattr(final, n)) for n in self._data_fields})
 
     def compute(self) -> AutoStateOutput:
-        final = self.finalize()
+        final = self._truncated()
         out = AutoStateOutput()
         for name in self._data_fields:
             value = getattr(final, name)
+            if value is EMPTY:
+                value = None  # never merged with data (Kauldron's finalize gives None)
             out[name] = value.compute() if isinstance(value, State) else value
         return out
 
 
 __all__ = [
-    "State",
     "AutoState",
     "AutoStateOutput",
     "MergeError",
+    "State",
 ]

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from metrix.core import numerics
 from metrix.core.buffers import BufferState
 from metrix.core.fields import (
+    EMPTY,
+    TruncateKind,
     chan_m2_field,
     chan_mean_field,
     concat_field,
@@ -22,10 +24,11 @@ from metrix.core.fields import (
     last_field,
     max_field,
     min_field,
+    static_field,
 )
 from metrix.core.masks import broadcast_mask
 from metrix.core.refuse import metric_name, refuse
-from metrix.core.state import State
+from metrix.core.state import AutoState, AutoStateOutput, State, to_host
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -304,16 +307,49 @@ class CollectState(BufferState):
         return self.check_capacity(self.values)
 
 
+class EmptyState(State):
+    """A state without data: ``merge`` keeps it, ``compute()`` is ``{}`` (Kauldron's
+    ``EmptyState``; the state of :class:`metrix.NoopMetric`)."""
+
+    compile_eager_compute = False
+
+    def compute(self) -> dict:
+        return {}
+
+
+class CollectFirstState(AutoState):
+    """The first ``keep_first`` rows (leading axis) of every field, in arrival order.
+
+    Kauldron's ``CollectFirstState``: fields are declared by annotation alone
+    (``images: Float["n h w 3"]``) and each is a truncate field cut to ``keep_first``
+    rows, so ``merge(a, b)`` is ``concatenate([a, b])[:keep_first]`` per field and a single
+    state is cut at ``compute()`` too. ``keep_first`` is static (``EMPTY`` in ``empty()``:
+    taken from the other state on merge). ``compute()`` gives the rows as numpy arrays when
+    run eagerly (host-side summaries), traced arrays under ``jit``.
+    """
+
+    _undeclared_field_kind = TruncateKind(num_field="keep_first")
+    compile_eager_compute = False
+
+    keep_first: int = static_field(default=EMPTY)
+
+    def compute(self) -> AutoStateOutput:
+        out = AutoState.compute(self)
+        return AutoStateOutput({name: to_host(value) for name, value in out.items()})
+
+
 __all__ = [
-    "SumState",
     "AverageState",
     "CheckedAverageState",
-    "WelfordState",
+    "CollectFirstState",
+    "CollectState",
+    "EmptyState",
+    "HistogramState",
+    "LastState",
+    "MaxState",
     "MeanCovState",
     "MinState",
-    "MaxState",
-    "LastState",
-    "HistogramState",
-    "CollectState",
+    "SumState",
+    "WelfordState",
     "chan_merge",
 ]
