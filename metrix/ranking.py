@@ -49,12 +49,18 @@ def _top_k(num_items, k, valid):
     return position < _cutoff(k, valid)[..., None]
 
 
-def precision_at_k(scores, relevance, k=None, item_mask=None):
-    """``(# relevant among the top k) / k`` per query (k = list length when None)."""
+def precision_at_k(scores, relevance, k=None, item_mask=None, adaptive_k: bool = False):
+    """``(# relevant among the top k) / k`` per query (k = list length when None).
+
+    ``adaptive_k=True`` divides by ``min(k, # real items)`` instead, so a list shorter than
+    ``k`` is not penalised (torchmetrics' ``adaptive_k``; metrax's and keras-rs' rule).
+    """
     valid = _item_mask(item_mask, scores.shape)
     ranked = ranked_relevance(scores, relevance, valid)
     hits = jnp.sum(ranked * _top_k(scores.shape[-1], k, valid), axis=-1)
     cutoff = _cutoff(k, valid)
+    if adaptive_k:
+        cutoff = jnp.minimum(cutoff, _cutoff(None, valid))
     return hits / jnp.maximum(cutoff, 1)
 
 
@@ -246,10 +252,16 @@ class MAP(_PerQuery):
 
 
 class PrecisionAtK(_PerQuery):
-    """Mean over queries of ``(# relevant in the top k) / k``."""
+    """Mean over queries of ``(# relevant in the top k) / k``.
+
+    ``adaptive_k=True``: ``/ min(k, # real items)`` (torchmetrics' ``adaptive_k``; metrax's
+    ``PrecisionAtK`` and keras-rs divide so), for lists shorter than ``k``.
+    """
+
+    adaptive_k: bool = False
 
     def per_query(self, scores, relevance, item_mask):
-        return precision_at_k(scores, relevance, self.k, item_mask)
+        return precision_at_k(scores, relevance, self.k, item_mask, self.adaptive_k)
 
 
 class RecallAtK(_PerQuery):

@@ -1,7 +1,11 @@
 """Regression metrics: errors, explained variance, correlations.
 
 Inputs are ``preds`` and ``targets`` of equal shape; ``mask`` covers their leading axes
-(boolean-indexing semantics: a masked-out element, even NaN, changes nothing).
+(boolean-indexing semantics: a masked-out element, even NaN, changes nothing). ``weights``
+(optional, real-valued, sklearn's ``sample_weight``) covers the leading axes too and weighs
+what the mask kept (:mod:`metrix.core.weights`): ``MSE``, ``RMSE``, ``MAE``, ``MAPE``,
+``SMAPE`` and the moment metrics take it. A negative, NaN or infinite unmasked weight is
+refused eagerly (NaN under jit).
 
 * Element-wise errors (``MSE``, ``RMSE``, ``MAE``, ``MAPE``, ``SMAPE``, ``MaxError``) reduce
   over every unmasked element with exact (double-float) sums.
@@ -30,6 +34,7 @@ from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
 from metrix.core.state import State
 from metrix.core.states import AverageState, MaxState
+from metrix.core.weights import checked_weights
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # torchmetrics' floor for |target| in MAPE and |target| + |pred| in SMAPE (float32-safe).
@@ -76,11 +81,16 @@ def _check_same_shape(preds, targets):
 
 
 class _ElementwiseError(Metric):
-    """Mean of an element-wise error over all unmasked elements (exact sums; NaN if none)."""
+    """Mean of an element-wise error over all unmasked elements (exact sums; NaN if none).
+
+    With ``weights``: ``sum_i w_i e_i / sum_i w_i`` over the unmasked elements (sklearn's
+    ``sample_weight``); all-zero weights give NaN (sklearn raises there).
+    """
 
     preds: Key = REQUIRED
     targets: Key = REQUIRED
     mask: Key | None = None
+    weights: Key | None = None
 
     State = AverageState
 
@@ -92,9 +102,14 @@ class _ElementwiseError(Metric):
         preds: Float[Array, "*b"],
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
+        weights: Shaped[Array, "*w"] | None = None,
     ) -> State:
         _check_same_shape(preds, targets)
-        return self.State.from_values(self.errors(preds, targets), mask=mask)
+        errors = self.errors(preds, targets)
+        if weights is None:  # the unweighted path keeps its exact integer counts
+            return self.State.from_values(errors, mask=mask)
+        w, keep = checked_weights(weights, errors.shape, mask)
+        return self.State.from_values(errors, mask=keep, weights=w)
 
 
 class MSE(_ElementwiseError):
@@ -105,7 +120,8 @@ class MSE(_ElementwiseError):
 
 
 class RMSE(_ElementwiseError):
-    """Root mean squared error: ``sqrt(mean((targets - preds)^2))`` (over all batches merged)."""
+    """Root mean squared error: ``sqrt(mean((targets - preds)^2))`` (over all batches merged;
+    weighted: ``sqrt(sum w (t - p)^2 / sum w)``, sklearn's ``root_mean_squared_error``)."""
 
     class State(AverageState):
         def compute(self):
@@ -205,8 +221,9 @@ def _output_shape(metric) -> tuple[int, ...]:
     return () if num_outputs is None else (int(num_outputs),)
 
 
-def _as_rows(preds, targets, mask, num_outputs):
-    """Flatten to ``(N,)`` (one variable) or ``(N, d)`` rows, with the mask as rows too.
+def _as_rows(preds, targets, mask, num_outputs, weights=None):
+    """Flatten to ``(N,)`` (one variable) or ``(N, d)`` rows, with the mask as rows too
+    (and, given ``weights``, the checked weights as rows: ``(p, t, keep, w)``).
 
     Rows are float32 (or wider) whatever the input dtype, so states have the dtypes of
     ``empty()`` (no retrace, no merge mismatch for bfloat16 inputs).
@@ -215,66 +232,95 @@ def _as_rows(preds, targets, mask, num_outputs):
     dtype = jnp.promote_types(jnp.promote_types(preds.dtype, targets.dtype), jnp.float32)
     preds, targets = preds.astype(dtype), targets.astype(dtype)
     _check_same_shape(preds, targets)
-    keep = broadcast_mask(mask, preds.shape)
+    if weights is None:
+        keep, w = broadcast_mask(mask, preds.shape), None
+    else:
+        w, keep = checked_weights(weights, preds.shape, mask)
+    rows = (-1,) if num_outputs is None else (-1, num_outputs)
     if num_outputs is None:
-        return preds.reshape(-1), targets.reshape(-1), keep.reshape(-1)
+        return preds.reshape(-1), targets.reshape(-1), keep.reshape(-1), _rows(w, rows)
     if preds.ndim < 1 or preds.shape[-1] != num_outputs:
         raise ValueError(
             f"num_outputs={num_outputs} needs inputs of shape (*b, {num_outputs}), got {preds.shape}"
         )
-    d = num_outputs
-    return preds.reshape(-1, d), targets.reshape(-1, d), keep.reshape(-1, d)
+    return preds.reshape(rows), targets.reshape(rows), keep.reshape(rows), _rows(w, rows)
+
+
+def _rows(w, rows):
+    return None if w is None else w.reshape(rows)
 
 
 class CoMomentState(State):
-    """Count, means and co-moment matrix of ``z = (preds, targets, targets - preds)``.
+    """Weight, means and co-moment matrix of ``z = (preds, targets, targets - preds)``.
 
-    ``mean[..., i] = mean(z_i)`` and ``m2[..., i, j] = sum (z_i - mean_i)(z_j - mean_j)``,
-    per output (shape ``()`` or ``(d,)`` before the trailing variable axes). Merged with
-    Chan's formulas: ``delta = mean_b - mean_a``, ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n``.
-    The residual is tracked as its own variable so ``sum (t - p)^2 = M2_rr + n mean_r^2``
+    ``count = sum w`` (the number of rows when unweighted), ``mean[..., i] = sum w z_i / sum w``
+    and ``m2[..., i, j] = sum w (z_i - mean_i)(z_j - mean_j)``, per output (shape ``()`` or
+    ``(d,)`` before the trailing variable axes); ``samples`` counts the rows whatever their
+    weight (sklearn's ``n_samples``). Merged with Chan's formulas, weights as counts:
+    ``delta = mean_b - mean_a``, ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n``.
+    The residual is tracked as its own variable so ``sum w (t - p)^2 = M2_rr + n mean_r^2``
     never cancels, however close the predictions are.
     """
 
     count: jax.Array = exact_sum_field(shape=_output_shape)
     mean: jax.Array = chan_mean_field(shape=lambda m: (*_output_shape(m), 3), covariance=True)
     m2: jax.Array = chan_m2_field(shape=lambda m: (*_output_shape(m), 3, 3), covariance=True)
+    samples: jax.Array = exact_sum_field(shape=_output_shape)
 
     @classmethod
-    def from_rows(cls, preds, targets, keep, *, parent: Any = None):
-        """From ``(N, *out)`` rows and a boolean ``keep`` of the same shape (two passes)."""
+    def from_rows(cls, preds, targets, keep, weights=None, *, parent: Any = None):
+        """From ``(N, *out)`` rows, a boolean ``keep`` of the same shape and optional
+        ``weights`` (0 where not kept; see :func:`metrix.core.weights.checked_weights`)."""
         z = jnp.stack([preds, targets, targets - preds], axis=-1)
         keep3 = keep[..., None]
-        count = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
+        samples = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
+        if weights is None:
+            count, w = samples, keep3.astype(z.dtype)
+        else:
+            w = jnp.where(keep, weights, 0).astype(z.dtype)[..., None]
+            count = numerics.df_from(jnp.sum(w[..., 0], axis=0))
         n = numerics.df_value(count)
-        mean = jnp.sum(jnp.where(keep3, z, 0), axis=0) / jnp.maximum(n, 1)[..., None]
+        # Two passes: the weighted mean, then weighted products of deviations from it.
+        total = jnp.sum(jnp.where(keep3, w * z, 0), axis=0)
+        mean = total / jnp.where(n > 0, n, 1)[..., None]
         centred = jnp.where(keep3, z - mean, 0)
-        m2 = jnp.einsum("n...i,n...j->...ij", centred, centred, precision=_HIGHEST)
-        return cls(parent=parent, count=count, mean=mean, m2=m2)
+        m2 = jnp.einsum("n...i,n...j->...ij", centred * w, centred, precision=_HIGHEST)
+        return cls(parent=parent, count=count, mean=mean, m2=m2, samples=samples)
 
     # -- derived statistics (per output) ----------------------------------------------
     @property
     def n(self):
+        """The total weight (the number of rows when unweighted)."""
         return numerics.df_value(self.count)
 
+    @property
+    def num_samples(self):
+        """The number of rows, whatever their weights."""
+        return numerics.df_value(self.samples)
+
     def sum_squared_error(self):
-        """``sum (t - p)^2 = M2_rr + n mean_r^2``."""
+        """``sum w (t - p)^2 = M2_rr + n mean_r^2``."""
         return self.m2[..., RESIDUAL, RESIDUAL] + self.n * jnp.square(self.mean[..., RESIDUAL])
 
     def total_sum_of_squares(self):
-        """``sum (t - mean_t)^2``."""
+        """``sum w (t - mean_t)^2``."""
         return self.m2[..., TARGET, TARGET]
 
     def compute(self):
-        return {"count": self.n, "mean": self.mean, "m2": self.m2}
+        return {"count": self.n, "mean": self.mean, "m2": self.m2, "samples": self.num_samples}
 
 
 def _score_from_ratio(numerator, denominator):
-    """``1 - num / den`` with sklearn's ``force_finite``: den 0 gives 1 if num is 0, else 0."""
+    """``1 - num / den`` with sklearn's ``force_finite``: den 0 gives 1 if num is 0, else 0.
+
+    NaN in either (a NaN input or weight) stays NaN: comparisons with NaN are false, so the
+    ``force_finite`` branch would otherwise turn it into a plausible 1.0.
+    """
     safe = jnp.where(denominator > 0, denominator, 1)
-    return jnp.where(
+    score = jnp.where(
         denominator > 0, 1 - numerator / safe, jnp.where(numerator > 0, 0.0, 1.0)
     )
+    return jnp.where(jnp.isnan(numerator) | jnp.isnan(denominator), jnp.nan, score)
 
 
 def _average_outputs(raw, weights, multioutput):
@@ -296,13 +342,15 @@ def r2_from_moments(state: CoMomentState, multioutput: str = "uniform_average", 
     ``multioutput``: ``"uniform_average"`` (mean over outputs), ``"raw_values"`` or
     ``"variance_weighted"`` (weights SST). ``adjusted = k > 0`` applies
     ``1 - (1 - R2)(n - 1) / (n - k - 1)`` with ``n`` the number of samples (NaN if n <= k + 1).
-    Fewer than two samples give NaN.
+    Fewer than two samples give NaN. With weights every sum is weighted (sklearn's
+    ``sample_weight``); ``n`` above is still the number of samples.
     """
     raw = _score_from_ratio(state.sum_squared_error(), state.total_sum_of_squares())
-    raw = jnp.where(state.n >= 2, raw, jnp.nan)  # undefined below two samples (sklearn: NaN)
+    # undefined below two samples (sklearn: NaN), counted as rows whatever their weights
+    raw = jnp.where(state.num_samples >= 2, raw, jnp.nan)
     r2 = _average_outputs(raw, state.total_sum_of_squares(), multioutput)
     if adjusted:
-        n = jnp.max(state.n)
+        n = jnp.max(state.num_samples)
         dof = n - adjusted - 1
         r2 = jnp.where(dof > 0, 1 - (1 - r2) * (n - 1) / jnp.where(dof > 0, dof, 1), jnp.nan)
     return r2
@@ -312,7 +360,7 @@ def explained_variance_from_moments(state: CoMomentState, multioutput: str = "un
     """``1 - Var(t - p) / Var(t)`` from co-moments (constant targets and < 2 samples as in
     :func:`r2_from_moments`)."""
     raw = _score_from_ratio(state.m2[..., RESIDUAL, RESIDUAL], state.total_sum_of_squares())
-    raw = jnp.where(state.n >= 2, raw, jnp.nan)
+    raw = jnp.where(state.num_samples >= 2, raw, jnp.nan)
     return _average_outputs(raw, state.total_sum_of_squares(), multioutput)
 
 
@@ -341,6 +389,7 @@ class _MomentMetric(Metric):
     preds: Key = REQUIRED
     targets: Key = REQUIRED
     mask: Key | None = None
+    weights: Key | None = None
     num_outputs: int | None = None
 
     State = CoMomentState
@@ -350,9 +399,10 @@ class _MomentMetric(Metric):
         preds: Float[Array, "*b"],
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
+        weights: Shaped[Array, "*w"] | None = None,
     ) -> State:
-        p, t, keep = _as_rows(preds, targets, mask, self.num_outputs)
-        return self.State.from_rows(p, t, keep)
+        p, t, keep, w = _as_rows(preds, targets, mask, self.num_outputs, weights)
+        return self.State.from_rows(p, t, keep, w)
 
 
 def _check_multioutput(multioutput):
@@ -484,7 +534,7 @@ class SpearmanCorrCoef(Metric):
         targets: Float[Array, "*b"],
         mask: Shaped[Array, "*m"] | None = None,
     ) -> State:
-        p, t, keep = _as_rows(preds, targets, mask, self.num_outputs)
+        p, t, keep, _ = _as_rows(preds, targets, mask, self.num_outputs)
         if self.num_outputs is not None:
             # A row is one example with all its outputs: the mask must not split it.
             if mask is not None and jnp.ndim(mask) >= preds.ndim:

@@ -122,7 +122,7 @@ def test_list():
     acc = lines.index(next(line for line in lines if line.startswith("Accuracy: ")))
     assert "Fraction of correct predictions" in lines[acc]
     assert lines[acc + 1].split() == ["required", "keys:", "labels"]
-    assert lines[acc + 2].split() == ["optional", "keys:", "logits,", "preds,", "mask"]
+    assert lines[acc + 2].split() == ["optional", "keys:", "logits,", "preds,", "mask,", "weights"]
     assert lines[acc + 3].strip().startswith("options: top_k=1")
     fid = lines.index(next(line for line in lines if line.startswith("FID: ")))
     assert lines[fid + 1].strip() == "required keys: real or generated"

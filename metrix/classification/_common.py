@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 _TASKS = ("binary", "multiclass", "multilabel")
 _AVERAGES = ("micro", "macro", "weighted", "none")
 
@@ -28,6 +30,24 @@ def _check_elementwise_shapes(task: str, num_classes: int | None, preds, labels)
         raise ValueError(
             f"multilabel preds must have shape (*b, num_classes={num_classes}), got {preds.shape}"
         )
+
+
+def integral_labels(labels):
+    """``(labels as int32, bad)``: float labels that hold whole numbers are class ids.
+
+    sklearn reads ``[0., 1.]`` labels as binary, so float labels are accepted when every
+    element is a whole number; a fractional or NaN float label (``0.7``) is flagged ``bad``
+    (an invalid label: refused eagerly, counted under jit) and stored as ``-1``. Integer and
+    boolean labels pass unchanged (``bad`` all false).
+    """
+    labels = jnp.asarray(labels)
+    if labels.dtype == jnp.bool_:
+        return labels.astype(jnp.int32), jnp.zeros(labels.shape, bool)
+    if not jnp.issubdtype(labels.dtype, jnp.floating):
+        return labels, jnp.zeros(labels.shape, bool)
+    wide = labels.astype(jnp.float32)
+    bad = ~(jnp.isfinite(wide) & (wide == jnp.round(wide))) | (jnp.abs(wide) > 2**30)
+    return jnp.where(bad, -1, wide).astype(jnp.int32), bad
 
 
 def _check_top_k(top_k, task: str, num_classes: int | None) -> None:

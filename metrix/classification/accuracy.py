@@ -12,6 +12,7 @@ from metrix.core.keys import REQUIRED, Key
 from metrix.core.metric import Metric
 from metrix.core.state import State
 from metrix.core.states import CheckedAverageState
+from metrix.core.weights import weighted_checked_state
 
 # ---------------------------------------------------------------------------------------
 # Accuracy
@@ -32,6 +33,11 @@ class Accuracy(Metric):
     Give ``logits`` (``(*b, n)`` scores; correct when the label is among the ``top_k``
     largest) or ``preds`` (``(*b,)`` predicted labels). The accuracy of no examples is NaN.
 
+    ``weights`` (optional, ``(*b,)`` or broadcasting over the leading axes; sklearn's
+    ``sample_weight``): ``sum w [correct] / sum w`` over the unmasked examples
+    (:mod:`metrix.core.weights`; a negative / NaN / infinite unmasked weight is refused
+    eagerly, NaN under jit).
+
     Invalid inputs (docs/inputs.md): an unmasked example with a NaN logit or a label outside
     ``[0, n)`` (with ``preds``: a negative label or prediction) raises eagerly; under ``jit``
     it is left out and counted, and ``compute()`` is NaN. Mask padding labels out.
@@ -41,6 +47,7 @@ class Accuracy(Metric):
     labels: Key = REQUIRED
     preds: Key | None = None
     mask: Key | None = None
+    weights: Key | None = None
     top_k: int = 1
 
     State = CheckedAverageState
@@ -51,6 +58,7 @@ class Accuracy(Metric):
         labels: Integer[Array, "*b"] | None = None,
         preds: Integer[Array, "*b"] | None = None,
         mask: Shaped[Array, "*b"] | None = None,
+        weights: Shaped[Array, "*w"] | None = None,
     ) -> State:
         if labels is None:
             raise TypeError("Accuracy.get_state() needs labels")
@@ -69,8 +77,13 @@ class Accuracy(Metric):
             bad = jnp.any(jnp.isnan(logits), axis=-1) | (labels < 0) | (labels >= n)
             correct = top_k_correct(logits, labels, self.top_k)
             what = f"a NaN logit or a label outside [0, {n})"
-        return self.State.from_checked(
-            correct, bad, mask=mask, message=lambda count: _invalid_message(count, what)
+        return weighted_checked_state(
+            self.State,
+            correct,
+            bad,
+            mask=mask,
+            weights=weights,
+            message=lambda count: _invalid_message(count, what),
         )
 
 
@@ -109,6 +122,9 @@ class BinaryAccuracy(Metric):
     (integer, bool, or float 0.0/1.0). Any shape; ``mask`` covers the leading axes. The
     accuracy of no examples is NaN. ``compute`` is jit-able.
 
+    ``weights`` (optional, sklearn's ``sample_weight``, over the leading axes):
+    ``sum w [correct] / sum w``, as :class:`Accuracy`.
+
     Invalid inputs (docs/inputs.md): an unmasked NaN score, a predicted label that is not 0/1,
     or a label that is not 0/1 (``2``, ``-1``, ``0.7``) raises eagerly; under ``jit`` it is
     left out and counted, and ``compute()`` is NaN.
@@ -117,6 +133,7 @@ class BinaryAccuracy(Metric):
     preds: Key = REQUIRED
     labels: Key = REQUIRED
     mask: Key | None = None
+    weights: Key | None = None
     threshold: float = 0.5
     from_logits: bool = False
 
@@ -127,6 +144,7 @@ class BinaryAccuracy(Metric):
         preds: Shaped[Array, "*b"],
         labels: Shaped[Array, "*b"],
         mask: Shaped[Array, "..."] | None = None,
+        weights: Shaped[Array, "*w"] | None = None,
     ) -> State:
         preds, labels = jnp.asarray(preds), jnp.asarray(labels)
         hard = binarize(preds, self.threshold, self.from_logits)
@@ -136,10 +154,12 @@ class BinaryAccuracy(Metric):
             bad_pred = (hard != 0) & (hard != 1)
         bad = bad_pred | ((labels != 0) & (labels != 1))  # NaN labels too
         correct = hard == labels.astype(jnp.int32)
-        return self.State.from_checked(
+        return weighted_checked_state(
+            self.State,
             correct,
             bad,
             mask=mask,
+            weights=weights,
             message=lambda count: _invalid_message(
                 count, "a NaN score, a predicted label not 0/1, or a label not 0/1"
             ),

@@ -1,4 +1,10 @@
-"""Confusion-count scores: one exact confusion state for precision, recall, F1 and kin."""
+"""Confusion-count scores: one exact confusion state for precision, recall, F1 and kin.
+
+Sample weights (``weights=``, sklearn's ``sample_weight``; precision, recall, F-beta, F1,
+specificity, balanced accuracy, MCC): each element adds its weight to its cell instead of 1
+(:mod:`metrix.core.weights`). Masks select first; an unmasked negative / NaN / infinite
+weight is an invalid element (an error eagerly, left out and counted under jit).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from metrix.classification._common import (
     _check_elementwise_shapes,
     _check_task,
     _check_top_k,
+    integral_labels,
 )
 from metrix.classification.accuracy import binarize, top_k_correct
 from metrix.core import numerics
@@ -23,6 +30,7 @@ from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
 from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
+from metrix.core.weights import broadcast_weights
 
 # ---------------------------------------------------------------------------------------
 # Confusion counts: one state for every count-based score
@@ -53,14 +61,16 @@ def _confusion_and_invalid(
     from_logits=False,
     top_k=1,
     mask=None,
+    weights=None,
 ):
-    """One batch's confusion counts and counts of bad labels / bad predictions (int32, exact)."""
+    """One batch's confusion counts and counts of bad labels / bad predictions / bad weights.
+
+    Counts are int32 (exact), or float32 summed weights given ``weights``."""
     _check_task(task, num_classes)
     _check_top_k(top_k, task, num_classes)
-    preds, labels = jnp.asarray(preds), jnp.asarray(labels)
-    labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
-    if jnp.issubdtype(labels.dtype, jnp.floating):
-        raise TypeError(f"labels must be integers or booleans, got {labels.dtype}")
+    preds = jnp.asarray(preds)
+    # Float labels of whole numbers (sklearn's [0., 1.]) are class ids; 0.7 is invalid.
+    labels, fractional = integral_labels(labels)
     scores = jnp.issubdtype(preds.dtype, jnp.floating)
     if task == "multiclass":
         if scores:
@@ -95,11 +105,15 @@ def _confusion_and_invalid(
         bad_pred = jnp.isnan(preds) if scores else (preds < 0) | (preds > 1)
         hard = binarize(preds, threshold, from_logits)
         n = 2
-    bad_label = (labels < 0) | (labels >= n)
+    bad_label = (labels < 0) | (labels >= n) | fractional
     keep = broadcast_mask(mask, labels.shape)
     invalid_label = keep & bad_label
     invalid_pred = keep & bad_pred & ~bad_label
     keep = keep & ~bad_label & ~bad_pred
+    if weights is not None:
+        w = broadcast_weights(weights, keep.shape).astype(jnp.float32)
+        invalid_weight = keep & ~(jnp.isfinite(w) & (w >= 0))
+        keep = keep & ~invalid_weight
     if task == "multiclass":
         cells, shape = num_classes * num_classes, (num_classes, num_classes)
         index = labels * num_classes + hard
@@ -109,12 +123,20 @@ def _confusion_and_invalid(
     else:
         cells, shape = 4 * num_classes, (num_classes, 2, 2)
         index = jnp.arange(num_classes, dtype=jnp.int32) * 4 + labels * 2 + hard
-    # int32 counts in the batch: a float32 scatter-add stops counting at 2^24.
-    counts = numerics.bincount(jnp.broadcast_to(index, keep.shape), cells, where=keep)
+    index = jnp.broadcast_to(index, keep.shape)
+    if weights is None:
+        # int32 counts in the batch: a float32 scatter-add stops counting at 2^24.
+        counts = numerics.bincount(index, cells, where=keep)
+        bad_weights = jnp.zeros((), jnp.int32)
+    else:
+        summed = jnp.where(keep, w, 0.0).reshape(-1)
+        counts = jnp.zeros((cells,), jnp.float32).at[index.reshape(-1)].add(summed)
+        bad_weights = invalid_weight.sum(dtype=jnp.int32)
     return (
         counts.reshape(shape),
         invalid_label.sum(dtype=jnp.int32),
         invalid_pred.sum(dtype=jnp.int32),
+        bad_weights,
     )
 
 
@@ -139,7 +161,7 @@ def confusion_counts(
     label is among its ``top_k`` largest scores (ties: lowest index first), otherwise its
     arg-max -- torchmetrics' top-k stat scores, which count one predicted class per example.
     """
-    counts, _, _ = _confusion_and_invalid(
+    counts, _, _, _ = _confusion_and_invalid(
         preds,
         labels,
         task=task,
@@ -174,9 +196,11 @@ class ConfusionState(State):
     invalid: jax.Array = exact_sum_field()
 
     @classmethod
-    def from_inputs(cls, metric, preds, labels, mask=None):
-        """One batch's state; invalid elements raise eagerly (counted in ``invalid`` under jit)."""
-        counts, bad_labels, bad_preds = _confusion_and_invalid(
+    def from_inputs(cls, metric, preds, labels, mask=None, weights=None):
+        """One batch's state; invalid elements raise eagerly (counted in ``invalid`` under jit).
+
+        ``weights``: summed weights in the cells instead of counts."""
+        counts, bad_labels, bad_preds, bad_weights = _confusion_and_invalid(
             preds,
             labels,
             task=metric.task,
@@ -185,6 +209,7 @@ class ConfusionState(State):
             from_logits=metric.from_logits,
             top_k=getattr(metric, "top_k", 1),
             mask=mask,
+            weights=weights,
         )
         n = 2 if metric.task != "multiclass" else metric.num_classes
         refuse(
@@ -193,10 +218,17 @@ class ConfusionState(State):
             lambda bad: f"{int(bad[0])} label(s) outside [0, {n}) and {int(bad[1])} invalid "
             "prediction(s) (NaN scores or predicted labels out of range).",
         )
+        refuse(
+            bad_weights,
+            None,
+            lambda bad: f"argument 'weights' holds {bad} negative, NaN or infinite weight(s) on "
+            "unmasked elements; sample weights must be finite and >= 0 (mask elements out).",
+        )
+        matrix = numerics.df_from_int(counts) if weights is None else numerics.df_from(counts)
         return cls(
             parent=metric,
-            matrix=numerics.df_from_int(counts),
-            invalid=numerics.df_from_int(bad_labels + bad_preds),
+            matrix=matrix,
+            invalid=numerics.df_from_int(bad_labels + bad_preds + bad_weights),
         )
 
     # -- reading ------------------------------------------------------------------------
@@ -433,6 +465,13 @@ class _ConfusionMetric(Metric):
         return self.State.from_inputs(self, preds, labels, mask)
 
     def state_sharing_key(self):
+        # Weighted and unweighted counts differ: a metric reading sample weights shares its
+        # matrix only with metrics reading the same weights.
+        key = self._counts_key()
+        sample_weights = getattr(self, "sample_weights_key", None)
+        return key if sample_weights is None else (*key, ("weights", sample_weights))
+
+    def _counts_key(self):
         # Every count-based score reads one confusion matrix: in a Collection, precision,
         # recall, F1, MCC, kappa, ... on the same inputs share it. A top-k score counts
         # other predictions, so its matrix is another one (top_k=1 keeps the old key).
@@ -441,12 +480,34 @@ class _ConfusionMetric(Metric):
         return key if top_k == 1 else (*key, ("top_k", top_k))
 
 
-class _AveragedScore(_ConfusionMetric):
+class _WeightedConfusion(_ConfusionMetric):
+    """A count-based metric that also takes sample weights (``weights``, over the leading
+    axes of the labels): every sum of counts becomes a sum of weights (sklearn's
+    ``sample_weight``)."""
+
+    weights: Key | None = None
+
+    @property
+    def sample_weights_key(self):
+        return self.weights
+
+    def get_state(
+        self,
+        preds: Shaped[Array, "..."],
+        labels: Shaped[Array, "..."],
+        mask: Shaped[Array, "..."] | None = None,
+        weights: Shaped[Array, "..."] | None = None,
+    ) -> ConfusionState:
+        return self.State.from_inputs(self, preds, labels, mask, weights)
+
+
+class _AveragedScore(_WeightedConfusion):
     """A count ratio with ``average``, ``zero_division`` and (multiclass) ``top_k``.
 
     ``top_k > 1`` needs multiclass scores: an example counts as predicting its label when the
     label is among its ``top_k`` largest scores, else its arg-max (torchmetrics' top-k rule;
-    see :func:`confusion_counts` and :func:`score_from_confusion`).
+    see :func:`confusion_counts` and :func:`score_from_confusion`). ``weights``: sample
+    weights (see :class:`_WeightedConfusion`).
     """
 
     average: str = "macro"
@@ -520,7 +581,7 @@ class Specificity(_AveragedScore):
     _kind = "specificity"
 
 
-class BalancedAccuracy(_ConfusionMetric):
+class BalancedAccuracy(_WeightedConfusion):
     """Balanced accuracy: mean recall over classes present in the labels (sklearn).
 
     See :func:`balanced_accuracy_from_confusion`; ``average`` only matters for multilabel.
@@ -537,7 +598,7 @@ class BalancedAccuracy(_ConfusionMetric):
             )
 
 
-class MatthewsCorrCoef(_ConfusionMetric):
+class MatthewsCorrCoef(_WeightedConfusion):
     """Matthews correlation coefficient; see :func:`matthews_corrcoef_from_confusion`."""
 
     class State(ConfusionState):

@@ -1,14 +1,18 @@
 """ROC and precision-recall curves and their areas: the metrics and their states.
 
-Exact buffers of every (score, label) row, or binned counts (``thresholds=N``); the maths of
-one binary problem is in :mod:`metrix.classification.curve_math` (re-exported here).
+Exact buffers of every (score, label, weight) row, or binned counts (``thresholds=N``); the
+maths of one binary problem is in :mod:`metrix.classification.curve_math` (re-exported here).
+
+Sample weights (``weights=``, sklearn's ``sample_weight``, one per example over the leading
+axes; :mod:`metrix.core.weights`): a row counts ``w`` positives or negatives. The exact
+buffer always stores a weight per row (1 when none is given, so unweighted values keep
+exact integer counts eagerly); binned counts become summed weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import warnings
 
 import jax
@@ -16,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Shaped
 
-from metrix.classification._common import _AVERAGES, _check_task, infer_task
+from metrix.classification._common import _AVERAGES, _check_task, infer_task, integral_labels
 from metrix.classification.curve_math import (
+    NO_POSITIVES,
     UndefinedMetricWarning,
-    _roc_auc_np,
     binary_average_precision,
     binary_distinct_points,
     binary_precision_recall_curve,
@@ -29,9 +33,11 @@ from metrix.classification.curve_math import (
     binned_precision_recall_curve,
     binned_roc_auc,
     binned_roc_curve,
+    multiclass_ovo_roc_auc,
     threshold_grid,
 )
 from metrix.core import numerics
+from metrix.core import refuse as refuse_lib
 from metrix.core.buffers import BufferState
 from metrix.core.fields import concat_field, exact_sum_field, static_field
 from metrix.core.keys import REQUIRED, Key
@@ -39,6 +45,7 @@ from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
 from metrix.core.refuse import is_concrete, metric_name, refuse
 from metrix.core.state import State
+from metrix.core.weights import broadcast_weights, refuse_bad_weights
 
 # -- inputs and states -----------------------------------------------------------------------
 
@@ -49,9 +56,10 @@ def _score_rows(task, num_classes, preds, labels, mask):
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(preds.dtype, jnp.floating):
         raise TypeError(f"preds must be floating scores, got {preds.dtype}")
-    labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
+    # Float labels of whole numbers (sklearn's [0., 1.]) are class ids; 0.7 is invalid (-1).
+    labels, _ = integral_labels(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers or booleans, got {labels.dtype}")
+        raise TypeError(f"labels must be integers, booleans or whole floats, got {labels.dtype}")
     preds, labels = preds.astype(jnp.float32), labels.astype(jnp.int32)
     if task == "binary":
         if preds.shape != labels.shape:
@@ -89,6 +97,19 @@ def _score_rows(task, num_classes, preds, labels, mask):
         mask = jnp.asarray(mask)[..., 0]  # a ``(*b, 1)`` mask beside ``(*b, 1)`` labels
     keep = broadcast_mask(mask, row_shape).reshape(-1)
     return scores, y, keep, bad
+
+
+def _row_weights(weights, row_shape, keep):
+    """One float32 weight per row (ones for ``None``); an unmasked negative / NaN / infinite
+    weight raises eagerly and is stored as NaN under jit (the value is then NaN)."""
+    if weights is None:
+        return jnp.ones(keep.shape, jnp.float32)
+    w = broadcast_weights(weights, row_shape).reshape(-1).astype(jnp.float32)
+    return refuse_bad_weights(w, keep)
+
+
+def _row_shape(task, preds):
+    return jnp.shape(preds) if task == "binary" else jnp.shape(preds)[:-1]
 
 
 def _refuse_bad_rows(task, num_classes, n_bad):
@@ -134,16 +155,20 @@ class ScoresState(BufferState):
 
     scores: jax.Array = concat_field(item_shape=_score_item_shape, dtype=jnp.float32)
     labels: jax.Array = concat_field(item_shape=_label_item_shape, dtype=jnp.int32)
+    weights: jax.Array = concat_field(dtype=jnp.float32)
 
     @classmethod
-    def from_inputs(cls, metric, preds, labels, mask=None, task=None, num_classes=None):
+    def from_inputs(
+        cls, metric, preds, labels, mask=None, task=None, num_classes=None, weights=None
+    ):
         """One batch's rows in a new buffer; bad rows raise eagerly (under jit: kept, refused
         at compute). ``task`` / ``num_classes`` default to the metric's."""
         task, num_classes = task or metric.task, num_classes or metric.num_classes
         scores, y, keep, bad = _score_rows(task, num_classes, preds, labels, mask)
         _refuse_bad_rows(task, num_classes, jnp.sum(keep & bad))
+        w = _row_weights(weights, _row_shape(task, preds), keep)
         return cls.from_rows(
-            capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y
+            capacity=metric.capacity, mask=keep, parent=metric, scores=scores, labels=y, weights=w
         )
 
     def bad_rows(self):
@@ -156,54 +181,63 @@ class ScoresState(BufferState):
         return jnp.any(valid & bad)
 
     def columns(self, micro: bool = False):
-        """``(scores, labels01, valid)`` per binary problem, shapes ``(K, capacity)``.
+        """``(scores, labels01, valid, weights)`` per binary problem, shapes ``(K, capacity)``.
 
         Binary: one problem; multiclass: one-vs-rest per class; multilabel: per label;
         ``micro=True``: all decisions pooled into one problem of ``capacity * K`` rows.
         """
         m, valid = self.parent, self.valid_mask()
         if m.task == "binary":
-            return self.scores[None], self.labels[None], valid[None]
+            return self.scores[None], self.labels[None], valid[None], self.weights[None]
         if m.task == "multiclass":
             labels = (self.labels[:, None] == jnp.arange(m.num_classes)).astype(jnp.int32)
         else:
             labels = self.labels
         valid = jnp.broadcast_to(valid[:, None], labels.shape)
+        weights = jnp.broadcast_to(self.weights[:, None], labels.shape)
         if micro:
-            return self.scores.reshape(1, -1), labels.reshape(1, -1), valid.reshape(1, -1)
-        return self.scores.T, labels.T, valid.T
+            flat = (self.scores, labels, valid, weights)
+            return tuple(a.reshape(1, -1) for a in flat)
+        return self.scores.T, labels.T, valid.T, weights.T
 
     def host_columns(self, micro: bool = False):
-        """As :meth:`columns`, trimmed to the stored rows, as lists of host numpy arrays.
+        """As :meth:`columns`, trimmed to the stored rows, as lists of host numpy arrays
+        (weights: ``None`` per column when every stored weight is 1, for exact counts).
 
         Eager only; refuses an overflowed buffer and rows with NaN scores or bad labels
         (checked in numpy on the host copy, no device round trips).
         """
-        scores, labels = self.host_rows()
+        scores, labels, weights = self.host_rows()
         m = self.parent
         if m.task == "binary":
-            return [scores], [labels]
+            return [scores], [labels], [weights]
         if m.task == "multiclass":
             labels = (labels[:, None] == np.arange(m.num_classes)).astype(np.int32)
+        if weights is not None:
+            weights = np.broadcast_to(weights[:, None], labels.shape)
         if micro:
-            return [scores.reshape(-1)], [labels.reshape(-1)]
-        return list(scores.T), list(labels.T)
+            flat = None if weights is None else weights.reshape(-1)
+            return [scores.reshape(-1)], [labels.reshape(-1)], [flat]
+        columns = [None] * labels.shape[1] if weights is None else list(weights.T)
+        return list(scores.T), list(labels.T), columns
 
     def host_rows(self):
-        """The stored ``(scores, labels)`` rows as host numpy arrays (eager only); refuses an
-        overflowed buffer and rows with NaN scores or bad labels."""
+        """The stored ``(scores, labels, weights)`` rows as host numpy arrays (eager only;
+        weights ``None`` when all are 1); refuses an overflowed buffer and rows with NaN
+        scores or bad labels."""
         self.check_capacity(None)
         rows = self.rows()
         scores, labels, m = rows["scores"], rows["labels"], self.parent
         limit = m.num_classes if m.task == "multiclass" else 2
         bad = np.isnan(scores).any() or (labels < 0).any() or (labels >= limit).any()
         refuse(bad, None, _STORED_BAD_ROWS.format(metric_name(self)))
-        return scores, labels
+        weights = rows["weights"]
+        return scores, labels, (None if np.all(weights == 1) else weights)
 
     def support(self):
-        """Positives per class (weights of ``average="weighted"``)."""
-        _, labels, valid = self.columns()
-        return jnp.sum(jnp.where(valid, labels, 0), axis=-1).astype(jnp.float32)
+        """Positives per class, weighted (weights of ``average="weighted"``, as sklearn)."""
+        _, labels, valid, weights = self.columns()
+        return jnp.sum(jnp.where(valid & (labels == 1), weights, 0), axis=-1).astype(jnp.float32)
 
     def checked(self, value):
         """Refuse overflowed buffers and bad rows: raise eagerly, NaN under jit."""
@@ -224,14 +258,15 @@ def binned_counts(
     number of classes / labels (one-vs-rest). Bad rows are left out.
     """
     pos, neg, invalid = _binned_counts(
-        preds, labels, mask, task=task, num_classes=num_classes, thresholds=thresholds
+        preds, labels, mask, None, task=task, num_classes=num_classes, thresholds=thresholds
     )
     _refuse_bad_rows(task, num_classes, invalid)
     return pos.astype(jnp.float32), neg.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("task", "num_classes", "thresholds"))
-def _binned_counts(preds, labels, mask, *, task, num_classes, thresholds):
+def _binned_counts(preds, labels, mask, weights, *, task, num_classes, thresholds):
+    """int32 histograms, or float32 summed weights when ``weights`` (per row) is given."""
     scores, y, keep, bad = _score_rows(task, num_classes, preds, labels, mask)
     invalid = jnp.sum(keep & bad, dtype=jnp.int32)
     keep = keep & ~bad
@@ -248,7 +283,10 @@ def _binned_counts(preds, labels, mask, *, task, num_classes, thresholds):
 
     def histogram(selected):  # int32 counts: a float32 scatter-add stops at 2^24
         where = keep[:, None] & selected
-        return numerics.bincount(index, size, where=where).reshape(k, thresholds + 1)
+        if weights is None:
+            return numerics.bincount(index, size, where=where).reshape(k, thresholds + 1)
+        w = jnp.where(where, weights[:, None], 0.0).reshape(-1)
+        return jnp.zeros((size,), jnp.float32).at[index.reshape(-1)].add(w).reshape(k, -1)
 
     return histogram(y == 1), histogram(y == 0), invalid
 
@@ -261,17 +299,30 @@ class BinnedScoresState(State):
     invalid: jax.Array = exact_sum_field()
 
     @classmethod
-    def from_inputs(cls, metric, preds, labels, mask=None, task=None, num_classes=None):
-        """One batch's counts; bad rows raise eagerly (left out and counted under jit)."""
+    def from_inputs(
+        cls, metric, preds, labels, mask=None, task=None, num_classes=None, weights=None
+    ):
+        """One batch's counts (summed weights with ``weights``); bad rows raise eagerly (left
+        out and counted under jit)."""
         task, num_classes = task or metric.task, num_classes or metric.num_classes
+        if weights is not None:
+            _, _, keep, _ = _score_rows(task, num_classes, preds, labels, mask)
+            weights = _row_weights(weights, _row_shape(task, preds), keep)
         pos, neg, invalid = _binned_counts(
-            preds, labels, mask, task=task, num_classes=num_classes, thresholds=metric.thresholds
+            preds,
+            labels,
+            mask,
+            weights,
+            task=task,
+            num_classes=num_classes,
+            thresholds=metric.thresholds,
         )
         _refuse_bad_rows(task, num_classes, invalid)
+        as_df = numerics.df_from_int if weights is None else numerics.df_from
         return cls(
             parent=metric,
-            positives=numerics.df_from_int(pos),
-            negatives=numerics.df_from_int(neg),
+            positives=as_df(pos),
+            negatives=as_df(neg),
             invalid=numerics.df_from_int(invalid),
         )
 
@@ -349,55 +400,6 @@ class InferredBinnedState(_InferredTask, BinnedScoresState):
     _base_state = BinnedScoresState
 
 
-def multiclass_ovo_roc_auc(scores, labels, num_classes: int, valid=None, weighted=False):
-    """Hand & Till's one-vs-one AUC (sklearn ``roc_auc_score(multi_class="ovo")``).
-
-    ``M = mean_{a < b} (A(a|b) + A(b|a)) / 2``, with ``A(a|b)`` the AUC of score column
-    ``a`` separating the rows labelled ``a`` (positives) from those labelled ``b``. Only pairs
-    of classes present in the labels count (sklearn pairs the classes it sees);
-    ``weighted=True`` weights a pair by its rows ``n_a + n_b`` (sklearn's
-    ``average="weighted"``). ``scores`` ``(n, C)``, ``labels`` ``(n,)`` class indices,
-    ``valid`` ``(n,)`` rows to use. NaN with fewer than 2 classes present. numpy for concrete
-    inputs (eager), jit-able jnp otherwise.
-    """
-    pairs = np.array(list(itertools.combinations(range(num_classes), 2)), np.int32)
-    if is_concrete(scores, labels, valid):
-        s, y = np.asarray(scores), np.asarray(labels)
-        if valid is not None:
-            s, y = s[np.asarray(valid, bool)], y[np.asarray(valid, bool)]
-        counts = np.bincount(y, minlength=num_classes)
-        values, weights = [], []
-        for a, b in pairs:
-            if counts[a] and counts[b]:
-                rows = (y == a) | (y == b)
-                auc_a = _roc_auc_np(s[rows, a], y[rows] == a)
-                auc_b = _roc_auc_np(s[rows, b], y[rows] == b)
-                values.append((auc_a + auc_b) / 2)
-                weights.append(counts[a] + counts[b])
-        if not values:
-            warnings.warn(
-                "One-vs-one ROC AUC is undefined with fewer than 2 classes in the labels: NaN.",
-                UndefinedMetricWarning,
-                stacklevel=3,
-            )
-            return float("nan")
-        return float(np.average(values, weights=weights if weighted else None))
-    valid = jnp.ones(labels.shape, bool) if valid is None else valid
-    counts = jnp.sum(valid[:, None] & (labels[:, None] == jnp.arange(num_classes)), axis=0)
-
-    def pair_auc(a, b):
-        rows = valid & ((labels == a) | (labels == b))
-        auc_a = binary_roc_auc(scores[:, a], (labels == a).astype(jnp.int32), rows)
-        auc_b = binary_roc_auc(scores[:, b], (labels == b).astype(jnp.int32), rows)
-        return (auc_a + auc_b) / 2
-
-    a, b = pairs[:, 0], pairs[:, 1]
-    values = jax.vmap(pair_auc)(a, b)
-    present = (counts[a] > 0) & (counts[b] > 0)
-    weights = jnp.where(present, counts[a] + counts[b] if weighted else 1, 0).astype(jnp.float32)
-    return jnp.sum(jnp.where(present, values * weights, 0)) / jnp.sum(weights)  # 0/0: NaN
-
-
 def _warn_undefined(values, what):
     if is_concrete(values) and bool(jnp.any(jnp.isnan(values))):
         warnings.warn(
@@ -439,6 +441,7 @@ class _RankingMetric(Metric):
     preds: Key | None = None
     labels: Key = REQUIRED
     mask: Key | None = None
+    weights: Key | None = None
     logits: Key | None = None
     # Kauldron's name for the labels (its docs say ``targets``).
     targets: Key | None = None
@@ -498,6 +501,7 @@ class _RankingMetric(Metric):
         labels: Shaped[Array, "..."] | None = None,
         mask: Shaped[Array, "..."] | None = None,
         logits: Float[Array, "..."] | None = None,
+        weights: Shaped[Array, "..."] | None = None,
     ) -> State | BinnedState:
         if (preds is None) == (logits is None):
             raise TypeError("get_state() needs exactly one of preds= (scores) or logits=")
@@ -509,13 +513,18 @@ class _RankingMetric(Metric):
             task, num_classes = infer_task(scores.shape, labels.shape, num_classes)
         if logits is not None:
             scores = self._probabilities(logits, task)
+        if weights is not None:
+            self._check_weighted(task)
         exact = self.thresholds is None
         if self.task is not None:
             cls = self.State if exact else self.BinnedState
-            return cls.from_inputs(self, scores, labels, mask)
+            return cls.from_inputs(self, scores, labels, mask, weights=weights)
         cls = InferredScoresState if exact else InferredBinnedState
-        state = cls.from_inputs(self, scores, labels, mask, task, num_classes)
+        state = cls.from_inputs(self, scores, labels, mask, task, num_classes, weights)
         return state.replace(inferred=(task, num_classes))
+
+    def _check_weighted(self, task):
+        """Configurations without a weighted definition refuse ``weights`` (static check)."""
 
     def empty(self):
         """The identity of merge: an empty buffer (exact) or zero counts (binned); without
@@ -530,22 +539,30 @@ class _AreaMetric(_RankingMetric):
     average: str = "macro"
     _ranks_only = True
 
-    def _area_exact(self, scores, labels, valid):
+    def _area_exact(self, scores, labels, weights, valid):
         raise NotImplementedError
 
     def _compute_exact(self, state: ScoresState):
         micro = self.average == "micro" and self.task != "binary"
         if is_concrete(state.scores, state.count):
             # Eager: everything on the host copy in numpy (one sort per column).
-            scores, labels = state.host_columns(micro)
+            scores, labels, weights = state.host_columns(micro)
             values = np.array(
-                [self._area_exact(s, y, None) for s, y in zip(scores, labels)], np.float32
+                [self._area_exact(*column, None) for column in zip(scores, labels, weights)],
+                np.float32,
             )
-            support = np.array([np.sum(y) for y in labels], np.float32)
+            support = np.array(
+                [np.sum(y if w is None else y * w) for y, w in zip(labels, weights)], np.float32
+            )
             return jnp.asarray(self._reduce(values, support, micro), jnp.float32)
-        scores, labels, valid = state.columns(micro)
-        values = jax.vmap(self._area_exact)(scores, labels, valid)
+        scores, labels, valid, weights = state.columns(micro)
+        values = jax.vmap(self._area_exact)(scores, labels, weights, valid)
+        self._warn_traced(values, labels, valid)
         return state.checked(self._reduce(values, state.support(), micro))
+
+    def _warn_traced(self, values, labels, valid):
+        """The eager path's warnings for a defined value that carries no NaN to flag it
+        (deferred out of a compiled eager program, see ``refuse.warn``)."""
 
     def _compute_binned(self, state: BinnedScoresState):
         micro = self.average == "micro" and self.task != "binary"
@@ -622,7 +639,7 @@ class RocAuc(_AreaMetric):
             return super()._compute_exact(state)
         weighted = self.average == "weighted"
         if is_concrete(state.scores, state.count):
-            scores, labels = state.host_rows()
+            scores, labels, _ = state.host_rows()  # weights refused in get_state
             value = multiclass_ovo_roc_auc(scores, labels, self.num_classes, weighted=weighted)
             return jnp.asarray(value, jnp.float32)
         value = multiclass_ovo_roc_auc(
@@ -630,8 +647,15 @@ class RocAuc(_AreaMetric):
         )
         return state.checked(value)
 
-    def _area_exact(self, scores, labels, valid):
-        return binary_roc_auc(scores, labels, valid)
+    def _check_weighted(self, task):
+        if task == "multiclass" and self.multi_class_mode == "ovo":
+            raise ValueError(
+                "weights= is not defined for multi_class_mode='ovo' (sklearn refuses "
+                "sample_weight there too): use the one-vs-rest mode or leave weights out"
+            )
+
+    def _area_exact(self, scores, labels, weights, valid):
+        return binary_roc_auc(scores, labels, valid, weights)
 
     def _area_binned(self, positives, negatives):
         return binned_roc_auc(positives, negatives)
@@ -649,15 +673,20 @@ class AveragePrecision(_AreaMetric):
     scores lie on the grid.
     """
 
-    def _area_exact(self, scores, labels, valid):
-        return binary_average_precision(scores, labels, valid)
+    def _area_exact(self, scores, labels, weights, valid):
+        return binary_average_precision(scores, labels, valid, weights)
+
+    def _warn_traced(self, values, labels, valid):
+        # AP is 0 for a column without positives: no NaN flags it, so warn explicitly.
+        positives = jnp.sum((labels > 0) & valid, axis=-1)
+        refuse_lib.warn(jnp.any(positives == 0), NO_POSITIVES, UndefinedMetricWarning)
 
     def _area_binned(self, positives, negatives):
         return binned_average_precision(positives, negatives)
 
 
 class _CurveMetric(_RankingMetric):
-    def _curve_exact(self, scores, labels):
+    def _curve_exact(self, scores, labels, weights):
         raise NotImplementedError
 
     def _compute_exact(self, state: ScoresState):
@@ -667,7 +696,7 @@ class _CurveMetric(_RankingMetric):
                 "it eagerly (outside jit), or use thresholds=N for fixed-length binned curves."
             )
         columns = state.host_columns()
-        curves = [self._curve_exact(s, y) for s, y in zip(*columns)]
+        curves = [self._curve_exact(s, y, w) for s, y, w in zip(*columns)]
         names = self._names
         if self.task == "binary":
             return dict(zip(names, curves[0]))
@@ -691,8 +720,8 @@ class RocCurve(_CurveMetric):
 
     _names = ("fpr", "tpr", "thresholds")
 
-    def _curve_exact(self, scores, labels):
-        return binary_roc_curve(scores, labels)
+    def _curve_exact(self, scores, labels, weights):
+        return binary_roc_curve(scores, labels, weights)
 
     def _curve_binned(self, positives, negatives):
         return binned_roc_curve(positives, negatives)
@@ -708,8 +737,8 @@ class PrecisionRecallCurve(_CurveMetric):
 
     _names = ("precision", "recall", "thresholds")
 
-    def _curve_exact(self, scores, labels):
-        return binary_precision_recall_curve(scores, labels)
+    def _curve_exact(self, scores, labels, weights):
+        return binary_precision_recall_curve(scores, labels, weights)
 
     def _curve_binned(self, positives, negatives):
         return binned_precision_recall_curve(positives, negatives)

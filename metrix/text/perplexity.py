@@ -15,6 +15,7 @@ from metrix.core.keys import REQUIRED, Key
 from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
 from metrix.core.states import AverageState
+from metrix.core.weights import checked_weights
 
 
 def token_nll(labels, logits=None, log_probs=None):
@@ -41,6 +42,10 @@ class Perplexity(Metric):
     Give ``logits`` or ``log_probs`` (``(*b, vocab)``) and integer ``labels`` (``*b``).
     ``mask`` (padding) covers the leading axes of the labels; tokens whose label equals
     ``ignore_index`` (if set, e.g. -100) are skipped too. The perplexity of no tokens is NaN.
+
+    ``weights`` (optional, per token over the leading axes of the labels; keras-hub's and
+    metrax's ``sample_weight``): ``exp(sum w NLL / sum w)`` over the kept tokens. A negative,
+    NaN or infinite kept weight is refused eagerly (NaN under jit; :mod:`metrix.core.weights`).
     """
 
     required_one_of = (("logits", "log_probs"),)
@@ -49,6 +54,7 @@ class Perplexity(Metric):
     log_probs: Key | None = None
     labels: Key = REQUIRED
     mask: Key | None = None
+    weights: Key | None = None
     ignore_index: int | None = None
 
     class State(AverageState):
@@ -63,6 +69,7 @@ class Perplexity(Metric):
         log_probs: Float[Array, "*b v"] | None = None,
         labels: Integer[Array, "*b"] | None = None,
         mask: Shaped[Array, "*m"] | None = None,
+        weights: Shaped[Array, "*w"] | None = None,
     ) -> State:
         if labels is None:
             raise TypeError("Perplexity.get_state() needs labels")
@@ -71,7 +78,11 @@ class Perplexity(Metric):
         keep = broadcast_mask(mask, labels.shape)
         if self.ignore_index is not None:
             keep = keep & (labels != self.ignore_index)
-        return self.State.from_values(token_nll(labels, logits, log_probs), mask=keep)
+        nll = token_nll(labels, logits, log_probs)
+        if weights is None:
+            return self.State.from_values(nll, mask=keep)
+        w, keep = checked_weights(weights, nll.shape, keep)
+        return self.State.from_values(nll, mask=keep, weights=w)
 
 
 __all__ = ["Perplexity", "token_nll"]

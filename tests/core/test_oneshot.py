@@ -140,6 +140,29 @@ def test_warnings_still_warn_every_call():
             assert float(mx.AveragePrecision()(scores, np.zeros(7, np.int32))) == 0.0
 
 
+def test_a_program_compiled_without_warnings_still_warns_later():
+    # AP without positives is a defined 0 (sklearn, with an UndefinedMetricWarning): no NaN
+    # flags it, so the cached program must pass the warning out itself.
+    scores = np.array([0.1, 0.7, 0.3, 0.9], np.float32)
+    metric = mx.AveragePrecision(task="binary")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(metric(preds=scores, labels=np.array([0, 1, 0, 1]))) == 1.0  # compiles
+        assert float(metric(preds=scores, labels=np.array([0, 1, 0, 1]))) == 1.0
+    programs = [entry[1] for entry in metric_lib._one_shot_cache.values()]
+    assert any(p is not None for p in programs), "the key was not compiled: nothing tested"
+    no_positives = np.array([0, 0, 0, 0])
+    with pytest.warns(mx.UndefinedMetricWarning, match="no positive samples"):
+        value = metric(preds=scores, labels=no_positives)
+    with pytest.warns(UserWarning, match="No positive class"):  # sklearn warns too
+        expected = skm.average_precision_score(no_positives, scores)
+    assert float(value) == expected == 0.0
+    state = metric.get_state(preds=scores, labels=no_positives)
+    for _ in range(3):  # eager compute: the first calls run eagerly, then one program
+        with pytest.warns(mx.UndefinedMetricWarning, match="no positive samples"):
+            assert float(state.compute()) == 0.0
+
+
 def test_host_side_metrics_still_work_one_shot():
     scores, labels = _scores(40)
     for _ in range(2):
