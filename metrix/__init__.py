@@ -9,6 +9,7 @@ The layers and what may import what: docs/architecture.md.
 
 # The state algebra (metrix.core)
 from metrix.core.fields import (
+    EMPTY,
     chan_m2_field,
     chan_mean_field,
     concat_field,
@@ -25,7 +26,9 @@ from metrix.core.state import AutoState, AutoStateOutput, MergeError, State
 from metrix.core.buffers import BufferState, CapacityOverflowError
 from metrix.core.states import (
     AverageState,
+    CollectFirstState,
     CollectState,
+    EmptyState,
     HistogramState,
     LastState,
     MaxState,
@@ -36,11 +39,12 @@ from metrix.core.states import (
     chan_merge,
 )
 from metrix.core.metric import Metric
-from metrix.core.keys import ContextKeyError, Key, REQUIRED
+from metrix.core.keys import ContextKeyError, Key, MissingPathError, REQUIRED
 from metrix.core.typecheck import InputTypeError, set_typechecking, typechecking
 from metrix.core.masks import broadcast_mask
 from metrix.core.tree import compute, empty_states, get_states, merge
 from metrix.core.collection import Collection
+from metrix.core.tree_metrics import NoopMetric, SkipIfMissing, TreeMap, TreeReduce, TreeState
 from metrix.core.distributed import allreduce, merge_stacked, process_allreduce, register_allreduce
 
 # Domains
@@ -216,6 +220,7 @@ from metrix.perceptual import (
     LPIPSFromFeatures,
     LPIPSState,
     LPIPSWithDistances,
+    LpipsVgg,
 )
 from metrix.losses import (
     Huber,

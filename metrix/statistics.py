@@ -6,7 +6,8 @@ leading axes only (``mask[b]`` selects ``values[b, ...]``).
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -23,12 +24,15 @@ from metrix.core.states import (
     SumState,
     WelfordState,
 )
+from metrix.core.weights import checked_weights
 
 
 class Average(Metric):
     """Weighted mean of all unmasked elements: ``sum(w m x) / sum(w m)`` (NaN if empty).
 
-    Counts are exact past 2^31 elements (double-float accumulation).
+    Counts are exact past 2^31 elements (double-float accumulation). ``weights`` covers the
+    leading axes of ``values`` (:mod:`metrix.core.weights`): a negative, NaN or infinite
+    unmasked weight is refused eagerly (NaN under jit).
     """
 
     values: Key = REQUIRED
@@ -43,7 +47,11 @@ class Average(Metric):
         mask: Shaped[Array, "..."] | None = None,
         weights: Num[Array, "..."] | None = None,
     ) -> State:
-        return self.State.from_values(values, mask=mask, weights=weights)
+        if weights is None:
+            return self.State.from_values(values, mask=mask)
+        # Negative / NaN / infinite kept weights: refused eagerly, NaN under jit.
+        w, keep = checked_weights(weights, jnp.shape(values), mask)
+        return self.State.from_values(values, mask=keep, weights=w)
 
 
 class Sum(Metric):
@@ -138,27 +146,173 @@ class Norm(Metric):
     and ``compute()`` is the mean of those values over merged calls (steps, devices).
     ``per_example=True``: every leaf's leading axis indexes examples; each example's norm
     over its remaining axes (all leaves together) is averaged over unmasked examples, so the
-    result does not depend on how examples are split. ``ord`` is 1, 2 or ``inf``.
+    result does not depend on how examples are split. ``ord`` is 1, 2, ``inf`` or ``None``
+    (the default: 2, and the Frobenius norm over a pair of axes, as numpy); with an int or
+    tuple ``axis``, any order ``numpy.linalg.norm`` takes there.
+
+    Kauldron's ``kd.metrics.Norm`` (``jnp.linalg.norm`` along ``axis``, then averaged):
+
+    * ``tensor`` is another name for ``values``.
+    * ``axis``: an int or a tuple of one or two ints: ``norms = jnp.linalg.norm(x, ord,
+      axis, keepdims=True)`` of one array (a matrix norm for two axes, as numpy), averaged
+      over every other element (``mask`` covers the leading axes of ``norms``). ``None``:
+      the norm of the whole input, as the default. ``"auto"`` (default): the whole input,
+      or Kauldron's ``-1`` when the metric reads the ``tensor`` key (and not ``per_example``).
+    * ``aggregation_type``: ``"average"`` (or ``None``) averages the norms, as above;
+      ``"concat"`` accumulates ``sum_i norm_i^p`` (a p-norm, ``p > 0``) over every merged
+      norm and computes ``(sum_i norm_i^p)^(1/p)``: the norm of all the merged inputs
+      concatenated (of every leaf, in a ``TreeReduce``). 0 when nothing was accumulated.
+    * merging states of ``axis=None`` with ``aggregation_type=None`` warns (a ``UserWarning``):
+      the merged value is the mean of the norms, not the norm of the concatenation.
     """
 
     values: Key = REQUIRED
     mask: Key | None = None
-    ord: float = 2
+    # Kauldron's name for the input.
+    tensor: Key | None = None
+    key_aliases: ClassVar[dict[str, str]] = {"tensor": "values"}
+    # None (numpy's and Kauldron's default) is 2 for vectors and Frobenius for two axes;
+    # an explicit 2 over two axes is numpy's spectral norm.
+    ord: float | Literal["fro", "nuc"] | None = None
     per_example: bool = False
+    axis: int | tuple[int, ...] | None | Literal["auto"] = "auto"
+    aggregation_type: Literal["average", "concat"] | None = None
 
     def __post_init__(self):
-        if self.ord not in (1, 2, float("inf")):
-            raise ValueError(f"Norm: ord must be 1, 2 or inf, got {self.ord!r}")
+        _check_norm_config(self)
 
-    State = AverageState
+    class State(AverageState):
+        """``AverageState`` of the norms (``aggregation_type="concat"``: of ``norm^p``)."""
+
+        def _merges_by_fields(self) -> bool:
+            return True  # merge below only adds a warning: the fields' collectives still hold
+
+        def merge(self, other):
+            parent = self.parent if self.parent is not None else other.parent
+            if _averages_whole_norms(parent):
+                warnings.warn(
+                    "Norm(axis=None): merged states average their norms (of each leaf in a "
+                    "TreeReduce, of each step); for the norm of everything concatenated set "
+                    "aggregation_type='concat', or set aggregation_type='average' to silence "
+                    "this warning.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return super().merge(other)
+
+        def compute(self):
+            parent = self.parent
+            if parent is None or parent.aggregation_type != "concat":
+                return super().compute()
+            # (sum_i norm_i^p)^(1/p): no division, the norm of the concatenation.
+            return numerics.df_value(self.total) ** (1.0 / _power(parent.ord))
+
+    def resolved_axis(self):
+        """The axis the norm runs along: ``"auto"`` resolved (``-1`` with the ``tensor`` key)."""
+        if self.axis != "auto":
+            return self.axis
+        # Kauldron code names its input `tensor` and means Kauldron's default axis=-1.
+        return -1 if self.tensor is not None and not self.per_example else None
 
     def get_state(self, values: Any, mask: Shaped[Array, "*m"] | None = None) -> State:
-        if not self.per_example:
+        axis = self.resolved_axis()
+        if axis is not None:
+            norms = _norms_along(values, self.ord, axis)
+        elif self.per_example:
+            norms = tree_norm(values, _power(self.ord), axis_start=1)
+        else:
             if mask is not None:
-                raise ValueError("Norm: a mask selects examples and needs per_example=True")
-            return self.State.from_values(tree_norm(values, self.ord))
-        norms = tree_norm(values, self.ord, axis_start=1)
+                raise ValueError(
+                    "Norm: a mask selects examples and needs per_example=True or an int axis"
+                )
+            norms = tree_norm(values, _power(self.ord))
+        if self.aggregation_type == "concat":
+            norms = norms ** _power(self.ord)
         return self.State.from_values(norms, mask=mask)
+
+
+def _averages_whole_norms(norm) -> bool:
+    """Kauldron's ``axis=None`` without an ``aggregation_type``: merges average whole norms,
+    which a TreeReduce user may have meant as the norm of every leaf (hence a warning)."""
+    return (
+        norm is not None and norm.axis is None and norm.aggregation_type is None
+        and not norm.per_example
+    )
+
+
+def _power(ord):
+    """The ``p`` of a p-norm: Kauldron's (numpy's) ``None`` and ``"fro"`` are 2."""
+    return 2 if ord is None or ord == "fro" else ord
+
+
+_WHOLE_ORDS = (None, 1, 2, float("inf"))  # tree_norm's
+_MATRIX_ORDS = (None, "fro", "nuc", 1, -1, 2, -2, float("inf"), float("-inf"))  # numpy's
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_norm_config(norm: Norm) -> None:
+    axis = norm.resolved_axis()
+    if axis is not None:
+        axes = axis if isinstance(axis, tuple) else (axis,)
+        if not (1 <= len(axes) <= 2 and all(isinstance(a, int) and not isinstance(a, bool) for a in axes)):
+            raise ValueError(
+                f"Norm: axis must be an int, a tuple of one or two ints, None or 'auto', got {axis!r}"
+            )
+        matrix = len(axes) == 2
+    if norm.per_example and norm.axis not in ("auto", None):
+        raise ValueError(
+            f"Norm: per_example=True and axis={norm.axis!r} both choose the axes of the norm; "
+            "set one of them"
+        )
+    if axis is None and norm.ord not in _WHOLE_ORDS:
+        raise ValueError(
+            f"Norm: ord must be 1, 2, inf or None for the norm of the whole input, got "
+            f"{norm.ord!r} (other orders of numpy's norm need an int or tuple axis)"
+        )
+    if axis is not None and matrix and norm.ord not in _MATRIX_ORDS:
+        raise ValueError(f"Norm: ord={norm.ord!r} is not a matrix norm of numpy's (axis={axis!r}); use one of {_MATRIX_ORDS}")
+    if axis is not None and not matrix and not (norm.ord is None or _is_number(norm.ord)):
+        raise ValueError(f"Norm: ord={norm.ord!r} is not a vector norm of numpy's (axis={axis!r}); use a number or None")
+    if norm.aggregation_type not in (None, "average", "concat"):
+        raise ValueError(
+            f"Norm: aggregation_type must be 'average', 'concat' or None, got {norm.aggregation_type!r}"
+        )
+    if norm.aggregation_type == "concat":
+        _check_concat(norm.ord, axis is not None and matrix, axis)
+
+
+def _check_concat(ord, matrix: bool, axis) -> None:
+    """``(sum_i norm_i^p)^(1/p)`` is the norm of the concatenation only for p-norms, p > 0."""
+    if matrix and ord not in (None, "fro"):
+        raise ValueError(
+            f"Norm: aggregation_type='concat' with the matrix norm ord={ord!r} over "
+            f"axis={axis!r} has no concatenated value; use ord=None (Frobenius)"
+        )
+    if ord == float("inf"):
+        raise ValueError(
+            "Norm: aggregation_type='concat' with ord=inf: the norm of the concatenation is "
+            "the largest norm, which a sum of powers cannot give; use mx.Max of the norms"
+        )
+    if not matrix and ord is not None and not ord > 0:
+        raise ValueError(
+            f"Norm: aggregation_type='concat' needs a p-norm with p > 0, got ord={ord!r}"
+        )
+
+
+def _norms_along(values, ord, axis):
+    """``jnp.linalg.norm(values, ord, axis, keepdims=True)`` of one array, in float32 or wider."""
+    leaves = jax.tree.leaves(values)
+    if len(leaves) != 1 or not hasattr(leaves[0], "ndim") or leaves[0] is not values:
+        raise ValueError(
+            f"Norm: axis={axis!r} takes one array, got a {type(values).__name__}; wrap the "
+            "metric in mx.TreeReduce (or mx.TreeMap) for a pytree, or use axis=None"
+        )
+    x = jnp.asarray(values)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return jnp.linalg.norm(x, ord=ord, axis=axis, keepdims=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,8 +20,15 @@ from metrix.backbones.lpips_nets import params_shapes
 from metrix.backbones.weights import MissingWeightsError
 from metrix.core.buffers import CapacityOverflowError
 from metrix.core.typecheck import InputTypeError
+from metrix.perceptual import lpips as lpips_module
 from metrix.perceptual import lpips_math as lpips_core
-from metrix.perceptual.lpips import LPIPS, LPIPSFromFeatures, LPIPSState, LPIPSWithDistances
+from metrix.perceptual.lpips import (
+    LPIPS,
+    LPIPSFromFeatures,
+    LPIPSState,
+    LpipsVgg,
+    LPIPSWithDistances,
+)
 
 SIZE = 32
 CHANNELS = (4, 6, 3)
@@ -278,3 +285,140 @@ def test_bad_inputs_fail_with_clear_errors():
         LPIPSFromFeatures().get_state(fa, fa, [np.ones(4)])
     with pytest.raises(ValueError, match="set net="):
         LPIPSFromFeatures().load_weights()
+
+
+# ------------------------------------------------------------------------------ Kauldron-style use
+
+
+def _alex_dir(tmp_path):
+    """A weights folder as default_weights_dir() expects it (random alex weights)."""
+    backbone, calibration = _alex()
+    weight_io.save(backbone, tmp_path / "alex.safetensors")
+    lpips_core.save_calibration(calibration, tmp_path / "alex_calibration.safetensors")
+    return backbone, calibration
+
+
+def test_pred_and_target_are_other_names_for_the_images():
+    backbone, calibration = _alex()
+    a, b = _images(10, 2), _images(11, 2)
+    by_name = LPIPS(pred="p", target="t", backbone_params="w.b", calibration="w.c")
+    context = {"p": a, "t": b, "w": {"b": backbone, "c": calibration}}
+    expected = float(LPIPS()(a, b, backbone, calibration))
+    assert float(by_name.get_state_from_context(context).compute()) == pytest.approx(expected)
+    keyword = LPIPS().get_state(pred=a, target=b, backbone_params=backbone, calibration=calibration)
+    assert float(keyword.compute()) == pytest.approx(expected)
+    assert abs(float(LPIPS()(pred=a, target=a, backbone_params=backbone, calibration=calibration))) < 1e-9
+    with pytest.raises(ValueError, match="another name"):
+        LPIPS(img_a="x", pred="p").get_state_from_context({"x": a, "p": a})
+
+
+def test_single_images_and_extra_batch_axes_are_pairs():
+    backbone, calibration = _alex()
+    a, b = _images(12, 4), _images(13, 4)
+    metric = LPIPS()
+    per_pair = metric.distances(a, b, backbone, calibration)
+    assert per_pair.shape == (4,)
+    single = metric.distances(a[0], b[0], backbone, calibration)
+    assert single.shape == ()
+    np.testing.assert_allclose(float(single), float(per_pair[0]), rtol=1e-5)
+    grid = metric.distances(a.reshape(2, 2, SIZE, SIZE, 3), b.reshape(2, 2, SIZE, SIZE, 3),
+                            backbone, calibration)
+    np.testing.assert_allclose(np.asarray(grid).reshape(-1), np.asarray(per_pair), rtol=1e-5)
+    # Kauldron's (*b, 1) mask and a (*b,) mask keep the same pairs: the mean of pairs 0 and 2.
+    keep = np.array([True, False, True, False])
+    want = (float(per_pair[0]) + float(per_pair[2])) / 2
+    for mask in (keep, keep[:, None]):
+        got = metric.get_state(a, b, backbone, calibration, mask=mask).compute()
+        assert float(got) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(InputTypeError, match="mask"):
+        metric.get_state(a, b, backbone, calibration, mask=keep[:3])
+
+
+def test_weights_left_out_are_read_from_the_default_folder(tmp_path, monkeypatch):
+    backbone, calibration = _alex_dir(tmp_path)
+    monkeypatch.setenv("METRIX_LPIPS_WEIGHTS", str(tmp_path))
+    assert lpips_module.default_weights_dir() == str(tmp_path)
+    a, b = _images(14, 2), _images(15, 2)
+    expected = float(LPIPS()(a, b, backbone, calibration))
+    assert float(LPIPS()(a, b)) == pytest.approx(expected, rel=1e-6)
+    # Only the calibration given: the backbone still comes from the folder.
+    scaled = {k: 2 * v for k, v in calibration.items()}
+    assert float(LPIPS()(a, b, calibration=scaled)) == pytest.approx(2 * expected, rel=1e-5)
+
+
+def test_default_weights_under_jit(tmp_path, monkeypatch):
+    backbone, calibration = _alex_dir(tmp_path)
+    monkeypatch.setenv("METRIX_LPIPS_WEIGHTS", str(tmp_path))
+    a, b = _images(18, 1), _images(19, 1)
+    expected = float(LPIPS()(a, b, backbone, calibration))  # explicit: the folder is not read
+    # The folder is first read under jit, while tracing (constants of that program).
+    jitted = jax.jit(lambda x, y: LPIPS().get_state(x, y).compute())(a, b)
+    assert float(jitted) == pytest.approx(expected, rel=1e-5)
+    # The weights read while tracing are cached as arrays, never as leaked tracers.
+    assert float(LPIPS()(a, b)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_missing_default_weights_are_a_file_not_found_error_saying_what_to_run(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("METRIX_LPIPS_WEIGHTS", str(tmp_path / "none"))
+    a = _images(16, 1)
+    with pytest.raises(FileNotFoundError) as info:
+        LPIPS().get_state(a, a)
+    message = str(info.value)
+    assert isinstance(info.value, MissingWeightsError)
+    assert "`LPIPS` requires" in message
+    assert str(tmp_path / "none" / "alex.safetensors") in message
+    assert "python -m metrix.backbones.lpips_nets convert alex" in message
+
+
+@pytest.fixture(scope="module")
+def vgg_case():
+    """Random VGG weights and two [0, 1] image pairs of 16x16 (the smallest VGG input)."""
+    rng = np.random.default_rng(17)
+    backbone = jax.tree_util.tree_map(
+        lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32), params_shapes("vgg")
+    )
+    calibration = {
+        f"lin{k}": rng.uniform(0, 1, c).astype(np.float32)
+        for k, c in enumerate(lpips_core.LPIPS_CHANNELS["vgg"])
+    }
+    x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    y = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    return backbone, calibration, x, y
+
+
+def test_lpips_vgg_is_vgg_on_images_in_in_vrange(vgg_case):
+    backbone, calibration, x, y = vgg_case
+    want = float(LPIPS(net="vgg", normalize=True)(x, y, backbone, calibration))
+    assert want > 0
+    got = LpipsVgg()(pred=x, target=y, backbone_params=backbone, calibration=calibration)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # The same images as 0..255 pixels: in_vrange maps them back to [0, 1].
+    in_255 = LpipsVgg(in_vrange=(0, 255))(255 * x, 255 * y, backbone, calibration)
+    assert float(in_255) == pytest.approx(want, rel=1e-4)
+    assert abs(float(LpipsVgg()(x, x, backbone, calibration))) < 1e-9
+    with pytest.raises(ValueError, match="in_vrange"):
+        LpipsVgg()(255 * x, y, backbone, calibration)
+
+
+def test_lpips_vgg_float_masks_are_weights(vgg_case):
+    # A float mask weighs the pairs in LpipsVgg (Kauldron's AverageState); in LPIPS a mask
+    # selects, so a fractional one is refused.
+    backbone, calibration, x, y = vgg_case
+    d0, d1 = (float(v) for v in LpipsVgg().distances(x, y, backbone, calibration))
+    weights = np.array([[0.25], [0.75]], np.float32)
+    weighted = LpipsVgg()(x, y, backbone, calibration, mask=weights)
+    assert float(weighted) == pytest.approx(0.25 * d0 + 0.75 * d1, rel=1e-5)
+    with pytest.raises(ValueError, match="mask"):
+        LPIPS(net="vgg", normalize=True)(x, y, backbone, calibration, mask=weights)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"in_vrange": (1.0, 0.0)}, "low < high"), ({"normalize": False}, "in_vrange"),
+     ({"net": "alex"}, "VGG only")],
+)
+def test_lpips_vgg_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LpipsVgg(**kwargs)

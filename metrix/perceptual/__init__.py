@@ -10,7 +10,9 @@ from metrix.perceptual.lpips import (
     LPIPSDistances,
     LPIPSFromFeatures,
     LPIPSState,
+    LpipsVgg,
     LPIPSWithDistances,
+    default_weights_dir,
 )
 
 # Everything the submodules export (their own __all__), without repeating the names here.

@@ -12,6 +12,11 @@ so any split into batches, devices or hosts gives the same value. With ``capacit
 pair's distance is kept too, in a fixed-capacity buffer (``compute()`` then returns
 ``{"lpips": mean, "per_image": (N,) distances, NaN past the filled rows}``).
 
+Images may have any batch axes ``(*b, H, W, 3)`` (none: one pair). Weights not passed to
+``get_state`` are read once from :func:`default_weights_dir` (Kauldron-style use, where the
+metric finds its own weights; a missing file is a ``FileNotFoundError`` saying how to make
+it). :class:`LpipsVgg` is Kauldron's ``LpipsVgg``: VGG, keys ``pred``/``target``, ``in_vrange``.
+
 Two metrics, one per kind of input (the same state and maths):
 
 * :class:`LPIPS` takes images, ``get_state(img_a, img_b, backbone_params, calibration,
@@ -47,15 +52,18 @@ state as large as the data). Read maps with :meth:`LPIPS.distances`.
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Shaped
 
 from metrix.backbones.lpips_nets import load_backbone_params
+from metrix.backbones.weights import MissingWeightsError
 from metrix.core.buffers import BufferState
 from metrix.core.fields import concat_field, nested_field
 from metrix.core.keys import REQUIRED, Key
@@ -70,6 +78,8 @@ __all__ = [
     "LPIPSFromFeatures",
     "LPIPSState",
     "LPIPSWithDistances",
+    "LpipsVgg",
+    "default_weights_dir",
 ]
 
 _VERSIONS = ("0.1",)
@@ -148,6 +158,10 @@ class LPIPSWithDistances(State):
 class _LPIPSBase(Metric):
     """Shared configuration checks and state building (not a public metric)."""
 
+    # A float mask weighs its pair in LpipsVgg (as in Kauldron); elsewhere, as everywhere in
+    # metrix, a mask selects (0/1 values only).
+    float_mask_weighs: ClassVar[bool] = False
+
     def _check_config(self) -> None:
         if self.capacity is not None and (not isinstance(self.capacity, int) or self.capacity <= 0):
             raise ValueError(f"capacity must be a positive int or None, got {self.capacity!r}")
@@ -163,12 +177,17 @@ class _LPIPSBase(Metric):
             pairs=LPIPSDistances.empty(parent=self),
         )
 
-    def state_from_distances(self, distances, mask=None) -> State:
-        """The state of per-pair distances ``(N,)`` with an optional ``(N,)`` mask."""
-        average = LPIPSState.from_values(distances, mask=mask, parent=self)
+    def state_from_distances(self, distances, mask=None, weights=None) -> State:
+        """The state of per-pair distances ``(N,)`` with an optional ``(N,)`` mask, and
+        optional ``(N,)`` weights ``w`` (the mean is then ``sum w d / sum w``; a pair of
+        weight 0 is not kept in the ``capacity`` buffer)."""
+        average = LPIPSState.from_values(distances, mask=mask, weights=weights, parent=self)
         if self.capacity is None:
             return average
         keep = None if mask is None else jnp.asarray(mask, bool)
+        if weights is not None:
+            nonzero = jnp.asarray(weights) != 0
+            keep = nonzero if keep is None else keep & nonzero
         pairs = LPIPSDistances.from_rows(
             capacity=self.capacity,
             mask=keep,
@@ -193,9 +212,14 @@ class LPIPS(_LPIPSBase):
 
     img_a: Key = REQUIRED
     img_b: Key = REQUIRED
-    backbone_params: Key = REQUIRED
-    calibration: Key = REQUIRED
+    # Unset weights are read once from default_weights_dir() (see get_state).
+    backbone_params: Key | None = None
+    calibration: Key | None = None
     mask: Key | None = None
+    # Kauldron's names for the two images (kd.metrics.LpipsVgg): another name for each.
+    pred: Key | None = None
+    target: Key | None = None
+    key_aliases: ClassVar[dict[str, str]] = {"pred": "img_a", "target": "img_b"}
 
     net: str = "alex"
     version: str = "0.1"
@@ -231,30 +255,87 @@ class LPIPS(_LPIPSBase):
             "calibration": jax.device_put(calibration),
         }
 
-    def distances(self, img_a, img_b, backbone_params, calibration) -> jax.Array:
-        """Per-pair distances ``(N,)``, or lpips' per-pixel maps ``(N, H, W)`` if ``spatial``."""
+    def distances(self, img_a, img_b, backbone_params=None, calibration=None) -> jax.Array:
+        """Per-pair distances ``(*b,)``, or lpips' per-pixel maps ``(*b, H, W)`` if ``spatial``,
+        for images ``(*b, H, W, 3)`` (any number of batch axes, none for a single pair)."""
+        backbone_params, calibration = self._weights_or_defaults(backbone_params, calibration)
         _check_image_range(self.normalize, img_a, img_b)
-        return _distance(
+        batch = jnp.shape(img_a)[:-3]
+        d = _distance(
             backbone_params,
             calibration,
-            img_a,
-            img_b,
+            _flat_images(img_a),
+            _flat_images(img_b),
             net=self.net,
             spatial=self.spatial,
             normalize=self.normalize,
         )
+        return d.reshape(batch + d.shape[1:])
+
+    def _weights_or_defaults(self, backbone_params, calibration):
+        """The given weights, or those read from :func:`default_weights_dir` (cached)."""
+        if backbone_params is None or calibration is None:
+            backbone, shipped = _default_weights(type(self).__name__, self.net, self.version)
+            backbone_params = backbone if backbone_params is None else backbone_params
+            calibration = shipped if calibration is None else calibration
+        _check_calibration_layers(calibration, len(lpips_core.LPIPS_CHANNELS[self.net]))
+        return backbone_params, calibration
 
     def get_state(
         self,
-        img_a: Float[Array, "n h w 3"],
-        img_b: Float[Array, "n h w 3"],
-        backbone_params: Any,
-        calibration: Any,
-        mask: Shaped[Array, "n"] | None = None,
+        img_a: Float[Array, "*b h w 3"],
+        img_b: Float[Array, "*b h w 3"],
+        backbone_params: Any = None,
+        calibration: Any = None,
+        mask: Shaped[Array, "*b"] | Shaped[Array, "*b 1"] | None = None,
     ) -> State:
-        _check_calibration_layers(calibration, len(lpips_core.LPIPS_CHANNELS[self.net]))
+        """``backbone_params`` / ``calibration`` left out are read from the default files
+        (:func:`default_weights_dir`; a missing file raises ``MissingWeightsError``, a
+        ``FileNotFoundError`` saying how to make it). ``mask``: one entry per pair, shaped
+        like the batch axes (Kauldron's trailing ``1`` is accepted)."""
         distances = self.distances(img_a, img_b, backbone_params, calibration)
         return self.run_compiled(_state_of_distances, distances, mask)
+
+
+class LpipsVgg(LPIPS):
+    """Kauldron's ``kd.metrics.LpipsVgg``: :class:`LPIPS` with ``net="vgg"`` and images in
+    ``in_vrange`` (default ``(0, 1)``), keys ``pred`` / ``target`` / ``mask``.
+
+    Images are mapped linearly to [0, 1], ``x01 = (x - lo) / (hi - lo)``, then scored as
+    ``LPIPS(net="vgg", normalize=True)`` (lpips' scaling layer on ``2 x01 - 1``). The weights
+    are the torchvision VGG16 trunk and lpips' VGG calibration, read from
+    :func:`default_weights_dir` when not passed (Kauldron reads its own bundled file).
+    ``mask`` ``(*b,)`` or ``(*b, 1)``: boolean selects pairs; a float mask weighs them, as in
+    Kauldron, ``sum_i m_i d_i / sum_i m_i``.
+    """
+
+    net: str = "vgg"
+    normalize: bool = True
+    in_vrange: tuple[float, float] = (0.0, 1.0)
+
+    float_mask_weighs: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.net != "vgg":
+            raise ValueError(f"LpipsVgg is VGG only, got net={self.net!r}: use LPIPS(net=...)")
+        lo, hi = (float(v) for v in self.in_vrange)
+        if not lo < hi:
+            raise ValueError(
+                f"LpipsVgg: in_vrange must be (low, high) with low < high, got {self.in_vrange!r}"
+            )
+        if not self.normalize:
+            raise ValueError(
+                "LpipsVgg: the input range is set by in_vrange (e.g. in_vrange=(-1, 1)); "
+                "normalize=False is not accepted"
+            )
+        object.__setattr__(self, "in_vrange", (lo, hi))
+
+    def distances(self, img_a, img_b, backbone_params=None, calibration=None) -> jax.Array:
+        lo, hi = self.in_vrange
+        _check_in_vrange(self.in_vrange, img_a, img_b)
+        img_a, img_b = ((jnp.asarray(x) - lo) / (hi - lo) for x in (img_a, img_b))
+        return super().distances(img_a, img_b, backbone_params, calibration)
 
 
 class LPIPSFromFeatures(_LPIPSBase):
@@ -350,8 +431,78 @@ def _state_of_distances(metric: _LPIPSBase, d, mask):
     capacity or mask. Inlined under a user's jit.
     """
     if metric.spatial:
-        d = jnp.mean(d, axis=(1, 2))
-    return metric.state_from_distances(d, mask)
+        d = jnp.mean(d, axis=(-2, -1))
+    weights = None
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.ndim == d.ndim + 1 and mask.shape[-1] == 1:
+            mask = mask[..., 0]  # Kauldron's (*b, 1) masks
+        mask = mask.reshape(-1)
+        if metric.float_mask_weighs and jnp.issubdtype(mask.dtype, jnp.floating):
+            mask, weights = None, mask  # Kauldron's AverageState: sum(m d) / sum(m)
+    return metric.state_from_distances(d.reshape(-1), mask, weights)
+
+
+def _flat_images(x):
+    """``(*b, H, W, 3)`` -> ``(N, H, W, 3)``; a single ``(H, W, 3)`` image is one pair."""
+    x = jnp.asarray(x)
+    return x.reshape((-1,) + x.shape[-3:])
+
+
+def _check_in_vrange(vrange, *images) -> None:
+    """Eagerly, refuse pixels outside ``in_vrange`` (under ``jit`` nothing is checked)."""
+    if any(isinstance(x, jax.core.Tracer) for x in images):
+        return
+    lo = min(float(jnp.min(x)) for x in images)
+    hi = max(float(jnp.max(x)) for x in images)
+    if lo < vrange[0] - 1e-3 or hi > vrange[1] + 1e-3:
+        raise ValueError(
+            f"LpipsVgg(in_vrange={vrange}) got pixel values in [{lo:.4g}, {hi:.4g}]: set "
+            "in_vrange to the images' range"
+        )
+
+
+def default_weights_dir() -> str:
+    """``$METRIX_LPIPS_WEIGHTS`` if set, else ``~/.cache/metrix/lpips``: where metrics given no
+    weights read ``{net}.safetensors`` (the backbone) and ``{net}_calibration.safetensors``
+    (the calibration; when absent, the lpips package's shipped file is used)."""
+    return os.environ.get(
+        "METRIX_LPIPS_WEIGHTS", os.path.join(os.path.expanduser("~"), ".cache", "metrix", "lpips")
+    )
+
+
+def _default_weights(owner: str, net: str, version: str):
+    """The default files' weights on device, read once per file version (path and mtime)."""
+    folder = default_weights_dir()
+    backbone_path = os.path.join(folder, f"{net}.safetensors")
+    calibration_path = os.path.join(folder, f"{net}_calibration.safetensors")
+    stamp = tuple(
+        os.path.getmtime(p) if os.path.exists(p) else None
+        for p in (backbone_path, calibration_path)
+    )
+    try:
+        return _read_default_weights(net, version, backbone_path, calibration_path, stamp)
+    except MissingWeightsError as err:
+        raise MissingWeightsError(
+            f"`{owner}` requires the LPIPS {net} weights when get_state is given no "
+            f"backbone_params / calibration; they are read from {folder} "
+            f"($METRIX_LPIPS_WEIGHTS): {backbone_path} for the backbone and {calibration_path} "
+            f"(or the lpips package's file) for the calibration, or pass weights from "
+            f"load_weights(). {err}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _read_default_weights(net, version, backbone_path, calibration_path, stamp):
+    del stamp  # part of the cache key only: a rewritten file is read again
+    backbone = load_backbone_params(net, backbone_path)
+    calibration = lpips_core.load_calibration(
+        net, calibration_path if os.path.exists(calibration_path) else None, version=version
+    )
+    # Placed on device for real even when first read inside a jit trace: the cache must
+    # never hold tracers.
+    with jax.ensure_compile_time_eval():
+        return jax.device_put(backbone), jax.device_put(calibration)
 
 
 def _check_calibration_layers(calibration: Any, n_layers: int) -> None:

@@ -90,6 +90,8 @@ EXAMPLES = [
     # statistics
     Example("Norm_per_example", mx.Norm(per_example=True), _values, ("values",)),
     Example("Norm_global", mx.Norm(), _values, ("values",), split_invariant=False, mask_input=None),
+    Example("Norm_rows_kauldron", mx.Norm(axis=-1), _values, ("values",)),  # mean row norm
+    Example("Norm_concat", mx.Norm(axis=-1, aggregation_type="concat"), _values, ("values",)),
     Example("Histogram", mx.Histogram(num_bins=8), _values, ("values",)),
     Example("Quantiles", mx.Quantiles(quantiles=(0.1, 0.5, 0.9), num_bins=64), _values, ("values",)),
     # image (small images keep the generic tests fast; MS-SSIM with 3 scales of a 3-pixel window)
