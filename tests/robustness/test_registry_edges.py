@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import metrix as mx
 from tests.registry import all_examples
 
 EXAMPLES = all_examples()
@@ -139,3 +140,44 @@ def test_batch_of_no_examples_gives_the_empty_result_or_an_error(example):
     except (ValueError, TypeError):
         return  # refused with a named error
     _assert_empty_result(example, value)
+
+
+# Integer inputs to float arguments. A narrow integer accumulator would wrap (int8 sums pass 127
+# within a few examples), so each metric must either refuse the dtype with a named error or give
+# the value of the same numbers as float32. Bootstrap's resampling weights hash the input bytes,
+# so other dtypes draw other (equally valid) resamples: only its point estimate is compared.
+RESAMPLED = {"bootstrap_average", "bootstrap_accuracy_ids"}
+
+
+def _as_int8(values):
+    # Large enough that sums of a few examples overflow int8; kept in [-120, 120].
+    return np.clip(np.round(values * 40), -120, 120).astype(np.int8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+def test_int8_float_inputs_are_refused_or_give_the_float32_value(example):
+    if example.name in NETWORK:
+        pytest.skip("network metric")
+    inputs = example.make_inputs(np.random.default_rng(4), N)
+    names = _floats(example, inputs)
+    if not names:
+        pytest.skip("no float inputs")
+    ints = {k: (_as_int8(v) if k in names else v) for k, v in inputs.items()}
+    floats = {k: (v.astype(np.float32) if k in names else v) for k, v in ints.items()}
+    try:
+        expected = _value(example, floats)
+    except ValueError:
+        pytest.skip("the integer values are not valid float inputs for this metric")
+    try:
+        actual = _value(example, ints)
+    except mx.InputTypeError as error:
+        assert type(example.metric).__name__ in str(error) and "int8" in str(error)
+        return
+    except (ValueError, TypeError) as error:  # refused by a metric's own check, named
+        assert type(example.metric).__name__ in str(error)
+        return
+    if example.name in RESAMPLED:
+        actual, expected = actual["value"], expected["value"]
+    for a, e in zip(_leaves(actual), _leaves(expected)):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, equal_nan=True)
