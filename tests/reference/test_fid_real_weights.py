@@ -28,7 +28,7 @@ PIL = pytest.importorskip("PIL.Image")
 from metrix.backbones import inception, inception_weights
 from metrix.cli.fid import add_fid_parser
 
-pytestmark = pytest.mark.slow
+# Not marked slow (~2-3 min of one worker): FID parity on the real weights runs in CI.
 
 TORCHSCRIPT = inception_weights.fid_helper_weights_path()
 if TORCHSCRIPT is None:
