@@ -274,17 +274,18 @@ class CoMomentState(State):
         z = jnp.stack([preds, targets, targets - preds], axis=-1)
         keep3 = keep[..., None]
         samples = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
-        if weights is None:
-            count, w = samples, keep3.astype(z.dtype)
+        if weights is None:  # the unweighted path multiplies by no weights (per-step cost)
+            count, weighted = samples, jnp.where(keep3, z, 0)
         else:
             w = jnp.where(keep, weights, 0).astype(z.dtype)[..., None]
             count = numerics.df_from(jnp.sum(w[..., 0], axis=0))
+            weighted = jnp.where(keep3, w * z, 0)
         n = numerics.df_value(count)
         # Two passes: the weighted mean, then weighted products of deviations from it.
-        total = jnp.sum(jnp.where(keep3, w * z, 0), axis=0)
-        mean = total / jnp.where(n > 0, n, 1)[..., None]
+        mean = jnp.sum(weighted, axis=0) / jnp.where(n > 0, n, 1)[..., None]
         centred = jnp.where(keep3, z - mean, 0)
-        m2 = jnp.einsum("n...i,n...j->...ij", centred * w, centred, precision=_HIGHEST)
+        left = centred if weights is None else centred * w
+        m2 = jnp.einsum("n...i,n...j->...ij", left, centred, precision=_HIGHEST)
         return cls(parent=parent, count=count, mean=mean, m2=m2, samples=samples)
 
     # -- derived statistics (per output) ----------------------------------------------
