@@ -30,7 +30,7 @@ from metrix.core.masks import broadcast_mask
 from metrix.core.metric import Metric
 from metrix.core.refuse import metric_name, refuse
 from metrix.core.state import State
-from metrix.core.weights import broadcast_weights
+from metrix.core.weights import broadcast_weights, invalid_weights, invalid_weights_message
 
 # ---------------------------------------------------------------------------------------
 # Confusion counts: one state for every count-based score
@@ -112,7 +112,7 @@ def _confusion_and_invalid(
     keep = keep & ~bad_label & ~bad_pred
     if weights is not None:
         w = broadcast_weights(weights, keep.shape).astype(jnp.float32)
-        invalid_weight = keep & ~(jnp.isfinite(w) & (w >= 0))
+        invalid_weight = keep & invalid_weights(w)
         keep = keep & ~invalid_weight
     if task == "multiclass":
         cells, shape = num_classes * num_classes, (num_classes, num_classes)
@@ -218,12 +218,7 @@ class ConfusionState(State):
             lambda bad: f"{int(bad[0])} label(s) outside [0, {n}) and {int(bad[1])} invalid "
             "prediction(s) (NaN scores or predicted labels out of range).",
         )
-        refuse(
-            bad_weights,
-            None,
-            lambda bad: f"argument 'weights' holds {bad} negative, NaN or infinite weight(s) on "
-            "unmasked elements; sample weights must be finite and >= 0 (mask elements out).",
-        )
+        refuse(bad_weights, None, invalid_weights_message("elements"))
         matrix = numerics.df_from_int(counts) if weights is None else numerics.df_from(counts)
         return cls(
             parent=metric,

@@ -56,16 +56,24 @@ def checked_weights(weights, shape, mask=None):
     return jnp.where(keep, refuse_bad_weights(w, keep, "elements"), 0), keep
 
 
+def invalid_weights(w):
+    """Where a sample weight is invalid: negative, NaN or infinite."""
+    return ~(jnp.isfinite(w) & (w >= 0))
+
+
+def invalid_weights_message(what: str = "examples"):
+    """The error text of :func:`refuse` for ``n`` invalid weights on unmasked ``what``."""
+    return (
+        lambda n: f"argument 'weights' holds {n} negative, NaN or infinite weight(s) on unmasked "
+        f"{what}; sample weights must be finite and >= 0 (mask {what} out instead)."
+    )
+
+
 def refuse_bad_weights(w, keep, what: str = "examples"):
     """``w`` with its kept negative, NaN or infinite weights refused: a ``ValueError`` eagerly,
     NaN under a trace (so the weighted value is NaN)."""
-    bad = keep & ~(jnp.isfinite(w) & (w >= 0))
-    refuse(
-        jnp.sum(bad, dtype=jnp.int32),
-        None,
-        lambda n: f"argument 'weights' holds {n} negative, NaN or infinite weight(s) on unmasked "
-        f"{what}; sample weights must be finite and >= 0 (mask {what} out instead).",
-    )
+    bad = keep & invalid_weights(w)
+    refuse(jnp.sum(bad, dtype=jnp.int32), None, invalid_weights_message(what))
     return jnp.where(bad, jnp.nan, w)
 
 
@@ -87,4 +95,11 @@ def weighted_checked_state(cls, values, bad, *, message, mask=None, weights=None
     return cls(parent=parent, total=base.total, count=base.count, invalid=invalid)
 
 
-__all__ = ["broadcast_weights", "checked_weights", "weighted_checked_state"]
+__all__ = [
+    "broadcast_weights",
+    "checked_weights",
+    "invalid_weights",
+    "invalid_weights_message",
+    "refuse_bad_weights",
+    "weighted_checked_state",
+]
