@@ -43,7 +43,6 @@ class NoopMetric(Metric):
     """A metric that does nothing: any inputs, an :class:`~metrix.EmptyState`, value ``{}``
     (switches a metric off in a sweep or a config without removing its entry)."""
 
-
     class State(EmptyState):
         pass
 
