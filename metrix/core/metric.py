@@ -453,6 +453,8 @@ ONE_SHOT_CACHE_SIZE = 128  # entries of (configuration, input signature) kept, l
 ONE_SHOT_MAX_LEAVES = 16  # more input arrays than this (network weights): the eager path
 ONE_SHOT_TIMED_SIZE = 1 << 15  # inputs this large: the first call times both paths
 _one_shot_cache: OrderedDict = OrderedDict()
+# Host dtypes JAX narrows without x64 (inputs.check_representable); other keys skip the check.
+_WIDE_DTYPES = frozenset(np.dtype(t) for t in (np.int64, np.uint64, np.float64))
 
 
 def _eager_call(metric, args, kwargs):
@@ -567,17 +569,18 @@ def _one_shot(metric, args, kwargs):
     entry = cache.get(key)
     if entry is not None:
         cache.move_to_end(key)
-        sized, program = entry
+        sized, program, wide = entry
         if program is None:
             return _eager_call(sized, args, kwargs)
-        try:  # int64 / float64 host values JAX would wrap: the eager path names the argument
-            for leaf in leaves:
-                inputs_lib.check_representable(leaf)
-        except ValueError:
-            return _eager_call(sized, args, kwargs)
+        if wide:  # int64 / float64 host values JAX would wrap: the eager path names the argument
+            try:
+                for leaf in leaves:
+                    inputs_lib.check_representable(leaf)
+            except ValueError:
+                return _eager_call(sized, args, kwargs)
         out, flagged = program(*leaves)
-        # (.item() on an array still being computed waits slowly: block first, then read)
-        if flagged.block_until_ready().item():  # a refusal or a NaN: eager raises or warns
+        # np.asarray waits for the flag and reads it in one step (cheaper than block + .item())
+        if np.asarray(flagged):  # a refusal or a NaN: the eager path raises or warns
             return _eager_call(sized, args, kwargs)
         return out
     # First call with this key: the eager path answers (type checks, refusals, warnings).
@@ -593,7 +596,8 @@ def _one_shot(metric, args, kwargs):
             pass
         if program is not None and sum(np.size(x) for x in leaves) >= ONE_SHOT_TIMED_SIZE:
             program = _faster(program, leaves, sized, args, kwargs)
-    cache[key] = (sized, program)
+    wide = any(getattr(leaf, "dtype", None) in _WIDE_DTYPES for leaf in leaves)
+    cache[key] = (sized, program, wide)
     if len(cache) > ONE_SHOT_CACHE_SIZE:
         cache.popitem(last=False)
     return value
