@@ -1,7 +1,9 @@
 """One-shot calls ``metric(**inputs)`` against a hand-jitted jnp function of the same maths.
 
 For each metric and batch size B, timed in one run, interleaved (each callable once per round,
-order rotated, ``common.interleaved_medians``), after a warm-up call that compiles:
+order rotated; each sample a ~2 ms batch of back-to-back calls, ``common.interleaved_batch_medians``,
+since single calls of tens of microseconds time mostly the thread scheduler), after a warm-up
+call that compiles:
 
 * ``metrix``: ``mx.Metric(...)(**inputs)`` on numpy inputs, eagerly (what a notebook does);
 * ``hand-jit``: a ``jax.jit``-ed jnp function of the same maths written here, same inputs;
@@ -274,7 +276,7 @@ def oneshot_rows(sizes, repeats):
                 print(f"{name:<34}{b:>8}  FAILS: {failed}")
                 rows.append(common.row(f"{name}/B={b}", None, "s", note=str(failed)))
                 continue
-            t = common.interleaved_medians(runs, repeats)
+            t = common.interleaved_batch_medians(runs, repeats)
             if not math.isclose(values["metrix"], values["hand"], rel_tol=2e-3, abs_tol=2e-4):
                 print(f"DISAGREES: {name} B={b} metrix {values['metrix']} hand {values['hand']}")
             ratio_tm = t["metrix"] / t["torchmetrics"] if "torchmetrics" in t else None
