@@ -203,6 +203,31 @@ def _from_stored(stored: State) -> State:
     return stored.replace(**joined)
 
 
+_EMPTY_STORED_SIZE = 128  # metrics whose stored empty state is kept, oldest out
+_empty_stored_cache: dict = {}
+
+
+def _empty_stored(metric) -> State:
+    """``_to_stored(metric.empty())``, built once per configuration.
+
+    Building it eagerly is a dozen small dispatches (2 ms for ``Accuracy``, most of a fresh
+    metric's construction); jax arrays are immutable, so every instance can start from the
+    same one. Unhashable configurations, and states built under a trace, are not kept.
+    """
+    key = (metric, bool(jax.config.jax_enable_x64))  # x64 changes the empty state's dtypes
+    try:
+        stored = _empty_stored_cache.get(key)
+    except TypeError:
+        return _to_stored(metric.empty())
+    if stored is None:
+        stored = _to_stored(metric.empty())
+        if is_concrete(stored):
+            if len(_empty_stored_cache) >= _EMPTY_STORED_SIZE:
+                _empty_stored_cache.pop(next(iter(_empty_stored_cache)))
+            _empty_stored_cache[key] = stored
+    return stored
+
+
 def _merged_batch(metric, stored: State, args, inputs) -> State:
     """The compiled step of an update: stored state merged with ``metric.get_state(...)``."""
     return _to_stored(_from_stored(stored).merge(metric.get_state(*args, **inputs)))
@@ -229,6 +254,18 @@ def _statistics(metric, stored: State) -> Statistics:
     )
 
 
+def _plain(variable) -> bool:
+    """A variable read and written as it is: no value hooks, not a mutable array reference.
+
+    Its raw accessors then read and write exactly what ``get_value`` / ``set_value`` would,
+    at a fraction of the cost (0.1 and 1.8 us against 5.4 and 7.3 on CPU: a tree copy and a
+    reference check each); an update reads and writes every variable, six for ``Accuracy``.
+    ``set_raw_value`` keeps flax's check against writes from another trace level.
+    """
+    meta = variable.get_metadata()
+    return not (meta.get("ref") or "on_get_value" in meta or "on_set_value" in meta)
+
+
 class Metric(_flax_metrics.Metric):
     """Base class: a ``flax.nnx.Metric`` whose state is a metrix state.
 
@@ -249,7 +286,7 @@ class Metric(_flax_metrics.Metric):
     def __init__(self, metric: Any = None):
         self._metric = metric  # a frozen, hashable metrix metric: static in nnx's graph
         if metric is not None:
-            self._store(_to_stored(metric.empty()))
+            self._store(_empty_stored(metric))
 
     # -- the metrix state as nnx variables -------------------------------------------------
     def _store(self, stored: State) -> None:
@@ -272,13 +309,17 @@ class Metric(_flax_metrics.Metric):
     def _set_variable(self, name: str, value) -> None:
         variable = getattr(self, name, None)
         if isinstance(variable, MetricState):
-            variable.set_value(value)
+            if _plain(variable):
+                variable.set_raw_value(value)
+            else:
+                variable.set_value(value)
         else:
             setattr(self, name, MetricState(value))
 
     def _stored(self) -> State:
         def read(name):
-            return getattr(self, name).get_value()
+            variable = getattr(self, name)
+            return variable.get_raw_value() if _plain(variable) else variable.get_value()
 
         values = {n: read(n) if lo is None else (read(n), read(lo)) for n, lo in self._state_fields}
         return self._state_cls(**dict(self._state_static), **values)
@@ -325,7 +366,7 @@ class Metric(_flax_metrics.Metric):
         """Restore the empty state (the identity of merge)."""
         if self._metric is None:
             raise NotImplementedError(f"{type(self).__name__}.reset")
-        self._store(_to_stored(self._metric.empty()))
+        self._store(_empty_stored(self._metric))
 
     def compute(self):
         """The value of the accumulated state."""

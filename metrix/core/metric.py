@@ -476,10 +476,10 @@ def _signature(metric, args, kwargs):
     ``layout`` rebuilds ``(args, kwargs)`` from the leaves: ``(len(args), kwarg names)`` when
     every input is a plain array (the common case, no pytree flattening), else a treedef.
     """
-    values = (*args, *kwargs.values())
-    if len(values) <= ONE_SHOT_MAX_LEAVES and all(_is_plain_array(v) for v in values):
+    values = (*args, *kwargs.values()) if args else tuple(kwargs.values())
+    if len(values) <= ONE_SHOT_MAX_LEAVES and all([_is_plain_array(v) for v in values]):
         layout = (len(args), tuple(kwargs))
-        sig = tuple((v.shape, v.dtype, getattr(v, "weak_type", False)) for v in values)
+        sig = tuple([(v.shape, v.dtype, getattr(v, "weak_type", False)) for v in values])
         leaves = values
     else:
         leaves, layout = jax.tree.flatten((args, kwargs))
@@ -496,12 +496,8 @@ def _signature(metric, args, kwargs):
             else:
                 return None  # strings, lists of strings, objects: host-side inputs
         sig = tuple(sig)
-    key = (metric, layout, sig, typecheck.typechecking_enabled())
-    try:
-        hash(key)
-    except TypeError:  # a configuration holding arrays or lists
-        return None
-    return key, leaves, layout
+    # (hashed once, by the cache lookup: a configuration holding arrays or lists raises there)
+    return (metric, layout, sig, typecheck.typechecking_enabled()), leaves, layout
 
 
 def _rebuild(layout, leaves):
@@ -566,7 +562,10 @@ def _one_shot(metric, args, kwargs):
         return _eager_call(metric, args, kwargs)
     key, leaves, layout = found
     cache = _one_shot_cache
-    entry = cache.get(key)
+    try:
+        entry = cache.get(key)
+    except TypeError:  # an unhashable configuration (arrays or lists in a field)
+        return _eager_call(metric, args, kwargs)
     if entry is not None:
         cache.move_to_end(key)
         sized, program, wide = entry
