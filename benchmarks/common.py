@@ -55,7 +55,7 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> 
 
 
 def interleaved_batch_medians(
-    runs: dict[str, Callable[[], object]], repeats: int, batch_s: float = 2e-3
+    runs: dict[str, Callable[[], object]], repeats: int, batch_s: float = 5e-3
 ) -> dict[str, float]:
     """Per-call median wall time, each sample a batch of back-to-back calls lasting about
     ``batch_s`` (at least one call), in :func:`interleaved_medians`' rotated rounds.
@@ -63,13 +63,18 @@ def interleaved_batch_medians(
     For calls of tens of microseconds, one ``perf_counter`` pair per call measures mostly the
     scheduler: a single call takes 25 us or 100 us depending on whether the runtime's worker
     thread was awake, so medians of 30 single calls moved by 2x between runs. Batches average
-    that out; every callable gets the same treatment. Call them once beforehand (compile).
+    that out; every callable gets the same treatment. A batch's size comes from the fastest
+    of three calls (the first call after another callable's batch can take 3x its steady time,
+    which would make batches too short). Call them once beforehand (compile).
     """
     sizes = {}
     for name, fn in runs.items():
-        start = time.perf_counter()
-        fn()
-        sizes[name] = max(1, min(1000, int(batch_s / max(time.perf_counter() - start, 1e-7))))
+        single = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            single.append(time.perf_counter() - start)
+        sizes[name] = max(1, min(2000, int(batch_s / max(min(single), 1e-7))))
     names = list(runs)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):

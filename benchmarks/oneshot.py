@@ -1,7 +1,7 @@
 """One-shot calls ``metric(**inputs)`` against a hand-jitted jnp function of the same maths.
 
 For each metric and batch size B, timed in one run, interleaved (each callable once per round,
-order rotated; each sample a ~2 ms batch of back-to-back calls, ``common.interleaved_batch_medians``,
+order rotated; each sample a ~5 ms batch of back-to-back calls, ``common.interleaved_batch_medians``,
 since single calls of tens of microseconds time mostly the thread scheduler), after a warm-up
 call that compiles:
 

@@ -22,7 +22,7 @@ from metrix.classification._common import (
     _check_top_k,
     integral_labels,
 )
-from metrix.classification.accuracy import binarize, top_k_correct
+from metrix.classification.accuracy import argmax_with_max, binarize, top_k_correct
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.keys import REQUIRED, Key
@@ -79,13 +79,17 @@ def _confusion_and_invalid(
                     f"multiclass scores must have shape (*b, num_classes={num_classes}), "
                     f"got {preds.shape}"
                 )
-            bad_pred = jnp.any(jnp.isnan(preds), axis=-1)
             if labels.shape != preds.shape[:-1]:  # before the top-k lookup broadcasts them
                 raise ValueError(
                     f"predictions of shape {preds.shape} do not match labels of shape "
                     f"{labels.shape} (multiclass labels are (*b,) class indices)"
                 )
-            hard = _top_k_prediction(preds, labels, top_k)
+            if top_k == 1:  # one pass: the row maximum is NaN iff the row holds a NaN
+                top, hard = argmax_with_max(preds)
+                bad_pred = jnp.isnan(top)
+            else:
+                bad_pred = jnp.any(jnp.isnan(preds), axis=-1)
+                hard = _top_k_prediction(preds, labels, top_k)
         else:
             if top_k != 1:
                 raise TypeError(
