@@ -461,13 +461,20 @@ def _eager_call(metric, args, kwargs):
     return metric.get_state(*args, **kwargs).compute()
 
 
-def _is_plain_array(value) -> bool:
-    """A concrete numpy or jax array (not a tracer). Checked by type, not by making an array:
-    creating one at import time would start JAX's backend before a program can set XLA_FLAGS
-    (the CLI's simulated devices)."""
-    return type(value) is np.ndarray or (
-        isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
-    )
+def _plain_signature(values):
+    """``((shape, dtype, weak_type), ...)`` when every value is a concrete numpy or jax array,
+    else ``None``. (The per-call hot path: one loop, numpy checked by exact type first. Types
+    are checked, no array is made: making one at import time would start JAX's backend before
+    a program can set XLA_FLAGS, as the CLI's simulated devices do.)"""
+    sig = []
+    for v in values:
+        if type(v) is np.ndarray:
+            sig.append((v.shape, v.dtype, False))
+        elif isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer):
+            sig.append((v.shape, v.dtype, v.weak_type))
+        else:
+            return None
+    return tuple(sig)
 
 
 def _signature(metric, args, kwargs):
@@ -477,9 +484,9 @@ def _signature(metric, args, kwargs):
     every input is a plain array (the common case, no pytree flattening), else a treedef.
     """
     values = (*args, *kwargs.values()) if args else tuple(kwargs.values())
-    if len(values) <= ONE_SHOT_MAX_LEAVES and all([_is_plain_array(v) for v in values]):
+    sig = _plain_signature(values) if len(values) <= ONE_SHOT_MAX_LEAVES else None
+    if sig is not None:
         layout = (len(args), tuple(kwargs))
-        sig = tuple([(v.shape, v.dtype, getattr(v, "weak_type", False)) for v in values])
         leaves = values
     else:
         leaves, layout = jax.tree.flatten((args, kwargs))
