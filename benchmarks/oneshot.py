@@ -293,6 +293,59 @@ def oneshot_rows(sizes, repeats):
     return rows
 
 
+# -- why rows miss: the measurements behind the explanations --------------------------------
+
+
+def profile_rows(repeats):
+    """What the missed rows come down to, measured in the same run (see the module docstring):
+
+    * ``sum`` jitted over 512 vs 1024 float32: XLA:CPU runs a program touching >= ~1024
+      elements on its worker thread, a hand-off of tens of microseconds on a small VM, paid by
+      the hand-jitted function and metrix alike; torch runs inline.
+    * ``sum`` of 10^5 float32, jitted vs torch: one reduction pass of XLA:CPU against torch's.
+    * MSE at B=256, one-shot vs its cached compiled program called directly: metrix's per-call
+      Python (signature, cache lookup, flag read).
+    * R2Score's state step (3 means, co-moments) vs the hand-jitted R2 (3 sums) at 10^5.
+    """
+    from metrix.core import metric as metric_lib
+    from metrix.regression import CoMomentState
+
+    tm = _torchmetrics()
+    rng = np.random.default_rng(2)
+    small = {n: rng.normal(size=n).astype(np.float32) for n in (512, 1024, 100_000)}
+    jsum = jax.jit(jnp.sum)
+    runs = {f"jit sum {n}": (lambda x=x: jsum(x).block_until_ready()) for n, x in small.items()}
+    if tm:
+        torch = tm[0]
+        for n in (1024, 100_000):
+            tx = torch.from_numpy(small[n])
+            runs[f"torch sum {n}"] = lambda tx=tx: float(tx.sum())
+    d = _data(256)
+    mse = mx.MSE()
+    inputs = {"preds": d["preds"], "targets": d["targets"]}
+    mse(**inputs)
+    mse(**inputs)
+    key, leaves, _ = metric_lib._signature(mse, (), inputs)
+    program = metric_lib._one_shot_cache[key][1]
+    runs["MSE B=256 one-shot"] = lambda: mse(**inputs).block_until_ready()
+    if program is not None:
+        runs["MSE B=256 its program alone"] = lambda: jax.block_until_ready(program(*leaves))
+    big = _data(100_000)
+    p, t = big["preds"], big["targets"]
+    moments = jax.jit(lambda p, t: CoMomentState.from_rows(p, t))
+    runs["R2 state step 1e5 (co-moments)"] = lambda: jax.block_until_ready(moments(p, t))
+    runs["R2 hand-jit 1e5 (3 sums)"] = lambda: _r2(p, t).block_until_ready()
+    for fn in runs.values():
+        fn()
+    t_ = common.interleaved_batch_medians(runs, repeats)
+    print("\n# behind the missed rows (medians, us; see profile_rows' docstring)")
+    rows = []
+    for name, seconds in t_.items():
+        print(f"{name:<40}{seconds * 1e6:9.1f}us")
+        rows.append(common.row(f"profile/{name}", seconds, "s"))
+    return rows
+
+
 # -- the eager stateful loops ----------------------------------------------------------------
 
 
@@ -390,6 +443,7 @@ def main(argv=None):
           f"repeats={args.repeats} (median)")
     rows = oneshot_rows(args.sizes, args.repeats)
     rows += stateful_rows(args.steps, max(5, args.repeats // 2))
+    rows += profile_rows(max(5, args.repeats // 2))
     return rows
 
 

@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 
 import metrix as mx
-from tests.registry import all_examples
+from tests.registry import all_examples, example_params
 
 EXAMPLES = all_examples()
 IDS = [e.name for e in EXAMPLES]
+# Merge algebra and masks: every metric class by default, its further configurations with
+# `slow` (they share the state class, hence the merge, with the class's first example).
+ONCE_PER_CLASS = example_params(EXAMPLES, slow_variants=True)
 N = 12
 
 
@@ -66,7 +69,7 @@ def test_any_split_gives_the_same_value(example):
         _close(example, _fold(_states(example, inputs, cuts)).compute(), whole)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+@pytest.mark.parametrize("example", ONCE_PER_CLASS)
 def test_merge_associative_with_empty_identity(example):
     inputs = example.make_inputs(np.random.default_rng(1), N)
     step = max(example.min_batch, 1)
@@ -89,7 +92,7 @@ def test_eager_equals_jit(example):
     _close(example, merged.compute(), eager.compute())
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+@pytest.mark.parametrize("example", ONCE_PER_CLASS)
 def test_mask_equals_filtering(example):
     if example.mask_input is None or not example.split_invariant:
         pytest.skip("no example mask")

@@ -40,7 +40,9 @@ inner step of a ``get_state``.
 program, cached per (metric configuration, input tree structure, shapes, dtypes and weak
 types, whether type checking is on) in an LRU of :data:`ONE_SHOT_CACHE_SIZE` entries; a hit
 costs one jitted dispatch plus one host read of a flag (none of the per-call Python work of
-binding, key aliases and type checks). The first call with a new key runs the ordinary eager
+binding, key aliases and type checks; int64 / uint64 / float64 host inputs are still checked
+for values JAX would wrap, other dtypes skip that check): ~10 us over the dispatch itself on
+CPU (``benchmarks/oneshot.py``). The first call with a new key runs the ordinary eager
 path (its type checks, refusals and warnings as ever; its value is returned), then traces
 the program and keeps it when its output has the eager output's structure and leaf types
 and equal values; otherwise (a host-side compute: numpy, exact curves, strings, code that

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import metrix as mx
-from tests.registry import all_examples
+from tests.registry import all_examples, example_params
 
 EXAMPLES = all_examples()
 IDS = [e.name for e in EXAMPLES]
@@ -116,7 +116,7 @@ def _assert_empty_result(example, value):
         np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+@pytest.mark.parametrize("example", example_params(EXAMPLES, slow_variants=True))
 def test_all_masked_batch_gives_the_empty_result(example):
     if example.mask_input is None or example.name in NETWORK:
         pytest.skip("no example mask")
