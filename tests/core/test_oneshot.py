@@ -131,6 +131,26 @@ def test_refusals_still_raise_after_the_program_is_cached():
         mx.MSE()(np.zeros(3, np.float32), np.zeros(4, np.float32))
 
 
+def test_wide_host_inputs_are_still_checked_once_cached():
+    """int64 / float64 numpy inputs keep the representability check on the cached path (other
+    dtypes skip it): in-range values use the program, out-of-range ones raise every time."""
+    avg = mx.Average()
+    ints = np.arange(6, dtype=np.int64)
+    assert float(avg(values=ints)) == 2.5
+    assert float(avg(values=ints)) == 2.5  # cached now
+    big = ints.copy()
+    big[2] = 2**33
+    for _ in range(2):
+        with pytest.raises(ValueError, match="int64 values outside the int32 range"):
+            avg(values=big)
+    floats = np.full(4, 2.0, np.float64)
+    assert float(avg(values=floats)) == 2.0
+    assert float(avg(values=floats)) == 2.0
+    floats[1] = 1e300
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        avg(values=floats)
+
+
 def test_warnings_still_warn_every_call():
     scores = np.linspace(0, 1, 7, dtype=np.float32)
     for _ in range(3):
