@@ -237,3 +237,16 @@ def test_float32_reading_is_the_rounded_exact_total(batches):
     assert float(avg.total[...]) == float(np.float32(exact))
     assert int(np.float64(avg.total[...]) + np.float64(avg.total_lo[...])) == exact
     assert float(avg.count[...]) == 4 * len(batches)
+
+
+def test_variables_with_value_hooks_are_read_through_their_hooks():
+    """Plain variables are read and written raw (the fast path); a variable given a value hook
+    (flax's ``on_get_value``) is read through it, as ``get_value`` would."""
+    m = nnx.Average()
+    m.update(values=jnp.arange(4.0))
+    assert float(m.compute()) == 1.5
+    doubled = flax_nnx.metrics.MetricState(m.count.get_value(), on_get_value=lambda var, x: x * 2)
+    m.count = doubled
+    assert float(m.compute()) == 0.75  # sum 6 over a count read as 8
+    m.update(values=jnp.arange(4.0))  # merges with the hooked reading, stored through set_value
+    assert float(m.count.get_raw_value()) == 12.0
