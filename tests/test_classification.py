@@ -287,3 +287,21 @@ def test_accuracy_nan_rows_refused_with_one_pass_check():
         logits, labels))
     mask = np.array([False, False, True])
     assert float(mx.Accuracy()(logits=logits, labels=labels, mask=mask)) == 1.0
+
+
+def test_counts_from_logits_inside_a_gradient_trace():
+    """Accuracy and the confusion-count scores read logits inside a train step's grad (as an
+    aux output): the one-pass argmax must not need a derivative."""
+    logits, _, labels = _multiclass(n=16, c=4)
+
+    def loss(lg):
+        acc = mx.Accuracy().get_state(logits=lg, labels=labels)
+        f1 = mx.F1Score(num_classes=4, average="macro").get_state(preds=lg, labels=labels)
+        return jnp.sum(lg**2), (acc.compute(), f1.compute())
+
+    (value, (acc, f1)), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(logits)
+    np.testing.assert_allclose(np.asarray(grad), 2 * logits, rtol=1e-6)
+    assert float(acc) == float(np.mean(np.argmax(logits, -1) == labels))
+    from sklearn.metrics import f1_score
+
+    np.testing.assert_allclose(float(f1), f1_score(labels, np.argmax(logits, -1), average="macro"), rtol=1e-6)

@@ -17,8 +17,9 @@ from tests.registry import all_examples, example_params
 
 EXAMPLES = all_examples()
 IDS = [e.name for e in EXAMPLES]
-# Merge algebra and masks: every metric class by default, its further configurations with
-# `slow` (they share the state class, hence the merge, with the class's first example).
+# Splits, merge algebra and masks: every metric class by default, its further configurations
+# with `slow` (they share the state class, hence the merge, with the class's first example;
+# eager-vs-jit below and the NaN edges keep every configuration by default).
 ONCE_PER_CLASS = example_params(EXAMPLES, slow_variants=True)
 N = 12
 
@@ -59,7 +60,7 @@ def _splits_for(example):
     return [tuple(c // step * step for c in cuts if c // step * step not in (0, N)) for cuts in SPLITS]
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+@pytest.mark.parametrize("example", ONCE_PER_CLASS)
 def test_any_split_gives_the_same_value(example):
     if not example.split_invariant:
         pytest.skip("value depends on the batching (e.g. pairs within a batch)")
