@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import metrix as mx
-from metrix.core import distributed
+from metrix.core.kinds import gather
 
 DEVICES = 8
 AXIS = "d"
@@ -100,7 +100,11 @@ def _bench_metric(name, metric, inputs, mesh, repeats):
         _median_seconds(local_merge, stacked, repeats=repeats),
     )
     if isinstance(stacked, mx.MeanCovState):
-        gathered = sharded_fn(lambda s: distributed._allreduce_gathered(one(s), AXIS))
+        # The generic path a state without a cheaper collective takes: gather every device's
+        # state, fold the stack (what State._allreduce does for a class-written merge).
+        gathered = sharded_fn(
+            lambda s: jax.tree.map(lambda x: gather(x, AXIS), one(s))._merge_stacked()
+        )
         rows["allreduce (gather path)"] = (
             _median_seconds(gathered, stacked_on_devices, repeats=repeats),
             rows["allreduce"][1],

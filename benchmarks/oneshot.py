@@ -343,7 +343,22 @@ def profile_rows(repeats):
     for name, seconds in t_.items():
         print(f"{name:<40}{seconds * 1e6:9.1f}us")
         rows.append(common.row(f"profile/{name}", seconds, "s"))
+    print(WHY)
     return rows
+
+
+WHY = """# why rows miss (read with the figures above)
+- Rows of >= ~1024 input elements start with XLA:CPU's hand-off to its worker thread
+  (jit sum 1024 vs 512); hand-jit pays it too, torch does not: where hand-jit is itself near
+  or above torchmetrics (Accuracy B=256, MSE B=100000), metrix cannot be faster than torch.
+- MSE B=256 runs inline (512 elements): metrix's per-call Python (one-shot vs its program
+  alone) and the value flag are ~10-15 us over a 15-20 us hand-jit; +15 us is the edge.
+- MSE B=100000: the exact sum (float32 chunks of 4096 added as double-floats) costs one
+  more small tree over hand-jit's plain sum; XLA's reduction pass itself is slower than torch's.
+- R2 / Pearson B=100000: the mergeable co-moment state (3 means, the co-moment matrix) takes
+  8 reduction passes over the rows where a hand-written R2 takes 3 (R2 state step vs hand-jit);
+  XLA:CPU runs each reduction as its own pass, and cannot drop the unused co-moments once
+  they are stacked into the state's matrix."""
 
 
 # -- the eager stateful loops ----------------------------------------------------------------
