@@ -116,6 +116,11 @@ def tiny_roberta_folder(model_type: str = "roberta") -> pathlib.Path:
         import torch
 
         folder = pathlib.Path(tempfile.mkdtemp(prefix=f"tiny-{model_type}-"))
+        # bert_score picks its model class by substrings of the path ("t5" in model_type loads
+        # a T5 encoder): a random suffix holding "t5" (~1 run in 200) broke its reference.
+        while "t5" in folder.name.lower():
+            folder.rmdir()
+            folder = pathlib.Path(tempfile.mkdtemp(prefix=f"tiny-{model_type}-"))
         atexit.register(shutil.rmtree, folder, True)
         _save_tokenizer(transformers, tokenizers, folder)
         vocab_size = len(json.loads((folder / "vocab.json").read_text(encoding="utf-8")))
