@@ -279,23 +279,17 @@ class CoMomentState(State):
         fused reductions, ~3x faster on CPU and more accurate (a float32 dot over 10^5 rows
         rounded to 2e-5 relative; these sums to 2e-7).
         """
-        if weights is not None and keep is None:
-            keep = jnp.ones(preds.shape, bool)
-        if keep is None:  # unmasked: no selects, an exact static count
-            samples = numerics.df_from_int(jnp.full(preds.shape[1:], preds.shape[0], jnp.int32))
-            count = samples
-        else:
-            samples = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
-            count = samples
-        w = None
-        if weights is not None:
-            w = jnp.where(keep, weights, 0).astype(preds.dtype)
-            count = numerics.df_from(jnp.sum(w, axis=0))
-        n = numerics.df_value(count)
-        safe_n = jnp.where(n > 0, n, 1)
-
         def kept(x):
             return x if keep is None else jnp.where(keep, x, 0)
+
+        if keep is None:  # unmasked: no selects, an exact static count
+            samples = numerics.df_from_int(jnp.full(preds.shape[1:], preds.shape[0], jnp.int32))
+        else:
+            samples = numerics.count_true(keep, axis=0)  # exact past 2^24 rows in one batch
+        w = None if weights is None else kept(weights).astype(preds.dtype)
+        count = samples if w is None else numerics.df_from(jnp.sum(w, axis=0))
+        n = numerics.df_value(count)
+        safe_n = jnp.where(n > 0, n, 1)
 
         # Two passes: the (weighted) means, then (weighted) products of deviations from them.
         variables = (preds, targets, targets - preds)
