@@ -21,6 +21,9 @@ import numpy as np
 # What each 64-bit numpy dtype becomes with x64 disabled.
 _NARROWED = {np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.uint64): np.dtype(np.uint32)}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Every host dtype check_representable looks at (the others pass through unchecked): callers
+# that cache per dtype (the one-shot path) skip the call for the rest.
+CHECKED_DTYPES = frozenset({*_NARROWED, np.dtype(np.float64)})
 
 _HOW = (
     "cast the input yourself first (e.g. values.astype(np.float32) or np.float64 -> a scaled "
@@ -66,4 +69,4 @@ def check_representable(value: Any, argument: str = "input") -> Any:
     return value
 
 
-__all__ = ["check_representable", "x64_enabled"]
+__all__ = ["CHECKED_DTYPES", "check_representable", "x64_enabled"]

@@ -455,8 +455,6 @@ ONE_SHOT_CACHE_SIZE = 128  # entries of (configuration, input signature) kept, l
 ONE_SHOT_MAX_LEAVES = 16  # more input arrays than this (network weights): the eager path
 ONE_SHOT_TIMED_SIZE = 1 << 15  # inputs this large: the first call times both paths
 _one_shot_cache: OrderedDict = OrderedDict()
-# Host dtypes JAX narrows without x64 (inputs.check_representable); other keys skip the check.
-_WIDE_DTYPES = frozenset(np.dtype(t) for t in (np.int64, np.uint64, np.float64))
 
 
 def _eager_call(metric, args, kwargs):
@@ -604,7 +602,8 @@ def _one_shot(metric, args, kwargs):
             pass
         if program is not None and sum(np.size(x) for x in leaves) >= ONE_SHOT_TIMED_SIZE:
             program = _faster(program, leaves, sized, args, kwargs)
-    wide = any(getattr(leaf, "dtype", None) in _WIDE_DTYPES for leaf in leaves)
+    # host dtypes JAX would narrow (inputs.CHECKED_DTYPES): other keys skip the check per call
+    wide = any(getattr(leaf, "dtype", None) in inputs_lib.CHECKED_DTYPES for leaf in leaves)
     cache[key] = (sized, program, wide)
     if len(cache) > ONE_SHOT_CACHE_SIZE:
         cache.popitem(last=False)
