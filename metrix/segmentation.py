@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Shaped
 
+from metrix.classification.accuracy import argmax_with_max
 from metrix.core import numerics
 from metrix.core.fields import exact_sum_field
 from metrix.core.keys import REQUIRED, Key
@@ -134,8 +135,8 @@ class _ConfusionMetric(Metric):
         if logits is not None:
             if logits.shape[-1] != self.num_classes:
                 raise ValueError(f"{name}: logits have {logits.shape[-1]} classes, num_classes={self.num_classes}")
-            bad = jnp.any(jnp.isnan(logits), axis=-1)
-            preds = jnp.argmax(logits, axis=-1)
+            top, preds = argmax_with_max(logits)  # one pass: NaN rows have a NaN maximum
+            bad = jnp.isnan(top)
         else:
             bad = (preds < 0) | (preds >= self.num_classes)
         keep = broadcast_mask(mask, targets.shape)
