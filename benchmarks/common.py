@@ -43,14 +43,22 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> 
     """Median wall time of each callable over ``repeats`` rounds; in each round every callable
     runs once, in an order rotated round by round, so that load bursts on a shared machine
     fall on all of them alike. Call them once beforehand to warm up (compile)."""
+    return _rotated_medians(runs, repeats, dict.fromkeys(runs, 1))
+
+
+def _rotated_medians(runs, repeats: int, calls: dict[str, int]) -> dict[str, float]:
+    """Median per-call time over ``repeats`` rotated rounds, each sample ``calls[name]``
+    back-to-back calls of one callable."""
     names = list(runs)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            fn, n = runs[name], calls[name]
             start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - start) / n)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -75,17 +83,7 @@ def interleaved_batch_medians(
             fn()
             single.append(time.perf_counter() - start)
         sizes[name] = max(1, min(2000, int(batch_s / max(min(single), 1e-7))))
-    names = list(runs)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn, n = runs[name], sizes[name]
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times[name].append((time.perf_counter() - start) / n)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return _rotated_medians(runs, repeats, sizes)
 
 
 def machine() -> str:
